@@ -1,0 +1,37 @@
+"""pgjobs: a Postgres-native cron scheduler and job queue for Python."""
+
+from __future__ import annotations
+
+from pgjobs.errors import (
+    ConfigError,
+    CronError,
+    DatabaseError,
+    LockHeldError,
+    PgJobsError,
+    ProfileError,
+    RegistrationError,
+    SchemaError,
+    UnknownJobError,
+)
+from pgjobs.job import CancelSignal, Extension, Job, JobContext, JobResult, RetryBackoff
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CancelSignal",
+    "ConfigError",
+    "CronError",
+    "DatabaseError",
+    "Extension",
+    "Job",
+    "JobContext",
+    "JobResult",
+    "LockHeldError",
+    "PgJobsError",
+    "ProfileError",
+    "RegistrationError",
+    "RetryBackoff",
+    "SchemaError",
+    "UnknownJobError",
+    "__version__",
+]

@@ -1,0 +1,52 @@
+"""The one exception hierarchy of pgjobs.
+
+Every error a user can cause (bad cron, bad profile, unknown job, unreachable database, schema not
+migrated) is a :class:`PgJobsError` whose ``str()`` is one clear line; the CLI prints that line and
+exits with :attr:`PgJobsError.exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class PgJobsError(Exception):
+    """Base of every error pgjobs raises on purpose. ``str(err)`` is one line for a person."""
+
+    exit_code: int = 1
+
+
+class ConfigError(PgJobsError):
+    """Bad input from code or configuration: a job definition, the profile, a CLI argument."""
+
+    exit_code = 2
+
+
+class CronError(ConfigError):
+    """An invalid cron expression; the message says which field is wrong and why."""
+
+
+class RegistrationError(ConfigError):
+    """A job or extension that cannot be registered; the message names extension and job."""
+
+
+class ProfileError(ConfigError):
+    """An invalid profile; the message starts with ``file:line:``."""
+
+
+class UnknownJobError(PgJobsError):
+    """A job name that nothing registers; the message suggests the nearest names."""
+
+    exit_code = 2
+
+
+class DatabaseError(PgJobsError):
+    """The database cannot be reached or refused a statement pgjobs needed."""
+
+    exit_code = 3
+
+
+class SchemaError(DatabaseError):
+    """The pgjobs schema is missing or older than the code; says which command fixes it."""
+
+
+class LockHeldError(PgJobsError):
+    """A run of a non-overlapping job was refused because another run holds the job's lock."""

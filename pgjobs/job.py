@@ -1,0 +1,187 @@
+"""The job contract: what an extension writes, and what a run hands back.
+
+An :class:`Extension` groups the :class:`Job` objects one package registers. A job's ``execute``
+receives a :class:`JobContext` and returns a :class:`JobResult`; raising is a failed run. This
+module knows nothing of the worker or the database tables: it is the part users import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+Overlap = Literal["skip", "allow"]
+Misfire = Literal["coalesce", "skip", "backfill"]
+Trigger = Literal["schedule", "manual", "enqueue", "retry"]
+
+OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
+MISFIRE_POLICIES: tuple[str, ...] = ("coalesce", "skip", "backfill")
+
+
+@dataclass(frozen=True)
+class RetryBackoff:
+    """Exponential backoff with full jitter: attempt ``n`` waits up to ``base * factor**(n-1)``.
+
+    The wait is capped at ``max_seconds``; ``jitter`` is the fraction of the wait that is random
+    (0 = exactly the exponential wait, 1 = uniformly between 0 and it).
+    """
+
+    base_seconds: float = 1.0
+    factor: float = 2.0
+    max_seconds: float = 300.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Seconds to wait before retrying after failed attempt ``attempt`` (``rand`` in [0, 1))."""
+        wait = min(self.max_seconds, self.base_seconds * self.factor ** max(0, attempt - 1))
+        return wait * (1.0 - self.jitter * rand)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a run hands back. Everything here is stored on the run's row.
+
+    Build one with :meth:`success` or :meth:`failure`, then refine it with the ``with_*`` methods,
+    each of which returns a new result.
+    """
+
+    ok: bool
+    message: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    processed: int | None = None
+    failed: int | None = None
+
+    @classmethod
+    def success(cls, message: str | None = None) -> JobResult:
+        """A succeeded run, with an optional message."""
+        return cls(ok=True, message=message)
+
+    @classmethod
+    def failure(cls, message: str | None = None) -> JobResult:
+        """A failed run (retried when attempts remain), with an optional message."""
+        return cls(ok=False, message=message)
+
+    def with_message(self, message: str) -> JobResult:
+        """The same result with ``message``."""
+        return replace(self, message=message)
+
+    def with_data(self, **data: Any) -> JobResult:
+        """The same result with ``data`` merged into its JSON data (values must be JSON-able)."""
+        return replace(self, data={**self.data, **data})
+
+    def with_stats(self, processed: int, failed: int = 0) -> JobResult:
+        """The same result with item counts: how many the run processed and how many failed."""
+        return replace(self, processed=processed, failed=failed)
+
+
+class CancelSignal:
+    """Set when the run should stop: cancelled by an operator, timed out, or worker shutdown.
+
+    Async jobs may ``await signal.wait()`` or check :attr:`is_set`; sync jobs check
+    :attr:`is_set` between units of work. Both are safe from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+
+    @property
+    def is_set(self) -> bool:
+        """True once cancellation was requested."""
+        return self._event.is_set()
+
+    def set(self, reason: str) -> None:
+        """Request cancellation, remembering the first reason given."""
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block the calling thread until cancellation is requested or ``timeout`` passes."""
+        return self._event.wait(timeout)
+
+
+@dataclass
+class JobContext:
+    """Everything a run of a job may use.
+
+    ``db_pool`` is the worker's ``psycopg_pool.AsyncConnectionPool`` for ``async def execute``
+    and a sync ``psycopg_pool.ConnectionPool`` on the same database for plain ``def execute``.
+    ``parameters`` are the profile entry's string parameters, overridden by ``jobs run -p``.
+    """
+
+    db_pool: Any
+    run_id: int
+    job_name: str
+    scheduled_for: datetime
+    attempt: int
+    trigger: Trigger
+    payload: dict[str, Any] | None
+    worker_id: str
+    log: logging.LoggerAdapter[logging.Logger]
+    cancel: CancelSignal
+    parameters: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was asked to stop; long jobs should check it and return early."""
+        return self.cancel.is_set
+
+
+class Job:
+    """A unit of work an extension registers; subclass it and implement ``execute``.
+
+    Class attributes are the job's definition (the profile may override them):
+
+    - ``name``: unique, starting with the extension's name (``my-extension-cleanup``).
+    - ``schedule``: cron (6 fields, ``second minute hour day month weekday``; 5 fields and
+      ``@daily`` etc. also accepted) or ``None`` for on-demand only.
+    - ``enabled``, ``tags``, ``timezone`` (IANA name), ``timeout`` (seconds or ``None``),
+      ``max_attempts``, ``retry_backoff``, ``overlap`` (``skip``: one run at a time across all
+      workers; ``allow``), ``misfire`` (``coalesce``, ``skip``, ``backfill``), ``backfill_cap``,
+      ``priority`` (lower runs first), ``queue``.
+
+    ``execute(self, ctx)`` may be ``async def`` (runs on the worker's event loop) or plain
+    ``def`` (runs in a thread). It returns a :class:`JobResult`; an exception is a failed run.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    schedule: ClassVar[str | None] = None
+    enabled: ClassVar[bool] = True
+    tags: ClassVar[tuple[str, ...] | list[str]] = ()
+    timezone: ClassVar[str] = "UTC"
+    timeout: ClassVar[float | None] = None
+    max_attempts: ClassVar[int] = 1
+    retry_backoff: ClassVar[RetryBackoff] = RetryBackoff()
+    overlap: ClassVar[Overlap] = "skip"
+    misfire: ClassVar[Misfire] = "coalesce"
+    backfill_cap: ClassVar[int] = 100
+    priority: ClassVar[int] = 0
+    queue: ClassVar[str] = "default"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class Extension:
+    """A named group of jobs, found from ``--app module:attr`` or the ``pgjobs.extensions``
+    entry-point group. Every job name must start with ``f"{extension.name}-"``.
+
+    ``config`` is handed to each run as ``ctx.config``.
+    """
+
+    name: ClassVar[str] = ""
+    config: ClassVar[dict[str, Any]] = {}
+
+    def jobs(self) -> list[Job]:
+        """The jobs this extension registers."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
