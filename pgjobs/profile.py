@@ -1,0 +1,369 @@
+"""The profile: an operator's YAML file that overrides what the code says about jobs.
+
+```yaml
+app: myproject.jobs:extension          # optional: where the extensions are
+scheduler:
+  enabled: true                        # false: workers run the queue but tick no schedules
+  jobs:
+    - extension: my-extension          # optional; checked when given
+      job: my-extension-cleanup        # or `name:`
+      schedule: "0 */30 * * * *"
+      enabled: true
+      timezone: Europe/Berlin
+      parameters: {batch: 500}         # scalars, handed to the run as strings
+      timeout: 30                      # seconds; null removes the code's timeout
+      max_attempts: 3
+      overlap: allow
+      misfire: backfill
+      backfill_cap: 10
+      priority: 5
+      queue: reports
+extensions:
+  my-extension: {retention_days: 30}   # merged over Extension.config, handed to runs as ctx.config
+```
+
+This module checks the file's shape and types, and keeps the line of every value so that the
+registry, which knows the extensions, can report a bad cron or an unknown job at its line too.
+Every error is a one-line :class:`~pgjobs.errors.ProfileError` starting with ``file:line:``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pgjobs.errors import ProfileError
+from pgjobs.job import MISFIRE_POLICIES, OVERLAP_POLICIES
+
+#: Keys of a ``scheduler.jobs`` entry that override the job's definition in code.
+OVERRIDE_KEYS: tuple[str, ...] = (
+    "schedule",
+    "enabled",
+    "timezone",
+    "parameters",
+    "timeout",
+    "max_attempts",
+    "overlap",
+    "misfire",
+    "backfill_cap",
+    "priority",
+    "queue",
+)
+
+_TOP_KEYS = ("app", "scheduler", "extensions")
+_SCHEDULER_KEYS = ("enabled", "jobs")
+_ENTRY_KEYS = ("extension", "job", "name", *OVERRIDE_KEYS)
+
+_TAG = "tag:yaml.org,2002:"
+
+
+def profile_error(path: str, line: int, where: str, reason: str) -> ProfileError:
+    """A :class:`ProfileError` reading ``path:line: where: reason`` (``where`` may be empty)."""
+    location = f"{where}: " if where else ""
+    return ProfileError(f"{path}:{line}: {location}{reason}")
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One item of ``scheduler.jobs``: the overrides for one job, with their lines.
+
+    Only the keys present in the file are overrides; :meth:`overrides` returns them.
+    ``lines`` maps each key (``name:`` is stored as ``job``) to the line of its value.
+    """
+
+    path: str
+    index: int
+    line: int
+    job: str
+    extension: str | None = None
+    schedule: str | None = None
+    enabled: bool | None = None
+    timezone: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    max_attempts: int | None = None
+    overlap: str | None = None
+    misfire: str | None = None
+    backfill_cap: int | None = None
+    priority: int | None = None
+    queue: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """This entry's place in the file, e.g. ``scheduler.jobs[0]``."""
+        return f"scheduler.jobs[{self.index}]"
+
+    def line_of(self, key: str) -> int:
+        """The line of ``key``'s value, or of the entry when the key is absent."""
+        return self.lines.get(key, self.line)
+
+    def error(self, key: str | None, reason: str) -> ProfileError:
+        """A :class:`ProfileError` about ``key`` of this entry (or the entry itself)."""
+        where = f"{self.where}.{key}" if key else self.where
+        return profile_error(self.path, self.line_of(key) if key else self.line, where, reason)
+
+    def overrides(self) -> dict[str, Any]:
+        """The keys this entry sets, with their values, in :data:`OVERRIDE_KEYS` order."""
+        return {key: getattr(self, key) for key in OVERRIDE_KEYS if key in self.lines}
+
+
+@dataclass(frozen=True)
+class ProfileExtension:
+    """An item of the top-level ``extensions`` map: configuration for one extension."""
+
+    name: str
+    config: dict[str, Any]
+    line: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A loaded profile. Names of jobs and extensions are checked by ``Registry.build``."""
+
+    path: str
+    app: str | None = None
+    app_line: int | None = None
+    scheduler_enabled: bool = True
+    entries: list[ProfileEntry] = field(default_factory=list)
+    extensions: list[ProfileExtension] = field(default_factory=list)
+
+    def error(self, line: int, where: str, reason: str) -> ProfileError:
+        """A :class:`ProfileError` at ``line`` of this profile."""
+        return profile_error(self.path, line, where, reason)
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and check the profile at ``path``; raise :class:`ProfileError` on any problem."""
+    shown = os.fspath(path)
+    try:
+        with open(shown, encoding="utf-8") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        raise ProfileError(f"{shown}: profile not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ProfileError(f"{shown}: cannot read profile: {reason}") from None
+    return parse_profile(text, shown)
+
+
+def parse_profile(text: str, path: str = "<profile>") -> Profile:
+    """Check the profile in ``text``; ``path`` is only used in error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = err.problem or err.context or "cannot parse"
+        raise ProfileError(f"{path}:{line}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path}:1: invalid YAML: {_first_line(str(err))}") from None
+    return _Reader(path).profile(root)
+
+
+class _Reader:
+    """Turns the composed YAML nodes into a :class:`Profile`, failing at the offending node."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: Node, where: str, reason: str) -> ProfileError:
+        return profile_error(self.path, _line(node), where, reason)
+
+    def profile(self, root: Node | None) -> Profile:
+        if root is None or _is_null(root):
+            return Profile(path=self.path)
+        top = self.mapping(root, "", _TOP_KEYS, "the profile")
+        app, app_line = None, None
+        if "app" in top:
+            app, app_line = self.string(top["app"], "", "app"), _line(top["app"])
+        enabled, entries = True, []
+        if "scheduler" in top and not _is_null(top["scheduler"]):
+            scheduler = self.mapping(top["scheduler"], "scheduler", _SCHEDULER_KEYS, "scheduler")
+            if "enabled" in scheduler:
+                enabled = self.boolean(scheduler["enabled"], "scheduler", "enabled")
+            if "jobs" in scheduler and not _is_null(scheduler["jobs"]):
+                entries = self.entries(scheduler["jobs"])
+        extensions = []
+        if "extensions" in top and not _is_null(top["extensions"]):
+            extensions = self.extensions(top["extensions"])
+        return Profile(self.path, app, app_line, enabled, entries, extensions)
+
+    def entries(self, node: Node) -> list[ProfileEntry]:
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, "scheduler", f"jobs must be a list, got {_describe(node)}")
+        return [self.entry(index, item) for index, item in enumerate(node.value)]
+
+    def entry(self, index: int, node: Node) -> ProfileEntry:
+        where = f"scheduler.jobs[{index}]"
+        keys = self.mapping(node, where, _ENTRY_KEYS, "a job entry")
+        if "job" in keys and "name" in keys:
+            raise self.fail(keys["name"], where, "give either 'job' or 'name', not both")
+        job_node = keys.pop("name") if "name" in keys else keys.pop("job", None)
+        if job_node is None:
+            raise self.fail(node, where, "missing 'job' (the name of the job to override)")
+        values: dict[str, Any] = {"job": self.string(job_node, where, "job")}
+        lines = {"job": _line(job_node)}
+        for key, value in keys.items():
+            values[key] = self.entry_value(key, value, where)
+            lines[key] = _line(value)
+        return ProfileEntry(self.path, index, _line(node), lines=lines, **values)
+
+    def entry_value(self, key: str, node: Node, where: str) -> Any:
+        if key in ("extension", "schedule", "timezone", "queue"):
+            return self.string(node, where, key)
+        if key == "enabled":
+            return self.boolean(node, where, key)
+        if key in ("overlap", "misfire"):
+            choices = OVERLAP_POLICIES if key == "overlap" else MISFIRE_POLICIES
+            value = self.string(node, where, key)
+            if value not in choices:
+                raise self.fail(
+                    node, where, f"{key} must be one of {_quoted(choices)}, got {value!r}"
+                )
+            return value
+        if key == "parameters":
+            return self.parameters(node, f"{where}.parameters")
+        if key == "timeout":
+            return None if _is_null(node) else self.seconds(node, where, key)
+        minimum = None if key == "priority" else 1
+        return self.integer(node, where, key, minimum)
+
+    def parameters(self, node: Node, where: str) -> dict[str, str]:
+        if _is_null(node):
+            return {}
+        if not isinstance(node, MappingNode):
+            raise self.fail(
+                node, where, f"must be a map of names to strings, got {_describe(node)}"
+            )
+        result: dict[str, str] = {}
+        for key_node, value_node in node.value:
+            name = self.key(key_node, where, result)
+            if not isinstance(value_node, ScalarNode) or _is_null(value_node):
+                raise self.fail(
+                    value_node,
+                    where,
+                    f"value of {name!r} must be a string, number or boolean, "
+                    f"got {_describe(value_node)}",
+                )
+            result[name] = value_node.value
+        return result
+
+    def extensions(self, node: Node) -> list[ProfileExtension]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(
+                node,
+                "extensions",
+                f"must be a map of extension names to their configuration, got {_describe(node)}",
+            )
+        seen: dict[str, Any] = {}
+        result = []
+        for key_node, value_node in node.value:
+            name = self.key(key_node, "extensions", seen)
+            seen[name] = True
+            config: Any = {} if _is_null(value_node) else _construct(value_node)
+            if not isinstance(config, dict):
+                raise self.fail(
+                    value_node,
+                    "extensions",
+                    f"configuration of {name!r} must be a map, got {_describe(value_node)}",
+                )
+            result.append(ProfileExtension(name, config, _line(key_node)))
+        return result
+
+    def mapping(self, node: Node, where: str, allowed: Iterable[str], what: str) -> dict[str, Node]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, where, f"{what} must be a map, got {_describe(node)}")
+        allowed = tuple(allowed)
+        result: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = self.key(key_node, where, result)
+            if key not in allowed:
+                raise self.fail(key_node, where, f"unknown key {key!r} ({_suggest(key, allowed)})")
+            result[key] = value_node
+        return result
+
+    def key(self, node: Node, where: str, seen: dict[str, Any]) -> str:
+        if not isinstance(node, ScalarNode) or _is_null(node):
+            raise self.fail(node, where, f"keys must be names, got {_describe(node)}")
+        if node.value in seen:
+            raise self.fail(node, where, f"duplicate key {node.value!r}")
+        return str(node.value)
+
+    def string(self, node: Node, where: str, key: str) -> str:
+        if _tag(node) != "str" or not node.value.strip():
+            raise self.fail(node, where, f"{key} must be a non-empty string, got {_describe(node)}")
+        return str(node.value)
+
+    def boolean(self, node: Node, where: str, key: str) -> bool:
+        if _tag(node) != "bool":
+            raise self.fail(node, where, f"{key} must be true or false, got {_describe(node)}")
+        return bool(_construct(node))
+
+    def seconds(self, node: Node, where: str, key: str) -> float:
+        value = _construct(node) if _tag(node) in ("int", "float") else None
+        if not isinstance(value, int | float) or not 0 < value < math.inf:
+            raise self.fail(
+                node, where, f"{key} must be a positive number of seconds, got {_describe(node)}"
+            )
+        return float(value)
+
+    def integer(self, node: Node, where: str, key: str, minimum: int | None) -> int:
+        value = _construct(node) if _tag(node) == "int" else None
+        if not isinstance(value, int) or (minimum is not None and value < minimum):
+            expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+            raise self.fail(node, where, f"{key} must be {expected}, got {_describe(node)}")
+        return value
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _tag(node: Node) -> str | None:
+    """The resolved scalar type (``str``, ``int``, ``bool``…), or None for lists and maps."""
+    if isinstance(node, ScalarNode) and node.tag.startswith(_TAG):
+        return node.tag[len(_TAG) :]
+    return None
+
+
+def _is_null(node: Node) -> bool:
+    return _tag(node) == "null"
+
+
+def _construct(node: Node) -> Any:
+    return SafeConstructor().construct_object(node, deep=True)
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a map"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    tag = _tag(node)
+    if tag == "null":
+        return "null"
+    if tag == "str":
+        return repr(node.value)
+    return str(node.value)
+
+
+def _suggest(key: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(allowed)}"
+
+
+def _quoted(choices: Iterable[str]) -> str:
+    return ", ".join(repr(choice) for choice in choices)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -1,0 +1,517 @@
+"""The profile: overrides code, and every mistake in it is reported with its file and line."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pgjobs.errors import ProfileError
+from pgjobs.profile import Profile, load_profile
+from pgjobs.registry import Registry, load_registry
+
+TESTS_DIR = Path(__file__).parent
+
+WriteProfile = Callable[[str], str]
+
+
+@pytest.fixture(autouse=True)
+def _apps_importable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    monkeypatch.delenv("PGJOBS_APP", raising=False)
+    monkeypatch.delenv("PGJOBS_PROFILE", raising=False)
+    yield
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Iterator[WriteProfile]:
+    """``write(text)`` writes a dedented profile.yaml and returns its path."""
+
+    def write_profile(text: str) -> str:
+        path = tmp_path / "profile.yaml"
+        path.write_text(textwrap.dedent(text))
+        return str(path)
+
+    yield write_profile
+
+
+def build(path: str) -> Registry:
+    from apps import good
+
+    return Registry.build([good.GoodExtension(), good.OtherExtension()], load_profile(path))
+
+
+def profile_error(path: str, *, registry: bool = False) -> str:
+    """The message of the ProfileError that loading (and applying) the profile raises."""
+    with pytest.raises(ProfileError) as info:
+        if registry:
+            build(path)
+        else:
+            load_profile(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:")
+    return message[len(path) :]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def test_a_full_profile_loads(write: WriteProfile) -> None:
+    path = write(
+        """\
+        app: apps.good:extension
+        scheduler:
+          enabled: false
+          jobs:
+            - extension: good
+              job: good-cleanup
+              schedule: "0 */30 * * * *"
+              enabled: true
+              timezone: Europe/Berlin
+              parameters: {batch: 500, dry_run: true, ratio: 0.5, label: nightly}
+              timeout: 30
+              max_attempts: 3
+              overlap: allow
+              misfire: backfill
+              backfill_cap: 10
+              priority: -5
+              queue: reports
+        extensions:
+          good: {retention_days: 7}
+        """
+    )
+    profile = load_profile(path)
+    assert (profile.path, profile.app, profile.app_line) == (path, "apps.good:extension", 1)
+    assert profile.scheduler_enabled is False
+    [entry] = profile.entries
+    assert (entry.extension, entry.job, entry.line, entry.line_of("schedule")) == (
+        "good",
+        "good-cleanup",
+        5,
+        7,
+    )
+    assert entry.parameters == {
+        "batch": "500",
+        "dry_run": "true",
+        "ratio": "0.5",
+        "label": "nightly",
+    }
+    assert entry.overrides() == {
+        "schedule": "0 */30 * * * *",
+        "enabled": True,
+        "timezone": "Europe/Berlin",
+        "parameters": entry.parameters,
+        "timeout": 30.0,
+        "max_attempts": 3,
+        "overlap": "allow",
+        "misfire": "backfill",
+        "backfill_cap": 10,
+        "priority": -5,
+        "queue": "reports",
+    }
+    [extension] = profile.extensions
+    assert (extension.name, extension.config, extension.line) == ("good", {"retention_days": 7}, 19)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "scheduler:\n", "scheduler:\n  jobs:\n"])
+def test_an_empty_profile_changes_nothing(write: WriteProfile, text: str) -> None:
+    profile = load_profile(write(text))
+    assert profile == Profile(path=profile.path)
+
+
+# --- errors found while loading ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            """\
+            scheduler:
+              jobs:
+                - extension: good
+                  job: good-cleanup
+                  shedule: "0 0 * * * *"
+            """,
+            ":5: scheduler.jobs[0]: unknown key 'shedule' (did you mean 'schedule'?)",
+        ),
+        (
+            """\
+            scheduler:
+              jobs: []
+            schedulers: {}
+            """,
+            ":3: unknown key 'schedulers' (did you mean 'scheduler'?)",
+        ),
+        (
+            "workers: 3\n",
+            ":1: unknown key 'workers' (expected one of: app, scheduler, extensions)",
+        ),
+        (
+            "scheduler:\n  enable: false\n",
+            ":2: scheduler: unknown key 'enable' (did you mean 'enabled'?)",
+        ),
+        (
+            """\
+            scheduler:
+              jobs:
+                - job: good-cleanup
+                  enabled: yes please
+            """,
+            ":4: scheduler.jobs[0]: enabled must be true or false, got 'yes please'",
+        ),
+        (
+            "scheduler:\n  enabled: 1\n",
+            ":2: scheduler: enabled must be true or false, got 1",
+        ),
+        (
+            """\
+            scheduler:
+              jobs:
+                - extension: good
+                  schedule: "0 0 * * * *"
+            """,
+            ":3: scheduler.jobs[0]: missing 'job' (the name of the job to override)",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - {job: good-cleanup, name: good-cleanup}\n",
+            ":3: scheduler.jobs[0]: give either 'job' or 'name', not both",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      job: good-report\n",
+            ":4: scheduler.jobs[0]: duplicate key 'job'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: ''\n",
+            ":3: scheduler.jobs[0]: job must be a non-empty string, got ''",
+        ),
+        (
+            "scheduler:\n  jobs:\n    job: good-cleanup\n",
+            ":3: scheduler: jobs must be a list, got a map",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - good-cleanup\n",
+            ":3: scheduler.jobs[0]: a job entry must be a map, got 'good-cleanup'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      schedule: 5\n",
+            ":4: scheduler.jobs[0]: schedule must be a non-empty string, got 5",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      parameters: {batch: [1, 2]}\n",
+            ":4: scheduler.jobs[0].parameters: value of 'batch' must be a string, number or "
+            "boolean, got a list",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      parameters: batch=5\n",
+            ":4: scheduler.jobs[0].parameters: must be a map of names to strings, got 'batch=5'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      timeout: -1\n",
+            ":4: scheduler.jobs[0]: timeout must be a positive number of seconds, got -1",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      max_attempts: 0\n",
+            ":4: scheduler.jobs[0]: max_attempts must be an integer >= 1, got 0",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      priority: high\n",
+            ":4: scheduler.jobs[0]: priority must be an integer, got 'high'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      overlap: never\n",
+            ":4: scheduler.jobs[0]: overlap must be one of 'skip', 'allow', got 'never'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      misfire: catchup\n",
+            ":4: scheduler.jobs[0]: misfire must be one of 'coalesce', 'skip', 'backfill', "
+            "got 'catchup'",
+        ),
+        (
+            "app: 42\n",
+            ":1: app must be a non-empty string, got 42",
+        ),
+        (
+            "- scheduler\n",
+            ":1: the profile must be a map, got a list",
+        ),
+        (
+            "extensions: {good: [1]}\n",
+            ":1: extensions: configuration of 'good' must be a map, got a list",
+        ),
+    ],
+)
+def test_a_profile_mistake_is_reported_at_its_line(
+    write: WriteProfile, text: str, expected: str
+) -> None:
+    assert profile_error(write(text)) == expected
+
+
+def test_a_file_that_is_not_yaml_is_reported_at_the_line_of_the_yaml_error(
+    write: WriteProfile,
+) -> None:
+    path = write(
+        """\
+        scheduler:
+          jobs:
+            - job: good-cleanup
+              schedule: "0 0 * * * *
+        """
+    )
+    assert profile_error(path).startswith(":5: invalid YAML: found unexpected end of stream")
+
+
+def test_an_unquoted_star_is_a_yaml_error_with_its_line(write: WriteProfile) -> None:
+    path = write("scheduler:\n  jobs:\n    - job: good-cleanup\n      schedule: */5 * * * * *\n")
+    assert profile_error(path).startswith(":4: invalid YAML: ")
+
+
+def test_a_missing_profile_is_reported(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(ProfileError, match=r"nope\.yaml: profile not found$"):
+        load_profile(path)
+
+
+# --- errors found against the registered jobs ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "scheduler:\n  jobs:\n    - extension: godo\n      job: good-cleanup\n",
+            ":3: scheduler.jobs[0].extension: unknown extension 'godo'; did you mean: good?",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - extension: good\n      job: good-clenup\n",
+            ":4: scheduler.jobs[0].job: unknown job 'good-clenup'; did you mean: good-cleanup?",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - name: nothing-like-it\n",
+            ":3: scheduler.jobs[0].job: unknown job 'nothing-like-it'; "
+            "known jobs: good-cleanup, good-report, other-ping",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - extension: other\n      job: good-cleanup\n",
+            ":3: scheduler.jobs[0].extension: job 'good-cleanup' belongs to extension 'good', "
+            "not 'other'",
+        ),
+        (
+            """\
+            scheduler:
+              jobs:
+                - extension: good
+                  job: good-cleanup
+                  enabled: true
+
+                  schedule: "0 61 * * * *"
+            """,
+            ":7: scheduler.jobs[0].schedule: invalid cron '0 61 * * * *': "
+            "minute field '61' is out of range 0-59",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-report\n      timezone: Europe/Berln\n",
+            ":4: scheduler.jobs[0].timezone: unknown timezone 'Europe/Berln'",
+        ),
+        (
+            """\
+            scheduler:
+              jobs:
+                - job: good-cleanup
+                  enabled: false
+                - name: good-cleanup
+                  schedule: "@daily"
+            """,
+            ":5: scheduler.jobs[1].job: job 'good-cleanup' is listed twice (first at line 3)",
+        ),
+        (
+            "extensions:\n  good: {}\n  goood: {retention_days: 1}\n",
+            ":3: extensions: unknown extension 'goood'; did you mean: good?",
+        ),
+    ],
+)
+def test_a_profile_that_does_not_match_the_code_is_reported_at_its_line(
+    write: WriteProfile, text: str, expected: str
+) -> None:
+    assert profile_error(write(text), registry=True).startswith(expected)
+
+
+# --- precedence: code < profile ----------------------------------------------------------------
+
+
+def test_a_profile_schedule_overrides_the_code_schedule(write: WriteProfile) -> None:
+    path = write(
+        """\
+        scheduler:
+          jobs:
+            - extension: good
+              job: good-cleanup
+              schedule: "0 */30 * * * *"
+              timezone: Europe/Berlin
+        """
+    )
+    definition = build(path).get("good-cleanup")
+    assert definition.schedule == "0 */30 * * * *"
+    assert definition.schedule_source == "profile"
+    assert definition.code_schedule == "0 0 * * * *"
+    assert definition.cron is not None and definition.cron.timezone == "Europe/Berlin"
+    assert definition.overrides == ("schedule", "timezone")
+
+
+def test_a_profile_schedule_gives_an_on_demand_job_a_schedule(write: WriteProfile) -> None:
+    path = write("scheduler:\n  jobs:\n    - job: good-report\n      schedule: '@daily'\n")
+    definition = build(path).get("good-report")
+    assert (definition.schedule, definition.schedule_source) == ("@daily", "profile")
+    assert definition.code_schedule is None
+
+
+def test_profile_enabled_false_wins_and_keeps_the_code_schedule(write: WriteProfile) -> None:
+    path = write("scheduler:\n  jobs:\n    - job: good-cleanup\n      enabled: false\n")
+    definition = build(path).get("good-cleanup")
+    assert definition.enabled is False
+    assert (definition.schedule, definition.schedule_source) == ("0 0 * * * *", "code")
+
+
+def test_profile_parameters_reach_the_definition_as_strings(write: WriteProfile) -> None:
+    path = write(
+        "scheduler:\n  jobs:\n    - job: good-cleanup\n      parameters: {batch: 500, all: true}\n"
+    )
+    assert build(path).get("good-cleanup").parameters == {"batch": "500", "all": "true"}
+
+
+def test_name_is_a_synonym_of_job(write: WriteProfile) -> None:
+    path = write("scheduler:\n  jobs:\n    - name: good-report\n      queue: reports\n")
+    assert build(path).get("good-report").queue == "reports"
+
+
+def test_profile_policies_override_the_code(write: WriteProfile) -> None:
+    path = write(
+        """\
+        scheduler:
+          jobs:
+            - job: other-ping
+              overlap: allow
+              misfire: backfill
+              backfill_cap: 3
+              max_attempts: 4
+              priority: 9
+              timeout: 2.5
+        """
+    )
+    definition = build(path).get("other-ping")
+    assert (definition.overlap, definition.misfire, definition.backfill_cap) == (
+        "allow",
+        "backfill",
+        3,
+    )
+    assert (definition.max_attempts, definition.priority, definition.timeout) == (4, 9, 2.5)
+
+
+def test_profile_timeout_null_removes_the_code_timeout(write: WriteProfile) -> None:
+    from apps import good
+
+    class Slow(good.ReportJob):
+        timeout = 10
+
+    class Ext(good.GoodExtension):
+        def jobs(self) -> list[good.Job]:
+            return [Slow()]
+
+    path = write("scheduler:\n  jobs:\n    - job: good-report\n      timeout: null\n")
+    registry = Registry.build([Ext()], load_profile(path))
+    assert registry.get("good-report").timeout is None
+
+
+def test_jobs_the_profile_does_not_list_keep_their_code_definition(write: WriteProfile) -> None:
+    path = write("scheduler:\n  jobs:\n    - job: good-cleanup\n      enabled: false\n")
+    definition = build(path).get("good-report")
+    assert definition.overrides == ()
+    assert definition.enabled is True
+
+
+def test_scheduler_enabled_false_reaches_the_registry(write: WriteProfile) -> None:
+    assert build(write("scheduler:\n  enabled: false\n")).scheduler_enabled is False
+    assert build(write("scheduler:\n  enabled: true\n")).scheduler_enabled is True
+    assert build(write("")).scheduler_enabled is True
+
+
+def test_profile_extension_config_is_merged_over_the_code_config(write: WriteProfile) -> None:
+    registry = build(write("extensions:\n  good: {retention_days: 7}\n"))
+    assert registry.get("good-cleanup").config == {"retention_days": 7, "region": "eu"}
+    assert registry.get("other-ping").config == {}
+
+
+# --- load_registry -----------------------------------------------------------------------------
+
+
+def test_load_registry_takes_the_app_from_the_profile(write: WriteProfile) -> None:
+    path = write("app: apps.good:make_extension\n")
+    assert load_registry(profile_path=path, entry_points=False).names() == ["other-ping"]
+
+
+def test_an_explicit_app_wins_over_the_profile_app(write: WriteProfile) -> None:
+    path = write("app: apps.good:make_extension\n")
+    registry = load_registry("apps.good:extension", path, entry_points=False)
+    assert registry.names() == ["good-cleanup", "good-report"]
+
+
+def test_load_registry_reads_pgjobs_profile(
+    write: WriteProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PGJOBS_PROFILE", write("scheduler:\n  jobs:\n    - job: good-cleanup\n      enabled: no\n")
+    )
+    registry = load_registry("apps.good:extension", entry_points=False)
+    assert registry.get("good-cleanup").enabled is False
+    assert registry.profile is not None
+
+
+def test_a_bad_app_in_the_profile_is_reported_at_its_line(write: WriteProfile) -> None:
+    path = write("scheduler: {}\napp: apps.good:nothing\n")
+    with pytest.raises(ProfileError) as info:
+        load_registry(profile_path=path, entry_points=False)
+    assert str(info.value) == (
+        f"{path}:2: app: app 'apps.good:nothing': module 'apps.good' has no attribute 'nothing'"
+    )
+
+
+def test_load_registry_without_a_profile_uses_the_code_alone() -> None:
+    registry = load_registry("apps.good:extension", entry_points=False)
+    assert registry.profile is None
+    assert registry.get("good-cleanup").schedule_source == "code"
+
+
+def test_an_entry_point_error_is_not_blamed_on_the_profile_app(
+    write: WriteProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from pgjobs import discovery
+    from pgjobs.errors import ConfigError
+
+    broken = EntryPoint("broken", "apps.good:not_an_extension", discovery.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(discovery, "_entry_points", lambda *, group: [broken])
+    path = write("app: apps.good:extension\n")
+    with pytest.raises(ConfigError) as info:
+        load_registry(profile_path=path)
+    assert not isinstance(info.value, ProfileError)
+    assert str(info.value).startswith("entry point 'broken'")
+
+
+def test_the_profile_app_and_entry_points_are_combined(
+    write: WriteProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from pgjobs import discovery
+
+    points = [
+        EntryPoint("same", "apps.good:GoodExtension", discovery.ENTRY_POINT_GROUP),
+        EntryPoint("other", "apps.good:OtherExtension", discovery.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(discovery, "_entry_points", lambda *, group: points)
+    registry = load_registry(profile_path=write("app: apps.good:extension\n"))
+    assert [extension.name for extension in registry.extensions] == ["good", "other"]
