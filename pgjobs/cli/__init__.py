@@ -31,13 +31,9 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from pgjobs.cli import db
+    from pgjobs.cli import db, worker
 
     main.add_command(db.db)
-    try:
-        from pgjobs.cli import worker
-    except ImportError:  # pragma: no cover - during development only
-        return
     main.add_command(worker.worker)
 
 

@@ -1,0 +1,166 @@
+"""``pgjobs worker``: run one worker process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+
+import click
+
+from pgjobs.db import resolve_dsn, resolve_schema
+from pgjobs.registry import load_registry
+from pgjobs.worker import Worker, WorkerSettings
+
+
+@click.command()
+@click.option("--app", envvar="PGJOBS_APP", help="Extensions to load, as module:attr.")
+@click.option(
+    "--profile",
+    envvar="PGJOBS_PROFILE",
+    type=click.Path(dir_okay=False),
+    help="profile.yaml overriding the jobs' definitions.",
+)
+@click.option("--dsn", envvar="PGJOBS_DSN", default="", help="libpq DSN (PG* variables otherwise).")
+@click.option("--schema", envvar="PGJOBS_SCHEMA", default="pgjobs", show_default=True)
+@click.option(
+    "--concurrency",
+    "-c",
+    envvar="PGJOBS_CONCURRENCY",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Runs executed at once by this worker.",
+)
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    envvar="PGJOBS_QUEUES",
+    multiple=True,
+    help="Queue to take runs from (repeatable; default: default).",
+)
+@click.option(
+    "--grace",
+    envvar="PGJOBS_GRACE",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish after SIGTERM.",
+)
+@click.option(
+    "--lease",
+    envvar="PGJOBS_LEASE",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    help="Seconds a run stays ours without a heartbeat.",
+)
+@click.option(
+    "--poll-interval",
+    envvar="PGJOBS_POLL_INTERVAL",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Longest sleep between looks at the queue.",
+)
+@click.option(
+    "--no-listen",
+    envvar="PGJOBS_NO_LISTEN",
+    is_flag=True,
+    help="Do not LISTEN for wake-ups (PgBouncer transaction pooling): poll only.",
+)
+@click.option(
+    "--misfire-grace",
+    envvar="PGJOBS_MISFIRE_GRACE",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Age in seconds after which a tick is missed.",
+)
+@click.option(
+    "--id", "worker_id", envvar="PGJOBS_WORKER_ID", help="Worker id (default host-pid-random)."
+)
+@click.option(
+    "--log-level",
+    envvar="PGJOBS_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def worker(
+    app: str | None,
+    profile: str | None,
+    dsn: str,
+    schema: str,
+    concurrency: int,
+    queues: tuple[str, ...],
+    grace: float,
+    lease: float,
+    poll_interval: float,
+    no_listen: bool,
+    misfire_grace: float,
+    worker_id: str | None,
+    log_level: str,
+) -> None:
+    """Run a worker: tick schedules, claim runs, execute them. Run as many as you like."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    registry = load_registry(app, profile)
+    settings = WorkerSettings(
+        dsn=resolve_dsn(dsn),
+        schema=resolve_schema(schema),
+        concurrency=concurrency,
+        queues=queues or ("default",),
+        grace=grace,
+        lease=lease,
+        poll_interval=poll_interval,
+        listen=not no_listen,
+        worker_id=worker_id,
+        misfire_grace=misfire_grace,
+        scheduler=registry.scheduler_enabled,
+    )
+    _check_database(settings)
+    exit_code = asyncio.run(_serve(registry, settings))
+    if threading.active_count() > 1:
+        # A sync job's thread that outlived its timeout would keep the interpreter alive.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    sys.exit(exit_code)
+
+
+def _check_database(settings: WorkerSettings) -> None:
+    from pgjobs.db import connect
+    from pgjobs.migrations import check_schema
+
+    with connect(settings.dsn) as conn:
+        check_schema(conn, settings.schema)
+
+
+async def _serve(registry: object, settings: WorkerSettings) -> int:
+    from pgjobs.registry import Registry
+
+    assert isinstance(registry, Registry)
+    w = Worker(registry, settings)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            logging.getLogger("pgjobs.worker").warning("second signal: exiting at once")
+            os._exit(128 + signum)
+        w.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await w.run()
+    return 0

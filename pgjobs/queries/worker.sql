@@ -1,0 +1,237 @@
+-- Named queries of the worker loop. `{schema}` is the quoted pgjobs schema; parameters are bound.
+-- Every state change of a run is guarded by the state and owner it expects.
+
+-- name: register_worker
+INSERT INTO {schema}.workers AS w
+    (id, host, pid, version, queues, concurrency, jobs, state, started_at, heartbeat_at, expires_at)
+VALUES (%(worker)s, %(host)s, %(pid)s, %(version)s, %(queues)s, %(concurrency)s, %(jobs)s,
+        'running', now(), now(), now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (id) DO UPDATE
+SET host = excluded.host, pid = excluded.pid, version = excluded.version, queues = excluded.queues,
+    concurrency = excluded.concurrency, jobs = excluded.jobs, state = 'running',
+    started_at = now(), heartbeat_at = now(), expires_at = excluded.expires_at, stopped_at = NULL;
+
+-- name: lock_registered_jobs
+-- Serialises registration of the same jobs by workers starting together; returns the db clock.
+SELECT j.name, j.schedule, j.timezone, j.next_fire_at, now() AS db_now
+FROM {schema}.jobs j
+WHERE j.name = ANY (%(names)s)
+FOR UPDATE;
+
+-- name: db_now
+SELECT now();
+
+-- name: upsert_job
+INSERT INTO {schema}.jobs AS j
+    (name, extension, description, schedule, schedule_source, timezone, enabled, tags,
+     timeout_seconds, max_attempts, retry_backoff, overlap, misfire, backfill_cap, priority, queue,
+     parameters, next_fire_at, registered_by, registered_at, updated_at)
+VALUES (%(name)s, %(extension)s, %(description)s, %(schedule)s, %(schedule_source)s, %(timezone)s,
+        %(enabled)s, %(tags)s, %(timeout_seconds)s, %(max_attempts)s, %(retry_backoff)s,
+        %(overlap)s, %(misfire)s, %(backfill_cap)s, %(priority)s, %(queue)s, %(parameters)s,
+        %(next_fire_at)s, %(worker)s, now(), now())
+ON CONFLICT (name) DO UPDATE
+SET extension = excluded.extension, description = excluded.description,
+    schedule = excluded.schedule, schedule_source = excluded.schedule_source,
+    timezone = excluded.timezone, enabled = excluded.enabled, tags = excluded.tags,
+    timeout_seconds = excluded.timeout_seconds, max_attempts = excluded.max_attempts,
+    retry_backoff = excluded.retry_backoff, overlap = excluded.overlap,
+    misfire = excluded.misfire, backfill_cap = excluded.backfill_cap,
+    priority = excluded.priority, queue = excluded.queue, parameters = excluded.parameters,
+    -- The watermark survives a restart with the same schedule, so missed ticks stay visible to
+    -- the misfire policy; a changed schedule starts afresh from now.
+    next_fire_at = CASE WHEN %(reset_next_fire)s THEN excluded.next_fire_at ELSE j.next_fire_at END,
+    registered_by = excluded.registered_by, updated_at = now();
+
+-- name: lock_due_jobs
+-- Tick, step 1: the jobs whose next tick is due, locked so one worker materialises each tick.
+SELECT j.name, j.schedule, j.timezone, j.misfire, j.backfill_cap, j.next_fire_at, now() AS db_now
+FROM {schema}.jobs j
+WHERE j.next_fire_at <= now()
+  AND j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
+  AND j.name = ANY (%(jobs)s)
+ORDER BY j.next_fire_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: insert_ticks_advance_watermarks
+-- Tick, step 2: insert the ticks' runs (a tick that exists already is left alone) and advance each
+-- job's watermark in the same statement, so the watermark and the runs commit together.
+WITH ticks AS (
+    INSERT INTO {schema}.runs (job, trigger, scheduled_for, max_attempts, priority, queue)
+    SELECT j.name, 'schedule', t.tick, j.max_attempts, j.priority, j.queue
+    FROM unnest(%(tick_jobs)s::text[], %(tick_times)s::timestamptz[]) AS t(job, tick)
+    JOIN {schema}.jobs j ON j.name = t.job
+    ON CONFLICT (job, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
+    RETURNING id
+), advanced AS (
+    UPDATE {schema}.jobs j
+    SET next_fire_at = w.next_fire_at, last_tick_at = coalesce(w.last_tick_at, j.last_tick_at)
+    FROM unnest(%(names)s::text[], %(next_fire_ats)s::timestamptz[], %(last_ticks)s::timestamptz[])
+         AS w(name, next_fire_at, last_tick_at)
+    WHERE j.name = w.name
+    RETURNING j.name
+)
+SELECT (SELECT count(*) FROM ticks) AS inserted, (SELECT count(*) FROM advanced) AS advanced;
+
+-- name: claim_runs
+-- Claim up to `limit` due runs in priority order. A job that forbids overlap gets its run lock in
+-- the same statement; a tick whose lock is held by another run is recorded as skipped, while
+-- explicit work (manual, enqueued, retries, backfilled ticks) waits in the queue for the lock.
+WITH picked AS (
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for
+    FROM {schema}.runs r
+    WHERE r.status = 'queued' AND r.scheduled_for <= now()
+      AND r.queue = ANY (%(queues)s) AND r.job = ANY (%(jobs)s)
+    ORDER BY r.priority, r.scheduled_for, r.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT p.*, j.overlap, j.misfire,
+           row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
+    FROM picked p
+    JOIN {schema}.jobs j ON j.name = p.job
+), locked AS (
+    INSERT INTO {schema}.run_locks AS l (job, run_id, worker_id, acquired_at, lease_expires_at)
+    SELECT k.job, k.id, %(worker)s, now(), now() + make_interval(secs => %(lease)s)
+    FROM ranked k
+    WHERE k.overlap = 'skip' AND k.rn = 1
+    ON CONFLICT (job) DO NOTHING
+    RETURNING l.run_id
+), started AS (
+    UPDATE {schema}.runs r
+    SET status = 'running', worker_id = %(worker)s, started_at = clock_timestamp(),
+        heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM ranked k
+    WHERE r.id = k.id AND (k.overlap = 'allow' OR k.id IN (SELECT run_id FROM locked))
+    RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
+              r.parameters, r.started_at
+), skipped AS (
+    UPDATE {schema}.runs r
+    SET status = 'skipped', finished_at = clock_timestamp(), worker_id = %(worker)s,
+        message = format('skipped: lock held by run %%s on worker %%s', l.run_id, l.worker_id)
+    FROM ranked k
+    JOIN {schema}.run_locks l ON l.job = k.job
+    WHERE r.id = k.id AND k.overlap = 'skip' AND k.trigger = 'schedule' AND k.misfire <> 'backfill'
+      AND k.id NOT IN (SELECT run_id FROM locked) AND l.run_id <> k.id
+    RETURNING r.id
+)
+-- Data-modifying CTEs run to completion whether or not they are read.
+SELECT * FROM started;
+
+-- name: finish_run_if_running
+-- Record a run's outcome, release its lock and queue its retry, only if this worker still owns it.
+WITH done AS (
+    UPDATE {schema}.runs r
+    SET status = %(status)s, finished_at = clock_timestamp(), duration_seconds = %(duration)s,
+        message = %(message)s, data = %(data)s, items_processed = %(processed)s,
+        items_failed = %(failed)s, error_type = %(error_type)s, error_message = %(error_message)s,
+        error_traceback = %(error_traceback)s, lease_expires_at = NULL
+    WHERE r.id = %(id)s AND r.status = 'running' AND r.worker_id = %(worker)s
+    RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority, r.queue
+), unlocked AS (
+    DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
+), retried AS (
+    INSERT INTO {schema}.runs
+        (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
+         priority, queue)
+    SELECT done.job, 'retry', clock_timestamp() + make_interval(secs => %(retry_delay)s),
+           done.attempt + 1, done.max_attempts, done.id, done.payload, done.parameters,
+           done.priority, done.queue
+    FROM done
+    WHERE %(retry_delay)s::double precision IS NOT NULL AND done.attempt < done.max_attempts
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM done) AS finished, (SELECT id FROM retried) AS retry_id;
+
+-- name: heartbeat
+-- Extend this worker's row, its runs' leases and its locks; return the runs it still owns and
+-- whether an operator asked to cancel them.
+WITH me AS (
+    UPDATE {schema}.workers
+    SET heartbeat_at = now(), expires_at = now() + make_interval(secs => %(ttl)s),
+        state = CASE WHEN state = 'dead' THEN 'running' ELSE state END
+    WHERE id = %(worker)s
+    RETURNING id
+), leases AS (
+    UPDATE {schema}.runs
+    SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE status = 'running' AND worker_id = %(worker)s
+    RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+), locks AS (
+    UPDATE {schema}.run_locks
+    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE worker_id = %(worker)s
+)
+SELECT id, cancel_requested FROM leases;
+
+-- name: reap_expired_leases
+-- Runs whose lease expired (their worker died) become abandoned, release their locks and are
+-- retried when attempts remain; workers whose heartbeat expired are marked dead.
+WITH expired AS (
+    SELECT id FROM {schema}.runs
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT 500
+    FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE {schema}.runs r
+    SET status = 'abandoned', finished_at = now(), error_type = 'LeaseExpired',
+        error_message = format('lease expired at %%s on worker %%s', r.lease_expires_at, r.worker_id)
+    FROM expired
+    WHERE r.id = expired.id
+    RETURNING r.id, r.job, r.worker_id, r.attempt, r.max_attempts, r.payload, r.parameters,
+              r.priority, r.queue
+), unlocked AS (
+    DELETE FROM {schema}.run_locks l USING reaped WHERE l.run_id = reaped.id
+), stale_locks AS (
+    DELETE FROM {schema}.run_locks l
+    WHERE l.lease_expires_at < now()
+      AND NOT EXISTS (SELECT 1 FROM {schema}.runs r WHERE r.id = l.run_id AND r.status = 'running')
+), retried AS (
+    INSERT INTO {schema}.runs
+        (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
+         priority, queue)
+    SELECT job, 'retry', now(), attempt + 1, max_attempts, id, payload, parameters, priority, queue
+    FROM reaped
+    WHERE attempt < max_attempts
+    RETURNING id
+), dead AS (
+    UPDATE {schema}.workers
+    SET state = 'dead'
+    WHERE state IN ('running', 'stopping') AND expires_at < now()
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM retried) AS retried,
+       (SELECT count(*) FROM dead) AS dead_workers;
+
+-- name: hand_back_runs
+-- At shutdown, runs this worker could not finish go back to the queue for another worker.
+WITH back AS (
+    UPDATE {schema}.runs
+    SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,
+        lease_expires_at = NULL, message = %(message)s
+    WHERE id = ANY (%(ids)s) AND status = 'running' AND worker_id = %(worker)s
+    RETURNING id, job
+), unlocked AS (
+    DELETE FROM {schema}.run_locks l USING back WHERE l.run_id = back.id
+)
+SELECT count(*) FROM back;
+
+-- name: next_wakeup
+-- Seconds from the database clock to the next tick of these jobs or the next delayed run.
+SELECT extract(epoch FROM least(
+    (SELECT min(next_fire_at) FROM {schema}.jobs
+     WHERE schedule IS NOT NULL AND enabled AND NOT paused AND name = ANY (%(jobs)s)),
+    (SELECT min(scheduled_for) FROM {schema}.runs
+     WHERE status = 'queued' AND scheduled_for > now()
+       AND queue = ANY (%(queues)s) AND job = ANY (%(jobs)s))
+) - clock_timestamp())::double precision;
+
+-- name: set_worker_state
+UPDATE {schema}.workers
+SET state = %(state)s, stopped_at = CASE WHEN %(state)s = 'stopped' THEN now() END
+WHERE id = %(worker)s;
+
+-- name: notify
+SELECT pg_notify(%(channel)s, %(message)s);

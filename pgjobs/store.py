@@ -1,0 +1,279 @@
+"""The store: every SQL statement pgjobs runs, by name, and the worker's operations on them.
+
+Queries live in ``pgjobs/queries/*.sql``; each starts with a ``-- name: <name>`` line. They are
+rendered once per schema (the schema is a validated, quoted identifier) and always executed with
+bound parameters. The CLI and the enqueue API use :class:`Queries` directly; the worker uses
+:class:`WorkerStore`, which wraps the statements of its loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from pgjobs.db import resolve_schema
+from pgjobs.errors import PgJobsError
+
+_NAME_LINE = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+@cache
+def _load_query_texts() -> dict[str, str]:
+    texts: dict[str, str] = {}
+    folder = resources.files("pgjobs") / "queries"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        parts = _NAME_LINE.split(entry.read_text(encoding="utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in texts:
+                raise PgJobsError(f"query {name!r} is defined twice ({entry.name})")
+            texts[name] = body.strip()
+    return texts
+
+
+class Queries:
+    """The named queries rendered for one schema: ``queries["claim_runs"]`` is ready to execute."""
+
+    def __init__(self, schema: str = "pgjobs") -> None:
+        self.schema = resolve_schema(schema)
+        ident = sql.Identifier(self.schema)
+        self._rendered = {
+            name: sql.SQL(text).format(schema=ident).as_string(None)
+            for name, text in _load_query_texts().items()
+        }
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel workers listen on: the schema's name."""
+        return self.schema
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._rendered[name]
+        except KeyError:
+            raise PgJobsError(f"no query named {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._rendered
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this worker has just claimed and must execute."""
+
+    id: int
+    job: str
+    trigger: str
+    scheduled_for: datetime
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any] | None
+    parameters: dict[str, str] | None
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as the worker records it."""
+
+    run_id: int
+    status: str
+    duration: float
+    message: str | None = None
+    data: Mapping[str, Any] | None = None
+    processed: int | None = None
+    failed: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    retry_delay: float | None = None
+
+
+@dataclass(frozen=True)
+class DueJob:
+    """A job whose next tick is due, locked for the duration of the tick's transaction."""
+
+    name: str
+    schedule: str
+    timezone: str
+    misfire: str
+    backfill_cap: int
+    next_fire_at: datetime
+    db_now: datetime
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat learned: the runs this worker still owns and which to cancel."""
+
+    owned: frozenset[int]
+    cancel_requested: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What one reap pass did."""
+
+    reaped: int
+    retried: int
+    dead_workers: int
+
+
+class WorkerStore:
+    """The worker's statements, on one async connection owned by the worker loop.
+
+    Every method is one round trip (plus BEGIN/COMMIT where a transaction is needed) and every
+    change of a run is guarded by the state and owner it expects.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], queries: Queries, worker_id: str):
+        self.conn = conn
+        self.q = queries
+        self.worker_id = worker_id
+
+    async def register_worker(
+        self,
+        *,
+        host: str,
+        pid: int,
+        version: str,
+        queues: list[str],
+        concurrency: int,
+        jobs: list[str],
+        ttl: float,
+    ) -> None:
+        await self.conn.execute(
+            self.q["register_worker"],
+            {
+                "worker": self.worker_id,
+                "host": host,
+                "pid": pid,
+                "version": version,
+                "queues": queues,
+                "concurrency": concurrency,
+                "jobs": jobs,
+                "ttl": ttl,
+            },
+        )
+
+    async def lock_registered_jobs(
+        self, names: list[str]
+    ) -> tuple[datetime, dict[str, dict[str, Any]]]:
+        """Inside a transaction: lock existing rows of ``names``; return the db clock and rows."""
+        cur = self.conn.cursor(row_factory=dict_row)
+        rows = await (
+            await cur.execute(self.q["lock_registered_jobs"], {"names": names})
+        ).fetchall()
+        if rows:
+            return rows[0]["db_now"], {r["name"]: r for r in rows}
+        now_row = await (await self.conn.execute(self.q["db_now"])).fetchone()
+        assert now_row is not None
+        return now_row[0], {}
+
+    async def upsert_jobs(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                self.q["upsert_job"], [dict(r, worker=self.worker_id) for r in rows]
+            )
+
+    async def lock_due_jobs(self, jobs: list[str], limit: int) -> list[DueJob]:
+        cur = self.conn.cursor(row_factory=dict_row)
+        await cur.execute(self.q["lock_due_jobs"], {"jobs": jobs, "limit": limit})
+        return [DueJob(**row) for row in await cur.fetchall()]
+
+    async def insert_ticks_advance_watermarks(
+        self,
+        ticks: list[tuple[str, datetime]],
+        watermarks: list[tuple[str, datetime | None, datetime | None]],
+    ) -> int:
+        row = await (
+            await self.conn.execute(
+                self.q["insert_ticks_advance_watermarks"],
+                {
+                    "tick_jobs": [job for job, _ in ticks],
+                    "tick_times": [tick for _, tick in ticks],
+                    "names": [name for name, _, _ in watermarks],
+                    "next_fire_ats": [nxt for _, nxt, _ in watermarks],
+                    "last_ticks": [last for _, _, last in watermarks],
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def claim_runs(
+        self, *, jobs: list[str], queues: list[str], limit: int, lease: float
+    ) -> list[ClaimedRun]:
+        cur = self.conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            self.q["claim_runs"],
+            {
+                "worker": self.worker_id,
+                "jobs": jobs,
+                "queues": queues,
+                "limit": limit,
+                "lease": lease,
+            },
+        )
+        return [ClaimedRun(**row) for row in await cur.fetchall()]
+
+    async def finish_run_if_running(self, outcome: Outcome) -> tuple[bool, int | None]:
+        """Record ``outcome``; return (whether this worker still owned the run, retry run id)."""
+        params = dataclasses.asdict(outcome)
+        params["id"] = params.pop("run_id")
+        params["data"] = Jsonb(dict(outcome.data)) if outcome.data else None
+        params["worker"] = self.worker_id
+        row = await (await self.conn.execute(self.q["finish_run_if_running"], params)).fetchone()
+        assert row is not None
+        return bool(row[0]), row[1]
+
+    async def heartbeat(self, *, ttl: float, lease: float) -> Heartbeat:
+        cur = await self.conn.execute(
+            self.q["heartbeat"], {"worker": self.worker_id, "ttl": ttl, "lease": lease}
+        )
+        rows = await cur.fetchall()
+        return Heartbeat(
+            owned=frozenset(r[0] for r in rows),
+            cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        )
+
+    async def reap_expired_leases(self) -> Reaped:
+        row = await (await self.conn.execute(self.q["reap_expired_leases"])).fetchone()
+        assert row is not None
+        return Reaped(*row)
+
+    async def hand_back_runs(self, ids: list[int], message: str) -> int:
+        row = await (
+            await self.conn.execute(
+                self.q["hand_back_runs"], {"ids": ids, "worker": self.worker_id, "message": message}
+            )
+        ).fetchone()
+        await self.notify("run")
+        return int(row[0]) if row else 0
+
+    async def next_wakeup(self, *, jobs: list[str], queues: list[str]) -> float | None:
+        """Seconds until the next tick or delayed run of these jobs, by the database clock."""
+        row = await (
+            await self.conn.execute(self.q["next_wakeup"], {"jobs": jobs, "queues": queues})
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def set_worker_state(self, state: str) -> None:
+        await self.conn.execute(
+            self.q["set_worker_state"], {"worker": self.worker_id, "state": state}
+        )
+
+    async def notify(self, message: str) -> None:
+        await self.conn.execute(self.q["notify"], {"channel": self.q.channel, "message": message})

@@ -1,0 +1,475 @@
+"""The worker loop: tick, claim, execute, finish, reap, sleep.
+
+One :class:`Worker` is one process's loop. Any number run side by side on any number of hosts;
+they coordinate only through the database (row locks with ``SKIP LOCKED``, the unique tick key,
+run locks with leases), never through each other. All of the worker's own statements go through
+one connection, in this loop; jobs get their own pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgjobs import __version__
+from pgjobs.errors import PgJobsError
+from pgjobs.execution import RunExecution
+from pgjobs.registry import JobDefinition, Registry
+from pgjobs.store import ClaimedRun, Outcome, Queries, WorkerStore
+from pgjobs.tick import plan_ticks
+
+log = logging.getLogger("pgjobs.worker")
+
+TICK_BATCH = 1000
+
+
+@dataclass
+class WorkerSettings:
+    """How one worker runs. Every duration is in seconds.
+
+    ``lease``: how long a claimed run stays ours without a heartbeat; a worker that dies loses
+    its runs to the reaper after at most ``lease`` + ``reap_interval``. Heartbeats come every
+    ``lease / 3``. ``poll_interval`` caps every sleep, so polling alone runs everything when
+    ``listen`` is off (PgBouncer in transaction mode). ``misfire_grace``: a tick older than this
+    when it is materialised counts as missed and follows the job's misfire policy.
+    """
+
+    dsn: str = ""
+    schema: str = "pgjobs"
+    concurrency: int = 10
+    queues: tuple[str, ...] = ("default",)
+    grace: float = 30.0
+    lease: float = 30.0
+    poll_interval: float = 5.0
+    listen: bool = True
+    worker_id: str | None = None
+    misfire_grace: float = 5.0
+    scheduler: bool = True
+    reap_interval: float | None = None
+    backoff_max: float = 10.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.lease / 3
+
+    @property
+    def reap_every(self) -> float:
+        return self.reap_interval if self.reap_interval is not None else self.lease / 2
+
+
+@dataclass
+class _Running:
+    run: ClaimedRun
+    execution: RunExecution
+    task: asyncio.Task[Outcome]
+    handed_back: bool = False
+
+
+@dataclass
+class _Timers:
+    next_heartbeat: float = 0.0
+    next_reap: float = 0.0
+    failures: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process's loop over the queue and the schedules of ``registry``'s jobs."""
+
+    def __init__(self, registry: Registry, settings: WorkerSettings) -> None:
+        if settings.concurrency < 1:
+            raise PgJobsError("concurrency must be at least 1")
+        self.registry = registry
+        self.settings = settings
+        self.id = (
+            settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.queries = Queries(settings.schema)
+        self.job_names = registry.names()
+        self.queues = list(settings.queues)
+        self.store: WorkerStore | None = None
+        self.async_pool: AsyncConnectionPool | None = None
+        self.sync_pool: ConnectionPool | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="pgjobs-run"
+        )
+        self._running: dict[int, _Running] = {}
+        self._outcomes: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._stop_requested_at: float | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._timers = _Timers()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; running jobs get ``settings.grace`` seconds to finish."""
+        if not self._stopping:
+            log.info(
+                "worker %s stopping: waiting up to %.0fs for %d running run(s)",
+                self.id,
+                self.settings.grace,
+                len(self._running),
+            )
+            self._stopping = True
+            self._stop_requested_at = time.monotonic()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`request_stop`; then finish or hand back running runs and return."""
+        await self._open()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self._connect_if_needed()
+                    if self._stopping and await self._drain_for_shutdown():
+                        break
+                    timeout = await self._iterate()
+                    self._timers.failures = 0
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    timeout = await self._on_connection_lost(exc)
+                await self._sleep(timeout)
+        finally:
+            await self._close()
+
+    async def _open(self) -> None:
+        dsn = self.settings.dsn
+        self.async_pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max(2, self.settings.concurrency),
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            name=f"pgjobs-jobs-{self.id}",
+        )
+        await self.async_pool.open(wait=False)
+        if any(not d.is_async for d in self.registry.definitions.values()):
+            self.sync_pool = ConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=max(2, self.settings.concurrency),
+                open=True,
+                check=ConnectionPool.check_connection,
+                name=f"pgjobs-sync-jobs-{self.id}",
+            )
+        await self._connect_if_needed()
+        assert self.store is not None
+        await self.store.register_worker(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            queues=self.queues,
+            concurrency=self.settings.concurrency,
+            jobs=self.job_names,
+            ttl=self._worker_ttl,
+        )
+        await self._sync_jobs()
+        if self.settings.listen:
+            self._listener = asyncio.create_task(self._listen(), name="pgjobs-listen")
+        log.info(
+            "worker %s started: %d job(s), queues %s, concurrency %d",
+            self.id,
+            len(self.job_names),
+            ",".join(self.queues),
+            self.settings.concurrency,
+        )
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        if self.store is not None:
+            try:
+                await self.store.set_worker_state("stopped")
+            except psycopg.Error as exc:
+                log.warning("could not mark worker %s stopped: %s", self.id, exc)
+            await self.store.conn.close()
+        if self.async_pool is not None:
+            await self.async_pool.close()
+        if self.sync_pool is not None:
+            self.sync_pool.close(timeout=1)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.id)
+
+    @property
+    def _worker_ttl(self) -> float:
+        return self.settings.lease
+
+    async def _connect_if_needed(self) -> None:
+        if self.store is not None and not self.store.conn.closed:
+            return
+        conn = await psycopg.AsyncConnection.connect(
+            self.settings.dsn, autocommit=True, application_name=f"pgjobs-worker {self.id}"
+        )
+        self.store = WorkerStore(conn, self.queries, self.id)
+
+    async def _on_connection_lost(self, exc: Exception) -> float:
+        self._timers.failures += 1
+        delay = min(self.settings.backoff_max, 0.2 * 2.0 ** (self._timers.failures - 1))
+        log.warning(
+            "database connection lost (%s); reconnecting in %.1fs",
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            delay,
+        )
+        if self.store is not None:
+            await self.store.conn.close()
+            self.store = None
+        return delay
+
+    # -- registration ----------------------------------------------------------------------
+
+    async def _sync_jobs(self) -> None:
+        """Upsert every registered job's effective definition (code < profile; pause is kept)."""
+        assert self.store is not None
+        store = self.store
+        async with store.conn.transaction():
+            db_now, existing = await store.lock_registered_jobs(self.job_names)
+            rows = []
+            for d in self.registry.definitions.values():
+                old = existing.get(d.name)
+                reset = (
+                    old is None or old["schedule"] != d.schedule or old["timezone"] != d.timezone
+                )
+                reset = reset or (old is not None and old["next_fire_at"] is None)
+                cron = d.cron
+                rows.append(
+                    _job_row(d, next_fire_at=cron.next_after(db_now) if cron else None, reset=reset)
+                )
+            await store.upsert_jobs(rows)
+
+    # -- one iteration ---------------------------------------------------------------------
+
+    async def _iterate(self) -> float:
+        """Do what is due; return how long to sleep at most before the next iteration."""
+        assert self.store is not None
+        now = time.monotonic()
+        await self._record_outcomes()
+        if self.settings.scheduler and not self._stopping:
+            await self._tick()
+        if now >= self._timers.next_heartbeat:
+            await self._heartbeat()
+            self._timers.next_heartbeat = now + self.settings.heartbeat_interval
+        if now >= self._timers.next_reap:
+            reaped = await self.store.reap_expired_leases()
+            if reaped.reaped or reaped.dead_workers:
+                log.warning(
+                    "reaped %d run(s) with expired leases (%d retried), %d dead worker(s)",
+                    reaped.reaped,
+                    reaped.retried,
+                    reaped.dead_workers,
+                )
+            self._timers.next_reap = now + self.settings.reap_every
+        free = self.settings.concurrency - len(self._running)
+        claimed = 0
+        if free > 0 and not self._stopping:
+            claimed = await self._claim(free)
+        timeout = min(
+            self.settings.poll_interval,
+            self._timers.next_heartbeat - now,
+            self._timers.next_reap - now,
+        )
+        if self._stopping:
+            return min(timeout, 0.1)
+        if claimed == free:
+            # Every slot is busy (or more work is waiting): a finishing run wakes us.
+            return timeout if free == 0 else 0.0
+        delay = await self.store.next_wakeup(jobs=self.job_names, queues=self.queues)
+        if delay is not None:
+            timeout = min(timeout, max(0.0, delay) + 0.001)
+        return timeout
+
+    async def _tick(self) -> None:
+        """Materialise every due tick of our jobs: lock, insert runs, advance watermarks."""
+        assert self.store is not None
+        store = self.store
+        while True:
+            async with store.conn.transaction():
+                due = await store.lock_due_jobs(self.job_names, TICK_BATCH)
+                if not due:
+                    return
+                ticks: list[tuple[str, datetime]] = []
+                watermarks: list[tuple[str, datetime | None, datetime | None]] = []
+                for job in due:
+                    cron = self.registry.definitions[job.name].cron
+                    if cron is None or cron.expression != job.schedule:
+                        continue  # another code version owns this schedule; let it tick
+                    plan = plan_ticks(
+                        cron,
+                        next_fire_at=job.next_fire_at,
+                        now=job.db_now,
+                        misfire=job.misfire,
+                        backfill_cap=job.backfill_cap,
+                        misfire_grace=self.settings.misfire_grace,
+                    )
+                    ticks.extend((job.name, t) for t in plan.ticks)
+                    watermarks.append(
+                        (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
+                    )
+                if not watermarks:
+                    return
+                await store.insert_ticks_advance_watermarks(ticks, watermarks)
+            if len(due) < TICK_BATCH:
+                return
+
+    async def _claim(self, free: int) -> int:
+        assert self.store is not None
+        runs = await self.store.claim_runs(
+            jobs=self.job_names, queues=self.queues, limit=free, lease=self.settings.lease
+        )
+        for run in runs:
+            self._start(run)
+        return len(runs)
+
+    def _start(self, run: ClaimedRun) -> None:
+        definition = self.registry.definitions[run.job]
+        pool = self.async_pool if definition.is_async else self.sync_pool
+        execution = RunExecution(
+            definition, run, worker_id=self.id, pool=pool, executor=self._executor
+        )
+        task = asyncio.create_task(execution.execute(), name=f"pgjobs-run-{run.id}")
+        self._running[run.id] = _Running(run, execution, task)
+        task.add_done_callback(functools.partial(self._on_done, run.id))
+
+    def _on_done(self, run_id: int, _task: object = None) -> None:
+        entry = self._running.pop(run_id, None)
+        if entry is None or entry.handed_back:
+            return
+        task = entry.task
+        if task.cancelled():
+            return
+        outcome = task.result()
+        definition = self.registry.definitions[entry.run.job]
+        if outcome.status in ("failed", "timed_out") and entry.run.attempt < entry.run.max_attempts:
+            delay = definition.retry_backoff.delay(entry.run.attempt, random.random())
+            outcome = Outcome(**{**asdict(outcome), "retry_delay": delay})
+        self._outcomes.append(outcome)
+        self._wake.set()
+
+    async def _record_outcomes(self) -> None:
+        """Write finished runs' outcomes; kept in memory and retried while the database is away."""
+        assert self.store is not None
+        while self._outcomes:
+            outcome = self._outcomes[0]
+            owned, retry_id = await self.store.finish_run_if_running(outcome)
+            self._outcomes.pop(0)
+            if not owned:
+                log.warning(
+                    "run %d finished as %s but was no longer ours (reaped); not recorded",
+                    outcome.run_id,
+                    outcome.status,
+                )
+            elif retry_id is not None:
+                log.info(
+                    "run %d %s; retry queued as run %d in %.1fs",
+                    outcome.run_id,
+                    outcome.status,
+                    retry_id,
+                    outcome.retry_delay or 0.0,
+                )
+
+    async def _heartbeat(self) -> None:
+        assert self.store is not None
+        beat = await self.store.heartbeat(ttl=self._worker_ttl, lease=self.settings.lease)
+        for run_id, entry in list(self._running.items()):
+            if run_id in beat.cancel_requested:
+                entry.execution.cancel("cancelled by operator")
+            elif run_id not in beat.owned and not entry.task.done():
+                # Reaped while we could not heartbeat: someone else may run it now.
+                entry.execution.cancel("lease lost")
+
+    # -- sleeping and waking ---------------------------------------------------------------
+
+    async def _sleep(self, timeout: float) -> None:
+        if timeout <= 0 or self._wake.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _listen(self) -> None:
+        """Turn NOTIFYs on the pgjobs channel into wake-ups; reconnect when the link drops."""
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.dsn,
+                    autocommit=True,
+                    application_name=f"pgjobs-listen {self.id}",
+                ) as conn:
+                    await conn.execute(f'LISTEN "{self.queries.channel}"')
+                    failures = 0
+                    self._wake.set()  # catch up on anything sent while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except psycopg.Error as exc:
+                failures += 1
+                log.debug("listen connection lost: %s", exc)
+                await asyncio.sleep(min(self.settings.backoff_max, 0.2 * 2**failures))
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def _drain_for_shutdown(self) -> bool:
+        """While stopping: record outcomes; past the grace, cancel and hand back. True when done."""
+        assert self.store is not None and self._stop_requested_at is not None
+        await self._record_outcomes()
+        if not self._running:
+            return True
+        if time.monotonic() - self._stop_requested_at < self.settings.grace:
+            if time.monotonic() >= self._timers.next_heartbeat:
+                await self._heartbeat()
+                self._timers.next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+            return False
+        entries = list(self._running.values())
+        for entry in entries:
+            entry.handed_back = True
+            entry.execution.cancel("worker shutting down")
+            entry.task.cancel()
+        ids = [e.run.id for e in entries]
+        count = await self.store.hand_back_runs(
+            ids, f"handed back by worker {self.id} at shutdown after {self.settings.grace:g}s"
+        )
+        log.warning("grace period over: handed %d run(s) back to the queue", count)
+        await asyncio.gather(*(e.task for e in entries), return_exceptions=True)
+        self._running.clear()
+        return True
+
+
+def _job_row(d: JobDefinition, *, next_fire_at: datetime | None, reset: bool) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "extension": d.extension,
+        "description": d.description,
+        "schedule": d.schedule,
+        "schedule_source": d.schedule_source,
+        "timezone": d.timezone,
+        "enabled": d.enabled,
+        "tags": list(d.tags),
+        "timeout_seconds": d.timeout,
+        "max_attempts": d.max_attempts,
+        "retry_backoff": Jsonb(asdict(d.retry_backoff)),
+        "overlap": d.overlap,
+        "misfire": d.misfire,
+        "backfill_cap": d.backfill_cap,
+        "priority": d.priority,
+        "queue": d.queue,
+        "parameters": Jsonb(dict(d.parameters)),
+        "next_fire_at": next_fire_at,
+        "reset_next_fire": reset,
+    }

@@ -1,0 +1,167 @@
+"""Real worker processes for the tests: start ``python -m pgjobs worker`` against a test database,
+stop or kill them, and wait for conditions in the database (polling with a deadline)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+class WorkerProcess:
+    """One ``pgjobs worker`` process; its log goes to a file read back on failure."""
+
+    def __init__(
+        self,
+        dsn: str,
+        jobs: list[str],
+        log_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        name: str = "w",
+    ) -> None:
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        full_env = {
+            **os.environ,
+            "PGJOBS_TEST_JOBS": ",".join(jobs),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        full_env.pop("PGJOBS_PROFILE", None)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pgjobs",
+                "worker",
+                "--dsn",
+                dsn,
+                "--app",
+                "tests.worker_apps.app:extension",
+                "--id",
+                name,
+                *args,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.id = name
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 20) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"worker {self.id} ignored SIGTERM:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+class Workers:
+    """Starts workers for one test and makes sure none outlives it."""
+
+    def __init__(self, dsn: str, log_dir: Path) -> None:
+        self.dsn = dsn
+        self.log_dir = log_dir
+        self.started: list[WorkerProcess] = []
+
+    def start(
+        self,
+        jobs: list[str],
+        *args: str,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> WorkerProcess:
+        name = name or f"w{len(self.started) + 1}"
+        defaults = ("--lease", "3", "--poll-interval", "1", "--grace", "5")
+        proc = WorkerProcess(self.dsn, jobs, self.log_dir, *defaults, *args, env=env, name=name)
+        self.started.append(proc)
+        return proc
+
+    def wait_registered(self, *procs: WorkerProcess, timeout: float = 20) -> None:
+        """Until each process has registered its row (it is then ticking and claiming)."""
+        ids = [p.id for p in procs]
+
+        def ready() -> bool:
+            for p in procs:
+                if p.proc.poll() is not None:
+                    raise AssertionError(f"worker {p.id} exited {p.proc.returncode}:\n{p.log()}")
+            return scalar(
+                self.dsn,
+                "SELECT count(*) FROM pgjobs.workers WHERE id = ANY(%s) AND state = 'running'",
+                ids,
+            ) == len(ids)
+
+        wait_until(ready, timeout, f"workers {ids} to register")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.id} ---\n{p.log()}" for p in self.started)
+
+    def kill_all(self) -> None:
+        for p in self.started:
+            p.kill()
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def scalar(dsn: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query, params or None).fetchone()
+        return None if row is None else row[0]
+
+
+def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query, params or None).fetchall()
+
+
+@contextmanager
+def worker_pool(dsn: str, log_dir: Path) -> Iterator[Workers]:
+    workers = Workers(dsn, log_dir)
+    try:
+        yield workers
+    except BaseException:
+        print(workers.logs())
+        raise
+    finally:
+        workers.kill_all()
