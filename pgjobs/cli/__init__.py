@@ -31,10 +31,11 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from pgjobs.cli import db, worker
+    from pgjobs.cli import check, db, demo, jobs, runs, worker, workers
 
-    main.add_command(db.db)
-    main.add_command(worker.worker)
+    for command in (db.db, worker.worker, jobs.jobs, runs.runs, workers.workers, check.check,
+                    demo.demo):
+        main.add_command(command)
 
 
 _register()

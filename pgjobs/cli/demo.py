@@ -1,0 +1,10 @@
+"""``pgjobs demo``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(name="demo")
+def demo() -> None:
+    """(not yet available)"""
