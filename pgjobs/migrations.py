@@ -1,0 +1,242 @@
+"""Schema migrations: alembic revisions that apply the plain SQL files under ``sql/``.
+
+The SQL files are the one source of the DDL. Each alembic revision applies one pair of them
+(``sql/<name>.up.sql`` / ``sql/<name>.down.sql``) with :func:`sql_revision`, after replacing the
+``{schema}`` placeholder with the quoted schema name (so any other brace in a SQL file must be
+doubled: ``{{`` and ``}}``). pgjobs keeps its alembic version table inside its own schema, so it
+lives next to an application's own alembic history in the same database.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy.exc
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from psycopg import sql
+from psycopg.rows import tuple_row
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
+
+from pgjobs.db import connect, resolve_dsn, resolve_schema
+from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, SchemaError
+
+VERSION_TABLE = "alembic_version"
+"""Name of pgjobs' alembic version table, which lives in the pgjobs schema."""
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def resource_dir(name: str) -> Path:
+    """The directory of a resource shipped with pgjobs: ``"sql"`` or ``"alembic"``.
+
+    A wheel ships them inside the package as ``pgjobs/_<name>``; a source checkout (or an editable
+    install of one) has them at the repository root, next to ``pyproject.toml``.
+    """
+    packaged = _PACKAGE_DIR / f"_{name}"
+    if packaged.is_dir():
+        return packaged
+    root = _PACKAGE_DIR.parent
+    # Only trust the parent directory in a source checkout: in site-packages, "alembic" next to
+    # the pgjobs package is the alembic library itself.
+    if (root / "pyproject.toml").is_file() and (root / name).is_dir():
+        return root / name
+    raise PgJobsError(f"pgjobs is installed without its {name!r} directory; reinstall pgjobs")
+
+
+def render_sql(text: str, schema: str) -> str:
+    """SQL text with every ``{schema}`` placeholder replaced by the quoted schema identifier."""
+    return sql.SQL(text).format(schema=sql.Identifier(resolve_schema(schema))).as_string(None)
+
+
+def sql_file(filename: str, schema: str) -> str:
+    """The text of ``sql/<filename>``, rendered for ``schema``."""
+    return render_sql((resource_dir("sql") / filename).read_text(encoding="utf-8"), schema)
+
+
+def sql_revision(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The ``upgrade`` and ``downgrade`` functions of a revision that applies ``sql/<name>.*.sql``.
+
+    A revision module is then one line: ``upgrade, downgrade = sql_revision("0002_something")``.
+    """
+
+    def upgrade() -> None:
+        _apply(f"{name}.up.sql")
+
+    def downgrade() -> None:
+        _apply(f"{name}.down.sql")
+
+    return upgrade, downgrade
+
+
+def _apply(filename: str) -> None:
+    from alembic import op
+
+    context = op.get_context()
+    assert context.config is not None
+    execute_sql(context, sql_file(filename, context.config.attributes["schema"]))
+
+
+def execute_sql(context: MigrationContext, text: str) -> None:
+    """Run SQL text in a migration, or print it as is in ``--sql`` (offline) mode."""
+    if context.as_sql:
+        context.impl.static_output(text)
+        return
+    # Without parameters psycopg sends the text as one simple (multi-statement) query, and neither
+    # SQLAlchemy nor psycopg look for placeholders in it.
+    assert context.connection is not None
+    context.connection.exec_driver_sql(text, execution_options={"no_parameters": True})
+
+
+def engine_for(dsn: str) -> Engine:
+    """A SQLAlchemy engine (psycopg 3 driver) for any libpq DSN: URL, key=value or ""."""
+    target = resolve_dsn(dsn)
+
+    def creator() -> psycopg.Connection[object]:
+        return connect(target, autocommit=False)
+
+    # NullPool: a migration must leave no idle connection behind (a template database with an
+    # open connection cannot be cloned, a database with one cannot be dropped).
+    return create_engine("postgresql+psycopg://", creator=creator, poolclass=NullPool)
+
+
+def alembic_config(
+    dsn: str = "", schema: str = "pgjobs", *, output: io.StringIO | None = None
+) -> Config:
+    """The alembic configuration of pgjobs' migrations for one database and schema."""
+    config = Config(output_buffer=output)
+    config.set_main_option("script_location", str(resource_dir("alembic")).replace("%", "%%"))
+    config.attributes["dsn"] = dsn
+    config.attributes["schema"] = resolve_schema(schema)
+    return config
+
+
+@cache
+def head() -> str:
+    """The revision the installed pgjobs code needs (the head of its migrations)."""
+    found = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if found is None:  # pragma: no cover - the package always ships revisions
+        raise PgJobsError("pgjobs is installed without migrations; reinstall pgjobs")
+    return found
+
+
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def upgrade(
+    dsn: str, schema: str = "pgjobs", revision: str = "head", *, sql: bool = False
+) -> str | None:
+    """Migrate the pgjobs schema up to ``revision`` (default: the head). Upgrading twice is a no-op.
+
+    With ``sql=True`` nothing connects to a database (``dsn`` is ignored): the DDL of the
+    migrations from base to ``revision``, rendered for ``schema``, is returned as text (for a DBA
+    to review or apply with ``psql``).
+    """
+    output = io.StringIO() if sql else None
+    config = alembic_config(dsn, schema, output=output)
+    with _alembic_command():
+        command.upgrade(config, revision, sql=sql)
+    return output.getvalue() if output is not None else None
+
+
+def downgrade(dsn: str, revision: str, schema: str = "pgjobs") -> None:
+    """Migrate the pgjobs schema down to ``revision``.
+
+    ``"base"`` removes every pgjobs object, pgjobs' version table, and the schema itself if nothing
+    else is left in it.
+    """
+    config = alembic_config(dsn, schema)
+    with _alembic_command():
+        command.downgrade(config, revision)
+
+
+def current(dsn: str, schema: str = "pgjobs") -> str | None:
+    """The revision of the pgjobs schema in the database, or None if it was never migrated."""
+    name = resolve_schema(schema)
+    with connect(dsn) as conn:
+        return _read_revision(conn, name)
+
+
+def check_schema(conn: psycopg.Connection[Any], schema: str = "pgjobs") -> None:
+    """Raise :class:`SchemaError` unless the schema is migrated to exactly :func:`head`.
+
+    The message is one line that says what is wrong and which command fixes it.
+    """
+    name = resolve_schema(schema)
+    found = _read_revision(conn, name)
+    needed = head()
+    fix = upgrade_command(name)
+    if found is None:
+        raise SchemaError(f'pgjobs schema "{name}" is missing: run `{fix}`')
+    if found == needed:
+        return
+    if found in _known_revisions():
+        raise SchemaError(
+            f'pgjobs schema "{name}" is at revision {found} but this pgjobs needs {needed}: '
+            f"run `{fix}`"
+        )
+    raise SchemaError(
+        f'pgjobs schema "{name}" is at revision {found}, which this pgjobs (needs {needed}) does '
+        "not know: a newer pgjobs migrated it; upgrade pgjobs"
+    )
+
+
+def upgrade_command(schema: str = "pgjobs") -> str:
+    """The command line that creates or migrates the pgjobs schema ``schema``."""
+    name = resolve_schema(schema)
+    return "pgjobs db upgrade" if name == "pgjobs" else f"pgjobs db upgrade --schema {name}"
+
+
+def _read_revision(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    table = sql.Identifier(schema, VERSION_TABLE)
+    # A transaction of its own (or a savepoint): leave the caller's connection as it was.
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", [table.as_string(conn)])
+        exists = cur.fetchone()
+        if not exists or not exists[0]:
+            return None
+        cur.execute(sql.SQL("SELECT version_num FROM {} ORDER BY 1").format(table))
+        return ",".join(str(row[0]) for row in cur.fetchall()) or None
+
+
+# alembic's `context` and `op` are module-level proxies: one migration at a time per process.
+# (Processes take turns through an advisory lock in env.py.)
+_ALEMBIC = threading.Lock()
+
+
+@contextmanager
+def _alembic_command() -> Iterator[None]:
+    """Run one alembic command; turn its failures into one-line :class:`PgJobsError`.
+
+    Connection failures are already one-line errors (see :func:`pgjobs.db.connect`), raised by the
+    engine's connection factory and passed through unchanged by SQLAlchemy.
+    """
+    try:
+        with _ALEMBIC:
+            yield
+    except PgJobsError:
+        raise
+    except CommandError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+    except sqlalchemy.exc.DBAPIError as exc:
+        raise DatabaseError(f"migration failed: {_one_line(exc.orig or exc)}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(f"migration failed: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
