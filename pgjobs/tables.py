@@ -1,0 +1,314 @@
+"""SQLAlchemy Core definitions of the pgjobs schema, for applications that query it from Python.
+
+The DDL itself lives in ``sql/`` and is applied by the migrations; these definitions mirror it and
+a test compares them with the migrated database (alembic's ``compare_metadata``), so they never
+drift. Do not create tables from them (``metadata.create_all``): run ``pgjobs db upgrade``.
+
+Example::
+
+    from sqlalchemy import select
+    from pgjobs.tables import runs
+
+    failed = select(runs.c.id, runs.c.job).where(runs.c.status == "failed")
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    TextClause,
+    false,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from pgjobs.db import DEFAULT_SCHEMA, resolve_schema
+
+__all__ = [
+    "job_status",
+    "jobs",
+    "metadata",
+    "metadata_for",
+    "run_history",
+    "run_locks",
+    "runs",
+    "views",
+    "views_for",
+    "workers",
+]
+
+
+def _timestamp() -> DateTime:
+    return DateTime(timezone=True)
+
+
+def _now() -> TextClause:
+    return text("now()")
+
+
+def _empty_text_array() -> TextClause:
+    return text("ARRAY[]::text[]")
+
+
+def _empty_json_object() -> TextClause:
+    return text("jsonb_build_object()")
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({quoted})", name=name)
+
+
+RUN_TRIGGERS = ("schedule", "manual", "enqueue", "retry")
+"""Values of ``runs.trigger``."""
+
+RUN_STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+    "abandoned",
+)
+"""Values of ``runs.status``."""
+
+WORKER_STATES = ("running", "stopping", "stopped", "dead")
+"""Values of ``workers.state``."""
+
+
+def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
+    """The tables ``jobs``, ``runs``, ``run_locks`` and ``workers`` of the pgjobs schema ``schema``.
+
+    Each call returns a new :class:`MetaData`; look tables up with ``md.tables[f"{schema}.runs"]``.
+    """
+    md = MetaData(schema=resolve_schema(schema))
+
+    Table(
+        "jobs",
+        md,
+        Column("name", Text, primary_key=True),
+        Column("extension", Text, nullable=False),
+        Column("description", Text, nullable=False, server_default=text("''")),
+        Column("schedule", Text),
+        Column("schedule_source", Text, nullable=False, server_default=text("'code'")),
+        Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
+        Column("enabled", Boolean, nullable=False, server_default=true()),
+        Column("paused", Boolean, nullable=False, server_default=false()),
+        Column("paused_at", _timestamp()),
+        Column("tags", ARRAY(Text), nullable=False, server_default=_empty_text_array()),
+        Column("timeout_seconds", Double),
+        Column("max_attempts", Integer, nullable=False, server_default=text("1")),
+        Column("retry_backoff", JSONB, nullable=False, server_default=_empty_json_object()),
+        Column("overlap", Text, nullable=False, server_default=text("'skip'")),
+        Column("misfire", Text, nullable=False, server_default=text("'coalesce'")),
+        Column("backfill_cap", Integer, nullable=False, server_default=text("100")),
+        Column("priority", Integer, nullable=False, server_default=text("0")),
+        Column("queue", Text, nullable=False, server_default=text("'default'")),
+        Column("parameters", JSONB, nullable=False, server_default=_empty_json_object()),
+        Column("next_fire_at", _timestamp()),
+        Column("last_tick_at", _timestamp()),
+        Column("registered_by", Text),
+        Column("registered_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("updated_at", _timestamp(), nullable=False, server_default=_now()),
+        _one_of("schedule_source", ("code", "profile"), "jobs_schedule_source_check"),
+        CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
+        _one_of("overlap", ("skip", "allow"), "jobs_overlap_check"),
+        _one_of("misfire", ("coalesce", "skip", "backfill"), "jobs_misfire_check"),
+        CheckConstraint("backfill_cap >= 1", name="jobs_backfill_cap_check"),
+        Index(
+            "jobs_next_fire_at_idx",
+            "next_fire_at",
+            postgresql_where=text("schedule IS NOT NULL AND enabled AND NOT paused"),
+        ),
+    )
+
+    Table(
+        "runs",
+        md,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        Column("job", Text, nullable=False),
+        Column("trigger", Text, nullable=False),
+        Column("scheduled_for", _timestamp(), nullable=False, server_default=_now()),
+        Column("status", Text, nullable=False, server_default=text("'queued'")),
+        Column("attempt", Integer, nullable=False, server_default=text("1")),
+        Column("max_attempts", Integer, nullable=False, server_default=text("1")),
+        Column("retry_of", BigInteger),
+        Column("payload", JSONB),
+        Column("parameters", JSONB),
+        Column("priority", Integer, nullable=False, server_default=text("0")),
+        Column("queue", Text, nullable=False, server_default=text("'default'")),
+        Column("dedup_key", Text),
+        Column("worker_id", Text),
+        Column("created_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("started_at", _timestamp()),
+        Column("finished_at", _timestamp()),
+        Column("heartbeat_at", _timestamp()),
+        Column("lease_expires_at", _timestamp()),
+        Column("cancel_requested_at", _timestamp()),
+        Column("duration_seconds", Double),
+        Column("message", Text),
+        Column("data", JSONB),
+        Column("items_processed", Integer),
+        Column("items_failed", Integer),
+        Column("error_type", Text),
+        Column("error_message", Text),
+        Column("error_traceback", Text),
+        _one_of("trigger", RUN_TRIGGERS, "runs_trigger_check"),
+        _one_of("status", RUN_STATUSES, "runs_status_check"),
+        Index(
+            "runs_tick_key",
+            "job",
+            "scheduled_for",
+            unique=True,
+            postgresql_where=text("trigger = 'schedule'"),
+        ),
+        Index(
+            "runs_dedup_key",
+            "job",
+            "dedup_key",
+            unique=True,
+            postgresql_where=text("dedup_key IS NOT NULL AND status = 'queued'"),
+        ),
+        Index(
+            "runs_claim_idx",
+            "priority",
+            "scheduled_for",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("runs_lease_idx", "lease_expires_at", postgresql_where=text("status = 'running'")),
+        Index("runs_worker_idx", "worker_id", postgresql_where=text("status = 'running'")),
+        Index("runs_job_id_idx", "job", "id"),
+        Index("runs_created_at_idx", "created_at"),
+    )
+
+    Table(
+        "run_locks",
+        md,
+        Column("job", Text, primary_key=True),
+        Column("run_id", BigInteger, nullable=False),
+        Column("worker_id", Text, nullable=False),
+        Column("acquired_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("lease_expires_at", _timestamp(), nullable=False),
+    )
+
+    Table(
+        "workers",
+        md,
+        Column("id", Text, primary_key=True),
+        Column("host", Text, nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("version", Text, nullable=False),
+        Column("queues", ARRAY(Text), nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("jobs", ARRAY(Text), nullable=False, server_default=_empty_text_array()),
+        Column("state", Text, nullable=False, server_default=text("'running'")),
+        Column("started_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("heartbeat_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("expires_at", _timestamp(), nullable=False),
+        Column("stopped_at", _timestamp()),
+        _one_of("state", WORKER_STATES, "workers_state_check"),
+    )
+    return md
+
+
+def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
+    """The read-only views ``job_status`` and ``run_history`` of the schema ``schema``, as tables.
+
+    Kept apart from :func:`metadata_for` so that nothing mistakes them for tables to create.
+    """
+    md = MetaData(schema=resolve_schema(schema))
+
+    Table(
+        "run_history",
+        md,
+        Column("id", BigInteger),
+        Column("job", Text),
+        Column("trigger", Text),
+        Column("status", Text),
+        Column("attempt", Integer),
+        Column("retry_of", BigInteger),
+        Column("scheduled_for", _timestamp()),
+        Column("started_at", _timestamp()),
+        Column("finished_at", _timestamp()),
+        Column("duration_seconds", Double),
+        Column("lag_seconds", Double),
+        Column("worker_id", Text),
+        Column("host", Text),
+        Column("pid", Integer),
+        Column("queue", Text),
+        Column("priority", Integer),
+        Column("message", Text),
+        Column("data", JSONB),
+        Column("items_processed", Integer),
+        Column("items_failed", Integer),
+        Column("error_type", Text),
+        Column("error_message", Text),
+        Column("payload", JSONB),
+    )
+
+    Table(
+        "job_status",
+        md,
+        Column("name", Text),
+        Column("extension", Text),
+        Column("schedule", Text),
+        Column("timezone", Text),
+        Column("enabled", Boolean),
+        Column("paused", Boolean),
+        Column("registered", Boolean),
+        Column("next_fire_at", _timestamp()),
+        Column("last_run_id", BigInteger),
+        Column("last_status", Text),
+        Column("last_started_at", _timestamp()),
+        Column("last_finished_at", _timestamp()),
+        Column("last_duration_seconds", Double),
+        Column("last_message", Text),
+        Column("running_now", BigInteger),
+        Column("queued_now", BigInteger),
+        Column("succeeded_24h", BigInteger),
+        Column("failed_24h", BigInteger),
+        Column("skipped_24h", BigInteger),
+        Column("p50_seconds_24h", Double),
+        Column("p95_seconds_24h", Double),
+    )
+    return md
+
+
+metadata = metadata_for(DEFAULT_SCHEMA)
+"""The tables of the default ``pgjobs`` schema."""
+
+views = views_for(DEFAULT_SCHEMA)
+"""The views of the default ``pgjobs`` schema."""
+
+jobs = metadata.tables[f"{DEFAULT_SCHEMA}.jobs"]
+"""One row per registered job: its effective definition and the tick watermark."""
+
+runs = metadata.tables[f"{DEFAULT_SCHEMA}.runs"]
+"""The queue and the history in one table: one row per attempt."""
+
+run_locks = metadata.tables[f"{DEFAULT_SCHEMA}.run_locks"]
+"""Which run holds the lock of a non-overlapping job, on which worker, until when."""
+
+workers = metadata.tables[f"{DEFAULT_SCHEMA}.workers"]
+"""One row per live (or recently stopped) worker process."""
+
+job_status = views.tables[f"{DEFAULT_SCHEMA}.job_status"]
+"""Per job: schedule, next fire, last outcome, running now, 24 h counts and durations."""
+
+run_history = views.tables[f"{DEFAULT_SCHEMA}.run_history"]
+"""Runs for people, with worker host and pid and the lag behind schedule."""
