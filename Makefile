@@ -1,0 +1,26 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: test lint demo bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Installs the package (editable) with its test and dev extras, then runs the whole suite against
+# PGJOBS_TEST_DSN, else a Docker Postgres, else an embedded one (see tests/conftest.py).
+test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/pytest
+
+lint: $(BIN)/python
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy pgjobs
+	$(BIN)/lint-imports
+
+demo:
+	@echo "pgjobs demo: coming in the next release"
+
+bench:
+	@echo "pgjobs bench: coming in the next release"
