@@ -167,6 +167,12 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("error_type", Text),
         Column("error_message", Text),
         Column("error_traceback", Text),
+        Column(
+            "logs",
+            Text,
+            comment="Last lines the run logged through ctx.log (at most 200 lines / 64 KB), "
+            "oldest first",
+        ),
         _one_of("trigger", RUN_TRIGGERS, "runs_trigger_check"),
         _one_of("status", RUN_STATUSES, "runs_status_check"),
         Index(
