@@ -1,0 +1,290 @@
+"""Prometheus metrics: what one worker did (:class:`WorkerMetrics`) and what the whole cluster
+looks like in the database (:class:`ClusterCollector`, served by ``pgjobs metrics``).
+
+Each uses its own :class:`~prometheus_client.CollectorRegistry`, never the global one, so an
+application embedding pgjobs keeps its own metrics apart. Names follow Prometheus conventions:
+the ``pgjobs_`` prefix, counters end in ``_total``, durations are in seconds.
+
+Worker metrics (``pgjobs worker --metrics-port P``):
+
+- ``pgjobs_runs_finished_total{job,status}``: runs this worker finished, by outcome;
+- ``pgjobs_run_duration_seconds{job}``: histogram of run durations;
+- ``pgjobs_schedule_lag_seconds{job}``: histogram of the delay from a run's scheduled time to its
+  start (how late the queue and the workers are);
+- ``pgjobs_runs_in_progress{job}``: runs executing on this worker now;
+- ``pgjobs_runs_claimed_total``, ``pgjobs_runs_reaped_total``, ``pgjobs_retries_total``: claims,
+  runs whose expired lease this worker's reaper marked abandoned, retries this worker queued;
+- ``pgjobs_worker_info{worker_id,host,pid,version,queues,concurrency}``: always 1.
+
+Cluster metrics (``pgjobs metrics --port P``), read from the database on every scrape:
+
+- ``pgjobs_up``: 1 if the database answered the scrape's queries, else 0 (and nothing else);
+- ``pgjobs_queue_depth{queue}``, ``pgjobs_queue_delayed{queue}``, ``pgjobs_queue_running{queue}``,
+  ``pgjobs_queue_oldest_age_seconds{queue}``: due queued runs, queued runs not due yet, running
+  runs, and how long the oldest due run has waited;
+- ``pgjobs_job_last_run_failed{job}``: 1 if the job's last decisive run (skipped and cancelled
+  runs do not count) failed, timed out or was abandoned;
+- ``pgjobs_job_last_success_timestamp_seconds{job}``: when the job last succeeded (Unix time);
+- ``pgjobs_job_overdue_seconds{job}`` and ``pgjobs_job_overdue{job}``: how far an active job's next
+  tick is past due, and 1 once that exceeds the exporter's ``overdue_after`` (60 s by default:
+  no live worker has ticked it);
+- ``pgjobs_job_paused{job}``;
+- ``pgjobs_workers{state}`` (running, stopping, stopped, dead; a running worker whose heartbeat
+  expired counts as dead) and ``pgjobs_workers_alive``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from psycopg.rows import dict_row
+
+from pgjobs.store import Queries
+
+log = logging.getLogger("pgjobs.metrics")
+
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
+"""Buckets of ``pgjobs_run_duration_seconds``: from sub-second queue jobs to hour-long batches."""
+
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+"""Buckets of ``pgjobs_schedule_lag_seconds``."""
+
+OVERDUE_AFTER = 60.0
+"""Seconds past its next fire time after which an active job counts as overdue."""
+
+
+class WorkerMetrics:
+    """The metrics of one worker process, in their own registry.
+
+    The worker calls :meth:`claimed` after each claim, :meth:`run_started` and
+    :meth:`run_finished` around each run (or :meth:`run_released` if it hands the run back),
+    :meth:`reaped` and :meth:`retried` after reaping and finishing. Every method is thread-safe
+    and cheap (no I/O); :meth:`start_http` serves ``/metrics``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self._finished = Counter(
+            "pgjobs_runs_finished",
+            "Runs this worker finished, by job and status.",
+            ["job", "status"],
+            registry=r,
+        )
+        self._duration = Histogram(
+            "pgjobs_run_duration_seconds",
+            "Duration of the runs this worker finished.",
+            ["job"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self._lag = Histogram(
+            "pgjobs_schedule_lag_seconds",
+            "Seconds from a run's scheduled time to its start on this worker.",
+            ["job"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self._in_progress = Gauge(
+            "pgjobs_runs_in_progress", "Runs executing on this worker now.", ["job"], registry=r
+        )
+        self._claimed = Counter("pgjobs_runs_claimed", "Runs this worker claimed.", registry=r)
+        self._reaped = Counter(
+            "pgjobs_runs_reaped",
+            "Runs with an expired lease that this worker's reaper marked abandoned.",
+            registry=r,
+        )
+        self._retried = Counter(
+            "pgjobs_retries", "Retries this worker queued, after a failure or a reap.", registry=r
+        )
+        self._info = Info("pgjobs_worker", "This worker process.", registry=r)
+        self._server: WSGIServer | None = None
+
+    def worker_info(
+        self,
+        *,
+        worker_id: str,
+        host: str,
+        pid: int,
+        version: str,
+        queues: Iterable[str],
+        concurrency: int,
+    ) -> None:
+        """Describe this worker in ``pgjobs_worker_info``."""
+        self._info.info(
+            {
+                "worker_id": worker_id,
+                "host": host,
+                "pid": str(pid),
+                "version": version,
+                "queues": ",".join(queues),
+                "concurrency": str(concurrency),
+            }
+        )
+
+    def claimed(self, n: int) -> None:
+        """This worker claimed ``n`` runs."""
+        if n:
+            self._claimed.inc(n)
+
+    def run_started(self, job: str, lag: float | None = None) -> None:
+        """A run of ``job`` started ``lag`` seconds after its scheduled time."""
+        self._in_progress.labels(job).inc()
+        if lag is not None:
+            self._lag.labels(job).observe(max(0.0, lag))
+
+    def run_finished(self, job: str, status: str, duration: float) -> None:
+        """A run of ``job`` ended as ``status`` after ``duration`` seconds."""
+        self._in_progress.labels(job).dec()
+        self._finished.labels(job, status).inc()
+        self._duration.labels(job).observe(max(0.0, duration))
+
+    def run_released(self, job: str) -> None:
+        """A run of ``job`` left this worker unfinished (handed back at shutdown)."""
+        self._in_progress.labels(job).dec()
+
+    def reaped(self, n: int) -> None:
+        """This worker's reaper marked ``n`` runs with expired leases abandoned."""
+        if n:
+            self._reaped.inc(n)
+
+    def retried(self, n: int = 1) -> None:
+        """This worker queued ``n`` retries."""
+        if n:
+            self._retried.inc(n)
+
+    def start_http(self, port: int, host: str = "0.0.0.0") -> int:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread; return the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def stop_http(self) -> None:
+        """Stop serving ``/metrics``."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class ClusterCollector(Collector):
+    """Reads the cluster's state from the database on every scrape (see the module docstring).
+
+    Each scrape opens one short connection, runs three read-only queries and closes it; if the
+    database does not answer, the scrape reports ``pgjobs_up 0`` and nothing else.
+    """
+
+    def __init__(
+        self, dsn: str, schema: str = "pgjobs", *, overdue_after: float = OVERDUE_AFTER
+    ) -> None:
+        self.dsn = dsn
+        self.queries = Queries(schema)
+        self.overdue_after = overdue_after
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: the registry must not scrape the database when it is registered."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: the metrics of the module docstring, from the database's state now."""
+        started = time.perf_counter()
+        try:
+            families = self._families()
+        except psycopg.Error as exc:
+            log.warning("scrape failed: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            families = []
+        up = GaugeMetricFamily("pgjobs_up", "1 if the pgjobs database answered this scrape.")
+        up.add_metric([], 1.0 if families else 0.0)
+        yield up
+        yield from families
+        took = GaugeMetricFamily(
+            "pgjobs_scrape_duration_seconds", "Time this scrape spent reading the database."
+        )
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+    def _families(self) -> list[Metric]:
+        with (
+            psycopg.connect(
+                self.dsn, autocommit=True, connect_timeout=5, application_name="pgjobs-metrics"
+            ) as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            queues = cur.execute(self.queries["metrics_queues"]).fetchall()
+            jobs = cur.execute(self.queries["metrics_jobs"]).fetchall()
+            workers = cur.execute(self.queries["metrics_workers"]).fetchall()
+        return [*_queue_families(queues), *self._job_families(jobs), *_worker_families(workers)]
+
+    def _job_families(self, rows: list[dict[str, Any]]) -> list[Metric]:
+        failed = _gauge("pgjobs_job_last_run_failed", "1 if the job's last decisive run failed.")
+        success = _gauge(
+            "pgjobs_job_last_success_timestamp_seconds", "When the job last succeeded (Unix time)."
+        )
+        overdue_s = _gauge(
+            "pgjobs_job_overdue_seconds", "How far the job's next tick is past due (0 if not)."
+        )
+        overdue = _gauge(
+            "pgjobs_job_overdue",
+            f"1 if the job's next tick is more than {self.overdue_after:g}s past due.",
+        )
+        paused = _gauge("pgjobs_job_paused", "1 if the job is paused.")
+        for row in rows:
+            labels = [row["name"]]
+            failed.add_metric(labels, float(row["last_failed"]))
+            if row["last_success_at"] is not None:
+                success.add_metric(labels, row["last_success_at"])
+            overdue_s.add_metric(labels, row["overdue_seconds"])
+            overdue.add_metric(labels, float(row["overdue_seconds"] > self.overdue_after))
+            paused.add_metric(labels, float(row["paused"]))
+        return [failed, success, overdue_s, overdue, paused]
+
+
+def _gauge(name: str, documentation: str, label: str = "job") -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=[label])
+
+
+def _queue_families(rows: list[dict[str, Any]]) -> list[Metric]:
+    depth = _gauge("pgjobs_queue_depth", "Queued runs that are due.", "queue")
+    delayed = _gauge("pgjobs_queue_delayed", "Queued runs not due yet.", "queue")
+    running = _gauge("pgjobs_queue_running", "Runs executing now.", "queue")
+    oldest = _gauge(
+        "pgjobs_queue_oldest_age_seconds", "How long the oldest due run has waited.", "queue"
+    )
+    for row in rows:
+        labels = [row["queue"]]
+        depth.add_metric(labels, row["due"])
+        delayed.add_metric(labels, row["delayed"])
+        running.add_metric(labels, row["running"])
+        oldest.add_metric(labels, row["oldest_age_seconds"])
+    return [depth, delayed, running, oldest]
+
+
+def _worker_families(rows: list[dict[str, Any]]) -> list[Metric]:
+    counts = {state: 0 for state in ("running", "stopping", "stopped", "dead")}
+    counts.update({row["state"]: row["workers"] for row in rows})
+    by_state = _gauge("pgjobs_workers", "Worker rows by state.", "state")
+    for state, count in counts.items():
+        by_state.add_metric([state], count)
+    alive = GaugeMetricFamily(
+        "pgjobs_workers_alive", "Workers whose heartbeat is current (state running)."
+    )
+    alive.add_metric([], counts["running"])
+    return [by_state, alive]
+
+
+def cluster_registry(
+    dsn: str, schema: str = "pgjobs", *, overdue_after: float = OVERDUE_AFTER
+) -> CollectorRegistry:
+    """A registry holding only a :class:`ClusterCollector` for ``dsn`` and ``schema``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClusterCollector(dsn, schema, overdue_after=overdue_after))
+    return registry
