@@ -31,10 +31,19 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from pgjobs.cli import check, db, demo, jobs, runs, worker, workers
+    from pgjobs.cli import check, dashboard, db, demo, jobs, metrics, runs, worker, workers
 
-    for command in (db.db, worker.worker, jobs.jobs, runs.runs, workers.workers, check.check,
-                    demo.demo):
+    for command in (
+        db.db,
+        worker.worker,
+        jobs.jobs,
+        runs.runs,
+        workers.workers,
+        check.check,
+        demo.demo,
+        dashboard.dashboard,
+        metrics.metrics,
+    ):
         main.add_command(command)
 
 

@@ -1,0 +1,84 @@
+"""The operator's actions: run now, pause, resume, retry, cancel.
+
+The server checks that actions are allowed and that the request carries the token; this module
+only turns a checked form into one guarded statement and says what happened, as the query string
+of the page the browser goes back to (``done=paused&ref=my-job``, shown by :func:`flash_text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from urllib.parse import urlencode
+
+from pgjobs.dashboard.data import DashboardStore
+
+FLASH_PARAMS = ("done", "ref")
+"""Query parameters that only carry the message of the last action."""
+
+_MESSAGES = {
+    "queued": "Queued run #{ref} for the workers.",
+    "paused": "Paused {ref}: it does not tick until resumed.",
+    "resumed": "Resumed {ref}.",
+    "retried": "Queued run #{ref} as a retry.",
+    "cancelled": "Cancelled run #{ref}.",
+    "stopping": "Asked run #{ref} to stop; its worker sees the request at its next heartbeat.",
+}
+
+
+def _run_id(form: Mapping[str, str]) -> int | None:
+    value = form.get("run", "")
+    return int(value) if value.isdigit() else None
+
+
+def _run_now(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object] | None:
+    run_id = store.run_now(form.get("job", ""))
+    return None if run_id is None else ("queued", run_id)
+
+
+def _pause(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object] | None:
+    job = form.get("job", "")
+    return ("paused", job) if store.set_paused(job, True) else None
+
+
+def _resume(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object] | None:
+    job = form.get("job", "")
+    return ("resumed", job) if store.set_paused(job, False) else None
+
+
+def _retry(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object] | None:
+    run_id = _run_id(form)
+    new_id = None if run_id is None else store.retry(run_id)
+    return None if new_id is None else ("retried", new_id)
+
+
+def _cancel(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object] | None:
+    run_id = _run_id(form)
+    status = None if run_id is None else store.cancel(run_id)
+    if status is None:
+        return None
+    return ("cancelled" if status == "cancelled" else "stopping"), run_id
+
+
+ACTIONS: dict[str, Callable[[DashboardStore, Mapping[str, str]], tuple[str, object] | None]] = {
+    "run-now": _run_now,
+    "pause": _pause,
+    "resume": _resume,
+    "retry": _retry,
+    "cancel": _cancel,
+}
+"""Action name (the path after ``/actions/``) to its implementation."""
+
+
+def perform(store: DashboardStore, name: str, form: Mapping[str, str]) -> str | None:
+    """Do action ``name`` with ``form``; the flash query string, or None if nothing was done."""
+    outcome = ACTIONS[name](store, form)
+    if outcome is None:
+        return None
+    done, ref = outcome
+    return urlencode({"done": done, "ref": str(ref)})
+
+
+def flash_text(query: Mapping[str, str]) -> str | None:
+    """The sentence for a ``done=…&ref=…`` query string (plain text, escaped when shown)."""
+    template = _MESSAGES.get(query.get("done", ""))
+    return None if template is None else template.format(ref=query.get("ref", ""))
