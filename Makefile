@@ -19,8 +19,11 @@ lint: $(BIN)/python
 	$(BIN)/mypy pgjobs
 	$(BIN)/lint-imports
 
-demo:
-	@echo "pgjobs demo: coming in the next release"
+# Everything a fresh machine needs: a virtualenv with pgjobs and its embedded PostgreSQL, then the
+# demo until Ctrl-C. Options go in ARGS, e.g. `make demo ARGS='--workers 4'`.
+demo: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	$(BIN)/pgjobs demo $(ARGS)
 
 bench:
 	@echo "pgjobs bench: coming in the next release"
