@@ -1,10 +1,304 @@
-"""``pgjobs runs``."""
+"""``pgjobs runs``: list, show, retry, cancel and prune runs.
+
+Reads come from the ``run_history`` view; changes are guarded by the state they expect, so a
+cancel or retry that races a worker either applies cleanly or is refused with one line.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
 import click
+
+from pgjobs.cli import output
+from pgjobs.cli.options import (
+    RUN_STATUSES,
+    Database,
+    F,
+    database_options,
+    duration_callback,
+    json_option,
+    open_database,
+)
+from pgjobs.errors import PgJobsError
+
+RETRYABLE = ("failed", "timed_out", "abandoned", "cancelled")
+
+RUN_JSON_KEYS = (
+    "id",
+    "job",
+    "trigger",
+    "status",
+    "attempt",
+    "retry_of",
+    "scheduled_for",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "lag_seconds",
+    "worker_id",
+    "host",
+    "pid",
+    "queue",
+    "priority",
+    "message",
+    "data",
+    "items_processed",
+    "items_failed",
+    "error_type",
+    "error_message",
+    "payload",
+    "parameters",
+    "cancel_requested_at",
+)
+
+
+# -- shared with `jobs history` -----------------------------------------------------------------
+
+
+def fetch_runs(
+    db: Database,
+    *,
+    job: str | None,
+    status: str | None,
+    since: timedelta | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Runs newest first, filtered; an unknown ``job`` is an error with the nearest names."""
+    if job is not None:
+        db.require_job(job)
+    return db.all(
+        "list_runs",
+        job=job,
+        status=status,
+        since=since.total_seconds() if since is not None else None,
+        limit=limit,
+    )
+
+
+def print_runs(rows: list[dict[str, Any]], now: datetime, *, as_json: bool) -> None:
+    """Runs as a table for people or as JSON for scripts."""
+    if as_json:
+        output.emit_json([output.pick(row, RUN_JSON_KEYS) for row in rows])
+        return
+    t = output.table(
+        "ID", "JOB", "TRIGGER", "STATUS", "ATTEMPT", "SCHEDULED", "DURATION", "WORKER", "MESSAGE"
+    )
+    for row in rows:
+        t.add_row(
+            str(row["id"]),
+            output.text(row["job"]),
+            row["trigger"],
+            output.status(row["status"]),
+            str(row["attempt"]),
+            output.relative(row["scheduled_for"], now),
+            output.duration(row["duration_seconds"]),
+            output.text(row["worker_id"] or ""),
+            output.text(output.truncate(row["error_message"] or row["message"])),
+        )
+    output.print_table(t, "no runs")
+
+
+def run_filter_options(limit: int) -> Callable[[F], F]:
+    """``--job``, ``--status`` and ``-n/--limit`` for the listings of runs."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "-n",
+            "--limit",
+            type=click.IntRange(min=1),
+            default=limit,
+            show_default=True,
+            help="Show at most this many runs.",
+        )(command)
+        command = click.option(
+            "--status", type=click.Choice(RUN_STATUSES), help="Only runs in this state."
+        )(command)
+        return click.option("--job", help="Only runs of this job.")(command)
+
+    return decorate
+
+
+# -- commands -----------------------------------------------------------------------------------
 
 
 @click.group(name="runs")
 def runs() -> None:
-    """(not yet available)"""
+    """Inspect and steer runs: list, show, retry, cancel, prune."""
+
+
+@runs.command("list")
+@run_filter_options(limit=50)
+@click.option(
+    "--since",
+    callback=duration_callback,
+    help="Only runs created within this long (30s, 15m, 1h, 7d, 2w).",
+)
+@json_option
+@database_options
+def list_runs(
+    job: str | None,
+    status: str | None,
+    limit: int,
+    since: timedelta | None,
+    as_json: bool,
+    dsn: str,
+    schema: str,
+) -> None:
+    """Runs, newest first: queued, running and finished."""
+    with open_database(dsn, schema) as db:
+        rows = fetch_runs(db, job=job, status=status, since=since, limit=limit)
+        print_runs(rows, db.now(), as_json=as_json)
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="ID", type=int)
+@json_option
+@database_options
+def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
+    """Everything stored about one run, its error's traceback included."""
+    with open_database(dsn, schema) as db:
+        row = _get_run(db, run_id)
+        now = db.now()
+    if as_json:
+        output.emit_json(
+            {
+                **output.pick(row, RUN_JSON_KEYS),
+                "max_attempts": row["max_attempts"],
+                "dedup_key": row["dedup_key"],
+                "heartbeat_at": row["heartbeat_at"],
+                "lease_expires_at": row["lease_expires_at"],
+                "error_traceback": row["error_traceback"],
+                "retried_by": row["retried_by"],
+            }
+        )
+        return
+    worker = row["worker_id"]
+    if worker and row["host"]:
+        worker = f"{worker} (host {row['host']}, pid {row['pid']})"
+    retries = ", ".join(str(i) for i in row["retried_by"]) or None
+    output.print_fields(
+        [
+            ("run", str(row["id"])),
+            ("job", row["job"]),
+            ("status", output.status(row["status"])),
+            ("trigger", row["trigger"]),
+            ("attempt", f"{row['attempt']} of {row['max_attempts']}"),
+            ("retry of", str(row["retry_of"]) if row["retry_of"] else None),
+            ("retried by", retries),
+            ("queue", f"{row['queue']} (priority {row['priority']})"),
+            ("scheduled for", output.timestamp(row["scheduled_for"], now)),
+            ("created", output.timestamp(row["created_at"], now)),
+            ("started", output.timestamp(row["started_at"], now)),
+            ("finished", output.timestamp(row["finished_at"], now)),
+            ("duration", _maybe(row["duration_seconds"], output.duration)),
+            ("lag", _maybe(row["lag_seconds"], output.duration)),
+            ("worker", worker),
+            ("lease until", output.timestamp(row["lease_expires_at"], now)),
+            ("cancel requested", output.timestamp(row["cancel_requested_at"], now)),
+            ("payload", _maybe(row["payload"], output.compact_json)),
+            ("parameters", _maybe(row["parameters"], output.compact_json)),
+            ("message", row["message"]),
+            ("data", _maybe(row["data"], output.compact_json)),
+            ("items", _items(row)),
+            ("error", _error(row)),
+        ]
+    )
+    if row["error_traceback"]:
+        click.echo("\n" + row["error_traceback"].rstrip())
+
+
+@runs.command("retry")
+@click.argument("run_id", metavar="ID", type=int)
+@database_options
+def retry(run_id: int, dsn: str, schema: str) -> None:
+    """Queue a failed, timed-out, abandoned or cancelled run again, as a new attempt."""
+    with open_database(dsn, schema) as db:
+        row = _get_run(db, run_id)
+        if row["status"] not in RETRYABLE:
+            raise PgJobsError(
+                f"run {run_id} is {row['status']}: only {', '.join(RETRYABLE[:-1])} or "
+                f"{RETRYABLE[-1]} runs can be retried"
+            )
+        if row["retried_by"]:
+            latest = row["retried_by"][-1]
+            raise PgJobsError(
+                f"run {run_id} was already retried as run {latest}; see `pgjobs runs show {latest}`"
+            )
+        new = db.one("retry_run", id=run_id)
+        if new is None:  # its state changed between the two statements
+            raise PgJobsError(f"run {run_id} cannot be retried any more; it changed meanwhile")
+    click.echo(
+        f"run {run_id} ({row['job']}) queued again as run {new['id']} (attempt {new['attempt']})"
+    )
+
+
+@runs.command("cancel")
+@click.argument("run_id", metavar="ID", type=int)
+@database_options
+def cancel(run_id: int, dsn: str, schema: str) -> None:
+    """Cancel a run: a queued run leaves the queue, a running one is stopped by its worker."""
+    with open_database(dsn, schema) as db:
+        row = _get_run(db, run_id)
+        if db.one("cancel_queued_run", id=run_id) is not None:
+            click.echo(f"run {run_id} ({row['job']}) cancelled before it started")
+            return
+        with db.conn.transaction():
+            running = db.one("request_run_cancel", id=run_id)
+            if running is not None:
+                db.notify("cancel")
+        if running is None:
+            status = _get_run(db, run_id)["status"]
+            raise PgJobsError(f"run {run_id} has already finished ({status}); nothing to cancel")
+    click.echo(
+        f"cancellation of run {run_id} ({row['job']}) requested; worker {running['worker_id']} "
+        "stops the job at its next heartbeat"
+    )
+
+
+@runs.command("prune")
+@click.option(
+    "--older-than",
+    required=True,
+    callback=duration_callback,
+    help="Delete finished runs older than this (e.g. 30d, 2w).",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@database_options
+def prune(older_than: timedelta, dry_run: bool, dsn: str, schema: str) -> None:
+    """Delete old finished runs; queued, running and each job's latest run are always kept."""
+    from pgjobs.retention import prune_runs
+
+    with open_database(dsn, schema) as db:
+        count = prune_runs(db.conn, db.queries.schema, older_than, dry_run=dry_run)
+    age = output.span(older_than.total_seconds())
+    if dry_run:
+        click.echo(f"would delete {count} run(s) older than {age}")
+    else:
+        click.echo(f"deleted {count} run(s) older than {age}")
+
+
+def _get_run(db: Database, run_id: int) -> dict[str, Any]:
+    row = db.one("get_run", id=run_id)
+    if row is None:
+        raise PgJobsError(f"no run with id {run_id}")
+    return row
+
+
+def _maybe(value: Any, render: Any) -> str | None:
+    return None if value is None else str(render(value))
+
+
+def _items(row: dict[str, Any]) -> str | None:
+    if row["items_processed"] is None and row["items_failed"] is None:
+        return None
+    return f"{row['items_processed'] or 0} processed, {row['items_failed'] or 0} failed"
+
+
+def _error(row: dict[str, Any]) -> str | None:
+    if not row["error_type"] and not row["error_message"]:
+        return None
+    return f"{row['error_type'] or 'error'}: {row['error_message'] or ''}".rstrip(": ")

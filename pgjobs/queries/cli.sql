@@ -1,0 +1,170 @@
+-- Named queries of the command line. `{schema}` is the quoted pgjobs schema; parameters are bound.
+-- Reads go through the job_status and run_history views where they can, so what the CLI shows is
+-- what an operator gets from psql.
+
+-- name: list_jobs
+-- Every job in the database with its status, optionally only those carrying a tag.
+SELECT s.name, s.extension, j.description, s.schedule, j.schedule_source, s.timezone, s.enabled,
+       s.paused, j.paused_at, j.tags, s.registered, s.next_fire_at, j.last_tick_at,
+       j.registered_by, j.registered_at, s.last_status, s.last_finished_at, s.running_now,
+       s.queued_now, j.max_attempts, j.priority, j.queue
+FROM {schema}.job_status s
+JOIN {schema}.jobs j ON j.name = s.name
+WHERE %(tag)s::text IS NULL OR %(tag)s::text = ANY (j.tags)
+ORDER BY s.name;
+
+-- name: job_names
+SELECT name FROM {schema}.jobs ORDER BY name;
+
+-- name: run_job_names
+-- Every job name that has runs (jobs no worker registered may have manual runs): a skip scan of
+-- the (job, id) index, one probe per distinct job rather than a scan of every run.
+WITH RECURSIVE names(job) AS (
+    (SELECT job FROM {schema}.runs ORDER BY job LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.job FROM {schema}.runs r WHERE r.job > n.job ORDER BY r.job LIMIT 1)
+    FROM names n
+    WHERE n.job IS NOT NULL
+)
+SELECT job FROM names WHERE job IS NOT NULL;
+
+-- name: get_job
+-- One job's full definition, as the last worker that registered it wrote it.
+SELECT j.*, s.registered
+FROM {schema}.jobs j
+JOIN {schema}.job_status s ON s.name = j.name
+WHERE j.name = %(job)s;
+
+-- name: job_status
+-- The job_status view, with the latest finished outcomes of each job (newest first).
+SELECT s.*,
+       coalesce((SELECT array_agg(x.status ORDER BY x.id DESC)
+                 FROM (SELECT r.id, r.status FROM {schema}.runs r
+                       WHERE r.job = s.name AND r.status NOT IN ('queued', 'running')
+                       ORDER BY r.id DESC
+                       LIMIT %(recent)s) x),
+                ARRAY[]::text[]) AS recent
+FROM {schema}.job_status s
+WHERE %(job)s::text IS NULL OR s.name = %(job)s::text
+ORDER BY s.name;
+
+-- name: pause_job
+-- The runtime switch: a paused job's ticks are not materialised; its watermark stays where it is.
+UPDATE {schema}.jobs
+SET paused = true, paused_at = coalesce(paused_at, now()), updated_at = now()
+WHERE name = %(job)s
+RETURNING name, paused_at;
+
+-- name: resume_job
+-- Resuming keeps the watermark, so the job's misfire policy decides about the ticks it missed.
+UPDATE {schema}.jobs
+SET paused = false, paused_at = NULL, updated_at = now()
+WHERE name = %(job)s
+RETURNING name, next_fire_at, misfire;
+
+-- name: list_runs
+-- Past and current runs, newest first, from the run_history view.
+SELECT h.*, r.created_at, r.parameters, r.cancel_requested_at
+FROM {schema}.run_history h
+JOIN {schema}.runs r ON r.id = h.id
+WHERE (%(job)s::text IS NULL OR h.job = %(job)s::text)
+  AND (%(status)s::text IS NULL OR h.status = %(status)s::text)
+  AND (%(since)s::double precision IS NULL
+       OR r.created_at >= now() - make_interval(secs => %(since)s::double precision))
+ORDER BY h.id DESC
+LIMIT %(limit)s;
+
+-- name: get_run
+-- One run with everything stored about it, its worker's host and the runs that retried it.
+SELECT r.*, w.host, w.pid,
+       extract(epoch FROM r.started_at - r.scheduled_for)::double precision AS lag_seconds,
+       coalesce((SELECT array_agg(x.id ORDER BY x.id) FROM {schema}.runs x WHERE x.retry_of = r.id),
+                ARRAY[]::bigint[]) AS retried_by
+FROM {schema}.runs r
+LEFT JOIN {schema}.workers w ON w.id = r.worker_id
+WHERE r.id = %(id)s;
+
+-- name: start_manual_run
+-- A manual run executed by the command line itself: it starts running at once, owned by the CLI
+-- process, with a lease that the CLI extends while the job runs.
+INSERT INTO {schema}.runs
+    (job, trigger, scheduled_for, status, max_attempts, payload, parameters, priority, queue,
+     worker_id, started_at, heartbeat_at, lease_expires_at)
+VALUES (%(job)s, 'manual', now(), 'running', %(max_attempts)s, %(payload)s, %(parameters)s,
+        %(priority)s, %(queue)s, %(worker)s, clock_timestamp(), now(),
+        now() + make_interval(secs => %(lease)s))
+RETURNING id, job, trigger, scheduled_for, attempt, max_attempts, payload, parameters, started_at;
+
+-- name: queue_manual_run
+-- A manual run handed to the workers; the insert trigger wakes them when the transaction commits.
+INSERT INTO {schema}.runs
+    (job, trigger, scheduled_for, max_attempts, payload, parameters, priority, queue)
+VALUES (%(job)s, 'manual', now(), %(max_attempts)s, %(payload)s, %(parameters)s, %(priority)s,
+        %(queue)s)
+RETURNING id;
+
+-- name: take_run_lock
+-- The run lock of a non-overlapping job for a manual run; a lock whose lease expired (its holder
+-- stopped heartbeating) is taken over. No row back means another run holds it.
+INSERT INTO {schema}.run_locks AS l (job, run_id, worker_id, acquired_at, lease_expires_at)
+VALUES (%(job)s, %(run_id)s, %(worker)s, now(), now() + make_interval(secs => %(lease)s))
+ON CONFLICT (job) DO UPDATE
+SET run_id = excluded.run_id, worker_id = excluded.worker_id, acquired_at = excluded.acquired_at,
+    lease_expires_at = excluded.lease_expires_at
+WHERE l.lease_expires_at < now()
+RETURNING run_id;
+
+-- name: run_lock_holder
+SELECT run_id, worker_id, acquired_at, lease_expires_at
+FROM {schema}.run_locks
+WHERE job = %(job)s;
+
+-- name: run_progress
+-- What `jobs run --wait` follows: a run's state and the retry that replaced it, if any.
+SELECT r.id, r.job, r.status, r.attempt, r.worker_id, r.started_at, r.finished_at,
+       r.duration_seconds, r.message, r.data, r.items_processed, r.items_failed, r.error_type,
+       r.error_message,
+       (SELECT min(x.id) FROM {schema}.runs x WHERE x.retry_of = r.id) AS retry_id
+FROM {schema}.runs r
+WHERE r.id = %(id)s;
+
+-- name: cancel_queued_run
+-- A queued run leaves the queue at once.
+UPDATE {schema}.runs
+SET status = 'cancelled', finished_at = now(), cancel_requested_at = now(),
+    message = 'cancelled by operator before it started'
+WHERE id = %(id)s AND status = 'queued'
+RETURNING id;
+
+-- name: request_run_cancel
+-- A running run is marked; its worker sees the mark at its next heartbeat and cancels the job.
+UPDATE {schema}.runs
+SET cancel_requested_at = coalesce(cancel_requested_at, now())
+WHERE id = %(id)s AND status = 'running'
+RETURNING id, worker_id, lease_expires_at;
+
+-- name: retry_run
+-- A finished, unsuccessful run queued again as a new attempt with the same work; the original
+-- stays as it was. Guarded by the states that may be retried.
+INSERT INTO {schema}.runs
+    (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters, priority,
+     queue)
+SELECT r.job, 'retry', now(), r.attempt + 1, greatest(r.max_attempts, r.attempt + 1), r.id,
+       r.payload, r.parameters, r.priority, r.queue
+FROM {schema}.runs r
+WHERE r.id = %(id)s AND r.status IN ('failed', 'timed_out', 'abandoned', 'cancelled')
+RETURNING id, job, attempt;
+
+-- name: list_workers
+-- Workers with their liveness and how many runs each is executing now.
+SELECT w.id, w.host, w.pid, w.version, w.queues, w.concurrency, w.jobs, w.state, w.started_at,
+       w.heartbeat_at, w.expires_at, w.stopped_at,
+       (w.state IN ('running', 'stopping') AND w.expires_at > now()) AS live,
+       (SELECT count(*) FROM {schema}.runs r
+        WHERE r.status = 'running' AND r.worker_id = w.id) AS running_now
+FROM {schema}.workers w
+WHERE %(all)s OR (w.state IN ('running', 'stopping') AND w.expires_at > now())
+ORDER BY w.started_at, w.id;
+
+-- name: database_version
+SELECT current_setting('server_version');
