@@ -8,9 +8,8 @@ bound parameters. The CLI and the enqueue API use :class:`Queries` directly; the
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -99,6 +98,31 @@ class Outcome:
     error_message: str | None = None
     error_traceback: str | None = None
     retry_delay: float | None = None
+
+
+# finish_and_claim_runs' outcome arrays and the Outcome attribute each is built from.
+_OUTCOME_COLUMNS = {
+    "ids": "run_id",
+    "statuses": "status",
+    "durations": "duration",
+    "messages": "message",
+    "processed": "processed",
+    "failed": "failed",
+    "error_types": "error_type",
+    "error_messages": "error_message",
+    "error_tracebacks": "error_traceback",
+    "retry_delays": "retry_delay",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one finish-and-claim statement did."""
+
+    started: list[ClaimedRun]
+    finished: frozenset[int]
+    retried: dict[int, int]
+    wakeup_in: float | None
 
 
 @dataclass(frozen=True)
@@ -213,31 +237,52 @@ class WorkerStore:
         assert row is not None
         return int(row[0])
 
-    async def claim_runs(
-        self, *, jobs: list[str], queues: list[str], limit: int, lease: float
-    ) -> list[ClaimedRun]:
-        cur = self.conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            self.q["claim_runs"],
-            {
-                "worker": self.worker_id,
-                "jobs": jobs,
-                "queues": queues,
-                "limit": limit,
-                "lease": lease,
+    async def finish_and_claim_runs(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        jobs: list[str],
+        queues: list[str],
+        limit: int,
+        lease: float,
+    ) -> Batch:
+        """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit."""
+        data = [Jsonb(dict(o.data)) if o.data else None for o in outcomes]
+        params = {
+            "worker": self.worker_id,
+            "jobs": jobs,
+            "queues": queues,
+            "limit": limit,
+            "lease": lease,
+            "datas": data,
+            **{
+                column: [getattr(o, attr) for o in outcomes]
+                for column, attr in _OUTCOME_COLUMNS.items()
             },
-        )
-        return [ClaimedRun(**row) for row in await cur.fetchall()]
+        }
+        cur = self.conn.cursor(row_factory=dict_row)
+        await cur.execute(self.q["finish_and_claim_runs"], params)
+        started: list[ClaimedRun] = []
+        finished: set[int] = set()
+        retried: dict[int, int] = {}
+        wakeup_in: float | None = None
+        for row in await cur.fetchall():
+            kind = row.pop("kind")
+            if kind == "started":
+                del row["ref"], row["seconds"]
+                started.append(ClaimedRun(**row))
+            elif kind == "finished":
+                finished.add(row["id"])
+            elif kind == "retried":
+                retried[row["ref"]] = row["id"]
+            else:
+                wakeup_in = row["seconds"]
+        return Batch(started, frozenset(finished), retried, wakeup_in)
 
     async def finish_run_if_running(self, outcome: Outcome) -> tuple[bool, int | None]:
-        """Record ``outcome``; return (whether this worker still owned the run, retry run id)."""
-        params = dataclasses.asdict(outcome)
-        params["id"] = params.pop("run_id")
-        params["data"] = Jsonb(dict(outcome.data)) if outcome.data else None
-        params["worker"] = self.worker_id
-        row = await (await self.conn.execute(self.q["finish_run_if_running"], params)).fetchone()
-        assert row is not None
-        return bool(row[0]), row[1]
+        """Record one run's outcome; return (whether this worker still owned it, retry run id)."""
+        batch = await self.finish_and_claim_runs([outcome], jobs=[], queues=[], limit=0, lease=0)
+        return outcome.run_id in batch.finished, batch.retried.get(outcome.run_id)
 
     async def heartbeat(self, *, ttl: float, lease: float) -> Heartbeat:
         cur = await self.conn.execute(
@@ -262,13 +307,6 @@ class WorkerStore:
         ).fetchone()
         await self.notify("run")
         return int(row[0]) if row else 0
-
-    async def next_wakeup(self, *, jobs: list[str], queues: list[str]) -> float | None:
-        """Seconds until the next tick or delayed run of these jobs, by the database clock."""
-        row = await (
-            await self.conn.execute(self.q["next_wakeup"], {"jobs": jobs, "queues": queues})
-        ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
 
     async def set_worker_state(self, state: str) -> None:
         await self.conn.execute(

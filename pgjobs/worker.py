@@ -30,7 +30,7 @@ from pgjobs import __version__
 from pgjobs.errors import PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.registry import JobDefinition, Registry
-from pgjobs.store import ClaimedRun, Outcome, Queries, WorkerStore
+from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, WorkerStore
 from pgjobs.tick import plan_ticks
 
 log = logging.getLogger("pgjobs.worker")
@@ -82,6 +82,7 @@ class _Running:
 
 @dataclass
 class _Timers:
+    next_tick: float = 0.0
     next_heartbeat: float = 0.0
     next_reap: float = 0.0
     failures: int = 0
@@ -259,26 +260,16 @@ class Worker:
         """Do what is due; return how long to sleep at most before the next iteration."""
         assert self.store is not None
         now = time.monotonic()
-        await self._record_outcomes()
-        if self.settings.scheduler and not self._stopping:
+        if self.settings.scheduler and not self._stopping and now >= self._timers.next_tick:
             await self._tick()
         if now >= self._timers.next_heartbeat:
             await self._heartbeat()
             self._timers.next_heartbeat = now + self.settings.heartbeat_interval
         if now >= self._timers.next_reap:
-            reaped = await self.store.reap_expired_leases()
-            if reaped.reaped or reaped.dead_workers:
-                log.warning(
-                    "reaped %d run(s) with expired leases (%d retried), %d dead worker(s)",
-                    reaped.reaped,
-                    reaped.retried,
-                    reaped.dead_workers,
-                )
+            await self._reap()
             self._timers.next_reap = now + self.settings.reap_every
-        free = self.settings.concurrency - len(self._running)
-        claimed = 0
-        if free > 0 and not self._stopping:
-            claimed = await self._claim(free)
+        free = 0 if self._stopping else self.settings.concurrency - len(self._running)
+        batch = await self._finish_and_claim(free)
         timeout = min(
             self.settings.poll_interval,
             self._timers.next_heartbeat - now,
@@ -286,13 +277,15 @@ class Worker:
         )
         if self._stopping:
             return min(timeout, 0.1)
-        if claimed == free:
-            # Every slot is busy (or more work is waiting): a finishing run wakes us.
-            return timeout if free == 0 else 0.0
-        delay = await self.store.next_wakeup(jobs=self.job_names, queues=self.queues)
-        if delay is not None:
-            timeout = min(timeout, max(0.0, delay) + 0.001)
-        return timeout
+        if free and len(batch.started) == free:
+            return 0.0  # the queue may hold more: look again once a slot frees up
+        # Tick again when the next tick is due by the database clock. Schedule changes and
+        # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval as well.
+        due_in = float("inf") if batch.wakeup_in is None else max(0.0, batch.wakeup_in) + 0.001
+        if not self.settings.listen:
+            due_in = min(due_in, self.settings.poll_interval)
+        self._timers.next_tick = now + due_in
+        return min(timeout, due_in)
 
     async def _tick(self) -> None:
         """Materialise every due tick of our jobs: lock, insert runs, advance watermarks."""
@@ -327,14 +320,54 @@ class Worker:
             if len(due) < TICK_BATCH:
                 return
 
-    async def _claim(self, free: int) -> int:
+    async def _finish_and_claim(self, free: int) -> Batch:
+        """Record every finished run's outcome and claim up to ``free`` runs, in one statement.
+
+        Outcomes stay in memory until the statement commits, so none is lost while the
+        database is away; the guard on state and owner makes a repeated write a no-op.
+        """
         assert self.store is not None
-        runs = await self.store.claim_runs(
-            jobs=self.job_names, queues=self.queues, limit=free, lease=self.settings.lease
-        )
-        for run in runs:
+        outcomes, self._outcomes = self._outcomes, []
+        try:
+            batch = await self.store.finish_and_claim_runs(
+                outcomes,
+                jobs=self.job_names,
+                queues=self.queues,
+                limit=free,
+                lease=self.settings.lease,
+            )
+        except BaseException:
+            self._outcomes[:0] = outcomes  # write them with the next statement
+            raise
+        for outcome in outcomes:
+            if outcome.run_id not in batch.finished:
+                log.warning(
+                    "run %d finished as %s but was no longer ours (reaped); not recorded",
+                    outcome.run_id,
+                    outcome.status,
+                )
+            elif outcome.run_id in batch.retried:
+                log.info(
+                    "run %d %s; retry queued as run %d in %.1fs",
+                    outcome.run_id,
+                    outcome.status,
+                    batch.retried[outcome.run_id],
+                    outcome.retry_delay or 0.0,
+                )
+        for run in batch.started:
             self._start(run)
-        return len(runs)
+        return batch
+
+    async def _reap(self) -> None:
+        assert self.store is not None
+        reaped = await self.store.reap_expired_leases()
+        if reaped.reaped or reaped.dead_workers:
+            log.warning(
+                "reaped %d run(s) with expired leases (%d retried), %d dead worker(s)",
+                reaped.reaped,
+                reaped.retried,
+                reaped.dead_workers,
+            )
 
     def _start(self, run: ClaimedRun) -> None:
         definition = self.registry.definitions[run.job]
@@ -360,28 +393,6 @@ class Worker:
             outcome = Outcome(**{**asdict(outcome), "retry_delay": delay})
         self._outcomes.append(outcome)
         self._wake.set()
-
-    async def _record_outcomes(self) -> None:
-        """Write finished runs' outcomes; kept in memory and retried while the database is away."""
-        assert self.store is not None
-        while self._outcomes:
-            outcome = self._outcomes[0]
-            owned, retry_id = await self.store.finish_run_if_running(outcome)
-            self._outcomes.pop(0)
-            if not owned:
-                log.warning(
-                    "run %d finished as %s but was no longer ours (reaped); not recorded",
-                    outcome.run_id,
-                    outcome.status,
-                )
-            elif retry_id is not None:
-                log.info(
-                    "run %d %s; retry queued as run %d in %.1fs",
-                    outcome.run_id,
-                    outcome.status,
-                    retry_id,
-                    outcome.retry_delay or 0.0,
-                )
 
     async def _heartbeat(self) -> None:
         assert self.store is not None
@@ -413,8 +424,10 @@ class Worker:
                 ) as conn:
                     await conn.execute(f'LISTEN "{self.queries.channel}"')
                     failures = 0
-                    self._wake.set()  # catch up on anything sent while we were not listening
+                    self._timers.next_tick = 0.0  # catch up on what we may have missed
+                    self._wake.set()
                     async for _ in conn.notifies():
+                        self._timers.next_tick = 0.0  # a schedule may have changed: look
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -428,7 +441,7 @@ class Worker:
     async def _drain_for_shutdown(self) -> bool:
         """While stopping: record outcomes; past the grace, cancel and hand back. True when done."""
         assert self.store is not None and self._stop_requested_at is not None
-        await self._record_outcomes()
+        await self._finish_and_claim(0)
         if not self._running:
             return True
         if time.monotonic() - self._stop_requested_at < self.settings.grace:

@@ -160,8 +160,6 @@ def worker_pool(dsn: str, log_dir: Path) -> Iterator[Workers]:
     workers = Workers(dsn, log_dir)
     try:
         yield workers
-    except BaseException:
-        print(workers.logs())
-        raise
     finally:
         workers.kill_all()
+        print(workers.logs())  # pytest shows it when the test failed

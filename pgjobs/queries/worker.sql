@@ -74,11 +74,44 @@ WITH ticks AS (
 )
 SELECT (SELECT count(*) FROM ticks) AS inserted, (SELECT count(*) FROM advanced) AS advanced;
 
--- name: claim_runs
--- Claim up to `limit` due runs in priority order. A job that forbids overlap gets its run lock in
--- the same statement; a tick whose lock is held by another run is recorded as skipped, while
--- explicit work (manual, enqueued, retries, backfilled ticks) waits in the queue for the lock.
-WITH picked AS (
+-- name: finish_and_claim_runs
+-- One statement, one commit per loop iteration: record the outcomes of finished runs (only those
+-- this worker still owns), release their locks, queue their retries; then claim up to `limit` due
+-- runs in priority order. A job that forbids overlap gets its run lock in the same statement; a
+-- tick whose lock is held by another run is recorded as skipped, while explicit work (manual,
+-- enqueued, retries, backfilled ticks) waits in the queue for the lock. The last row says how
+-- many seconds remain until the next delayed run or tick of these jobs.
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(durations)s::double precision[],
+                %(messages)s::text[], %(datas)s::jsonb[], %(processed)s::integer[],
+                %(failed)s::integer[], %(error_types)s::text[], %(error_messages)s::text[],
+                %(error_tracebacks)s::text[], %(retry_delays)s::double precision[])
+         AS o(id, status, duration, message, data, processed, failed, error_type, error_message,
+              error_traceback, retry_delay)
+), done AS (
+    UPDATE {schema}.runs r
+    SET status = o.status, finished_at = clock_timestamp(), duration_seconds = o.duration,
+        message = o.message, data = o.data, items_processed = o.processed,
+        items_failed = o.failed, error_type = o.error_type, error_message = o.error_message,
+        error_traceback = o.error_traceback, lease_expires_at = NULL
+    FROM outcome o
+    WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
+    RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
+              r.queue, o.retry_delay
+), unlocked AS (
+    DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
+), retried AS (
+    INSERT INTO {schema}.runs
+        (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
+         priority, queue)
+    SELECT done.job, 'retry', clock_timestamp() + make_interval(secs => done.retry_delay),
+           done.attempt + 1, done.max_attempts, done.id, done.payload, done.parameters,
+           done.priority, done.queue
+    FROM done
+    WHERE done.retry_delay IS NOT NULL AND done.attempt < done.max_attempts
+    RETURNING id, retry_of
+), picked AS (
     SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for
     FROM {schema}.runs r
     WHERE r.status = 'queued' AND r.scheduled_for <= now()
@@ -114,35 +147,25 @@ WITH picked AS (
     JOIN {schema}.run_locks l ON l.job = k.job
     WHERE r.id = k.id AND k.overlap = 'skip' AND k.trigger = 'schedule' AND k.misfire <> 'backfill'
       AND k.id NOT IN (SELECT run_id FROM locked) AND l.run_id <> k.id
-    RETURNING r.id
 )
--- Data-modifying CTEs run to completion whether or not they are read.
-SELECT * FROM started;
-
--- name: finish_run_if_running
--- Record a run's outcome, release its lock and queue its retry, only if this worker still owns it.
-WITH done AS (
-    UPDATE {schema}.runs r
-    SET status = %(status)s, finished_at = clock_timestamp(), duration_seconds = %(duration)s,
-        message = %(message)s, data = %(data)s, items_processed = %(processed)s,
-        items_failed = %(failed)s, error_type = %(error_type)s, error_message = %(error_message)s,
-        error_traceback = %(error_traceback)s, lease_expires_at = NULL
-    WHERE r.id = %(id)s AND r.status = 'running' AND r.worker_id = %(worker)s
-    RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority, r.queue
-), unlocked AS (
-    DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
-), retried AS (
-    INSERT INTO {schema}.runs
-        (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
-         priority, queue)
-    SELECT done.job, 'retry', clock_timestamp() + make_interval(secs => %(retry_delay)s),
-           done.attempt + 1, done.max_attempts, done.id, done.payload, done.parameters,
-           done.priority, done.queue
-    FROM done
-    WHERE %(retry_delay)s::double precision IS NOT NULL AND done.attempt < done.max_attempts
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM done) AS finished, (SELECT id FROM retried) AS retry_id;
+SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
+       s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds
+FROM started s
+UNION ALL
+SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done d
+UNION ALL
+SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL
+FROM retried t
+UNION ALL
+-- Seconds until the next tick or delayed run of these jobs, by the database clock.
+SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       extract(epoch FROM least(
+           (SELECT min(next_fire_at) FROM {schema}.jobs
+            WHERE schedule IS NOT NULL AND enabled AND NOT paused AND name = ANY (%(jobs)s)),
+           (SELECT min(scheduled_for) FROM {schema}.runs
+            WHERE status = 'queued' AND scheduled_for > now()
+              AND queue = ANY (%(queues)s) AND job = ANY (%(jobs)s))
+       ) - clock_timestamp())::double precision;
 
 -- name: heartbeat
 -- Extend this worker's row, its runs' leases and its locks; return the runs it still owns and
@@ -217,16 +240,6 @@ WITH back AS (
     DELETE FROM {schema}.run_locks l USING back WHERE l.run_id = back.id
 )
 SELECT count(*) FROM back;
-
--- name: next_wakeup
--- Seconds from the database clock to the next tick of these jobs or the next delayed run.
-SELECT extract(epoch FROM least(
-    (SELECT min(next_fire_at) FROM {schema}.jobs
-     WHERE schedule IS NOT NULL AND enabled AND NOT paused AND name = ANY (%(jobs)s)),
-    (SELECT min(scheduled_for) FROM {schema}.runs
-     WHERE status = 'queued' AND scheduled_for > now()
-       AND queue = ANY (%(queues)s) AND job = ANY (%(jobs)s))
-) - clock_timestamp())::double precision;
 
 -- name: set_worker_state
 UPDATE {schema}.workers
