@@ -25,5 +25,8 @@ demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[embedded]'
 	$(BIN)/pgjobs demo $(ARGS)
 
-bench:
-	@echo "pgjobs bench: coming in the next release"
+# The benchmark suite against the PostgreSQL at $$PGJOBS_BENCH_DSN (default 127.0.0.1:5432, user
+# postgres); ARGS are passed through: make bench ARGS="--peers", ARGS="--quick --only drain".
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m benchmarks $(ARGS)

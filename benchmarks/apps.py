@@ -1,0 +1,87 @@
+"""The no-op jobs the benchmark workers load, one extension per workload.
+
+``--app benchmarks.apps:<name>`` picks the workload; environment variables set its size:
+
+- ``drain``: one on-demand job, ``bench-noop`` (overlap allowed, as queue-style jobs are).
+- ``every_second``: ``BENCH_JOBS`` (default 20) jobs firing every second, ``bench-second-NN``.
+  With ``BENCH_TICKS_FILE`` set, each run appends ``job tick entered`` (epoch seconds) to
+  ``<BENCH_TICKS_FILE>.<pid>``, so lag is also measured to the moment the job's code runs.
+- ``idle``: ``BENCH_JOBS`` (default 20) jobs that fire once a year: registered, never due.
+- ``scale``: ``BENCH_JOBS`` (default 10,000) jobs firing every minute (``BENCH_SCHEDULE``
+  overrides the schedule), ``bench-minute-NNNNN``.
+
+Each job is its own :class:`Job` subclass, generated here: a job's name is a class attribute.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pgjobs import Extension, Job, JobContext, JobResult
+
+
+class Noop(Job):
+    name = "bench-noop"
+    description = "Does nothing: measures the queue, not the job"
+    overlap = "allow"
+
+    async def execute(self, ctx: JobContext) -> JobResult:
+        return JobResult.success()
+
+
+def _count(default: int) -> int:
+    return int(os.environ.get("BENCH_JOBS", default))
+
+
+def _scheduled_jobs(prefix: str, schedule: str, count: int, width: int) -> list[Job]:
+    ticks_file = os.environ.get("BENCH_TICKS_FILE")
+    out = open(f"{ticks_file}.{os.getpid()}", "a", buffering=1) if ticks_file else None  # noqa: SIM115
+
+    async def execute(self: Job, ctx: JobContext) -> JobResult:
+        if out is not None:
+            entered = time.time()
+            out.write(f"{ctx.job_name} {ctx.scheduled_for.timestamp()!r} {entered!r}\n")
+        return JobResult.success()
+
+    jobs: list[Job] = []
+    for i in range(count):
+        attrs: dict[str, Any] = {
+            "name": f"bench-{prefix}-{i:0{width}d}",
+            "schedule": schedule,
+            "execute": execute,
+        }
+        jobs.append(type(f"Bench{prefix.title()}{i}", (Job,), attrs)())
+    return jobs
+
+
+class _Bench(Extension):
+    name = "bench"
+
+
+class Drain(_Bench):
+    def jobs(self) -> list[Job]:
+        return [Noop()]
+
+
+class EverySecond(_Bench):
+    def jobs(self) -> list[Job]:
+        return _scheduled_jobs("second", "* * * * * *", _count(20), 2)
+
+
+class Idle(_Bench):
+    def jobs(self) -> list[Job]:
+        return _scheduled_jobs("yearly", "0 0 0 1 1 *", _count(20), 2)
+
+
+class Scale(_Bench):
+    def jobs(self) -> list[Job]:
+        schedule = os.environ.get("BENCH_SCHEDULE", "0 * * * * *")
+        return _scheduled_jobs("minute", schedule, _count(10_000), 5)
+
+
+drain = Drain()
+every_second = EverySecond()
+idle = Idle()
+scale = Scale()

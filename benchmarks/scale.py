@@ -1,0 +1,143 @@
+"""scale: many schedules, and claiming with a long history.
+
+Ticks: 10,000 jobs firing every minute (quick: 500 jobs every 15 s) on 4 worker replicas. For one
+tick after all replicas are up: the time from the tick until all its runs are materialised —
+seen committed by a poller (every 20 ms), and by ``max(created_at)`` — and until all have started
+(``max(started_at)``), with the rate at which they started.
+
+Claim latency: the median of 50 executions of the worker's claim statement (10 runs each, each
+rolled back so all see the same 1,000 queued runs), on an empty history and after 1,000,000
+finished runs (quick: 50,000) were added with ``INSERT … SELECT generate_series`` and ``VACUUM
+ANALYZE``; the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import psycopg
+
+from benchmarks import history
+from benchmarks.databases import fresh_database
+from benchmarks.harness import Bench, wait_until
+from benchmarks.processes import pgjobs_worker, processes, wait_registered
+
+REPLICAS = 4
+CLAIM_QUEUED = 1_000
+CLAIM_LIMIT = 10
+CLAIM_REPEAT = 50
+
+_SEEN = """
+SELECT count(*), count(started_at), clock_timestamp()
+FROM pgjobs.runs WHERE trigger = 'schedule' AND scheduled_for = %s
+"""
+
+_TIMES = """
+SELECT count(*),
+       extract(epoch FROM max(created_at) - %(tick)s)::float8,
+       extract(epoch FROM max(started_at) - %(tick)s)::float8,
+       extract(epoch FROM max(started_at) - min(started_at))::float8
+FROM pgjobs.runs WHERE trigger = 'schedule' AND scheduled_for = %(tick)s
+"""
+
+
+def run(bench: Bench, peers: object = None) -> dict[str, Any]:
+    return {"ticks": _ticks(bench), "claim_latency": _claim_latency(bench)}
+
+
+def _ticks(bench: Bench) -> dict[str, Any]:
+    jobs = bench.pick(10_000, 500)
+    period = bench.pick(60, 15)
+    schedule = "0 * * * * *" if period == 60 else f"*/{period} * * * * *"
+    env = {"BENCH_JOBS": str(jobs), "BENCH_SCHEDULE": schedule}
+    case = f"{jobs:,} jobs '{schedule}', {REPLICAS} replicas"
+    with fresh_database(bench.admin_dsn, "scale") as dsn, processes() as started:
+        for i in range(REPLICAS):
+            name = f"scale-{i + 1}-{time.monotonic_ns()}"
+            started.append(pgjobs_worker(dsn, bench.log_dir, name, "scale", env=env))
+        began = time.monotonic()
+        wait_registered(dsn, started, timeout=600)
+        registration = time.monotonic() - began
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            now = _db_epoch(conn)
+            # The first tick at least 3 s away, so every replica is in its loop when it comes.
+            tick_epoch = math.ceil((now + 3) / period) * period
+            tick = conn.execute("SELECT to_timestamp(%s)", [tick_epoch]).fetchone()[0]  # type: ignore[index]
+            time.sleep(max(0.0, tick_epoch - _db_epoch(conn) - 0.5))
+
+            seen: dict[str, float] = {}
+
+            def materialised_and_started() -> bool:
+                for p in started:
+                    p.check_alive()
+                count, started_count, at = conn.execute(_SEEN, [tick]).fetchone()  # type: ignore[misc]
+                if count >= jobs and "materialised" not in seen:
+                    seen["materialised"] = at.timestamp() - tick_epoch
+                return bool(started_count >= jobs)
+
+            wait_until(materialised_and_started, 120 + jobs / 50, f"{jobs} ticks to start", 0.02)
+            row = conn.execute(_TIMES, {"tick": tick}).fetchone()
+    assert row is not None
+    count, created_s, started_s, spread_s = row
+    start_rate = count / spread_s if spread_s else None
+    recorder = bench.at("scale", case, "pgjobs")
+    recorder.add("materialised (seen committed)", seen["materialised"], "s", "duration")
+    recorder.add("materialised (max created_at)", created_s, "s", "duration")
+    recorder.add("all started (max started_at)", started_s, "s", "duration")
+    recorder.add("start rate", start_rate, "jobs/s", "rate")
+    return {
+        "jobs": jobs,
+        "schedule": schedule,
+        "replicas": REPLICAS,
+        "registration_s": registration,
+        "tick": tick.isoformat(),
+        "runs": count,
+        "materialised_seen_s": seen["materialised"],
+        "materialised_created_at_s": created_s,
+        "started_s": started_s,
+        "start_rate_jobs_per_s": start_rate,
+    }
+
+
+def _claim_latency(bench: Bench) -> dict[str, Any]:
+    finished = bench.pick(1_000_000, 50_000)
+    jobs = history.job_names(20)
+    name, query = history.claim_query(history.queries())
+    params = history.claim_params(query, jobs, CLAIM_LIMIT)
+    case = f"claim {CLAIM_LIMIT} of {CLAIM_QUEUED:,} queued"
+    with (
+        fresh_database(bench.admin_dsn, "claim") as dsn,
+        psycopg.connect(dsn, autocommit=True) as conn,
+    ):
+        history.add_jobs(conn, jobs, None)
+        history.add_queued_runs(conn, jobs, CLAIM_QUEUED)
+        history.vacuum_analyze(conn)
+        empty = history.time_query(conn, query, params, CLAIM_REPEAT)
+        began = time.monotonic()
+        history.add_finished_runs(conn, jobs, finished)
+        history.vacuum_analyze(conn)
+        load_s = time.monotonic() - began
+        loaded = history.time_query(conn, query, params, CLAIM_REPEAT)
+    recorder = bench.at("scale", case, "pgjobs")
+    recorder.add("claim, empty history", empty * 1000, "ms", "duration", note=name)
+    recorder.add(f"claim, {finished:,} finished", loaded * 1000, "ms", "duration", note=name)
+    recorder.add("claim latency ratio", loaded / empty, "x")
+    return {
+        "query": name,
+        "queued": CLAIM_QUEUED,
+        "limit": CLAIM_LIMIT,
+        "repeat": CLAIM_REPEAT,
+        "finished": finished,
+        "load_s": load_s,
+        "empty_ms": empty * 1000,
+        "loaded_ms": loaded * 1000,
+        "ratio": loaded / empty,
+    }
+
+
+def _db_epoch(conn: psycopg.Connection[Any]) -> float:
+    row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    assert row is not None
+    return float(row[0])

@@ -1,0 +1,60 @@
+"""The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue``
+against the test server prints its table and writes its JSON. Figures are not judged here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "drain,enqueue",
+            "--dsn",
+            pg_admin_dsn,
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    assert "baseline: pgbench -N" in done.stdout
+    header = next(line for line in done.stdout.splitlines() if line.startswith("measure"))
+    columns = ["measure", "case", "system", "metric", "value", "vs", "pgbench", "note"]
+    assert header.split() == columns
+    for case in ("W=1 C=10", "W=2 C=10", "W=1 C=100", "1 per transaction", "enqueue_many"):
+        assert case in done.stdout, done.stdout
+
+    results = json.loads(out.read_text())
+    assert set(results) >= {"meta", "baseline", "peers", "measures", "figures"}
+    assert results["baseline"]["tps"] > 0
+    assert results["meta"]["quick"] is True
+    drain = results["measures"]["drain"]
+    assert [c["case"] for c in drain["cases"]] == ["W=1 C=10", "W=2 C=10", "W=1 C=100"]
+    for case in drain["cases"]:
+        assert case["succeeded"] == case["jobs"] == drain["jobs"]
+        assert case["jobs_per_s"] > 0
+    enqueue = results["measures"]["enqueue"]
+    assert enqueue["single"]["jobs_per_s"] > 0 and enqueue["many"]["jobs_per_s"] > 0
+    for figure in results["figures"]:
+        assert set(figure) >= {"measure", "case", "system", "metric", "value", "unit", "ratio"}
+        if figure["unit"] == "jobs/s":
+            assert figure["ratio"] == figure["value"] / results["baseline"]["tps"]
