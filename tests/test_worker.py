@@ -364,3 +364,58 @@ def test_without_listen_an_enqueued_run_starts_within_the_poll_interval(
         == 0
     )
     assert w.stop() == 0
+
+
+def test_a_job_no_live_worker_registers_stops_ticking_and_shows_so(
+    dsn: str, workers: Workers
+) -> None:
+    old = workers.start(["t-tick"], name="old")
+    workers.wait_registered(old)
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM pgjobs.runs"), 20, "a first tick")
+    assert scalar(dsn, "SELECT registered FROM pgjobs.job_status WHERE name = 't-tick'") is True
+    assert old.stop() == 0
+    new = workers.start(["t-echo"], name="new")  # the new code no longer has t-tick
+    workers.wait_registered(new)
+    stopped_at = scalar(dsn, "SELECT now()")
+    wait_until(
+        lambda: scalar(dsn, "SELECT now() > %s + interval '2.5 seconds'", stopped_at),
+        10,
+        "a few ticks of time",
+    )
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE created_at > %s", stopped_at) == 0
+    status = rows(dsn, "SELECT name, registered FROM pgjobs.job_status ORDER BY name")
+    assert ("t-tick", False) in status and ("t-echo", True) in status
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.jobs WHERE name = 't-tick'") == 1
+    assert new.stop() == 0
+
+
+def test_a_rolling_deploy_with_a_changed_schedule_does_not_flap(dsn: str, workers: Workers) -> None:
+    old = workers.start(["t-tick"], name="old")
+    workers.wait_registered(old)
+    new = workers.start(["t-tick"], name="new", env={"PGJOBS_TEST_SCHEDULE": "*/2 * * * * *"})
+    workers.wait_registered(new)
+    deployed_at = scalar(dsn, "SELECT now()")
+    assert scalar(dsn, "SELECT schedule FROM pgjobs.jobs WHERE name = 't-tick'") == "*/2 * * * * *"
+    wait_until(
+        lambda: (
+            scalar(
+                dsn,
+                "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded' "
+                "AND scheduled_for > %s",
+                deployed_at,
+            )
+            >= 4
+        ),
+        20,
+        "four ticks",
+    )
+    seconds = [
+        t.second
+        for (t,) in rows(
+            dsn, "SELECT scheduled_for FROM pgjobs.runs WHERE scheduled_for > %s", deployed_at
+        )
+    ]
+    assert all(s % 2 == 0 for s in seconds), f"the old schedule ticked: {seconds}"
+    assert scalar(dsn, "SELECT schedule FROM pgjobs.jobs WHERE name = 't-tick'") == "*/2 * * * * *"
+    for p in (old, new):
+        assert p.stop() == 0, p.log()
