@@ -10,6 +10,7 @@ returns (its late result is discarded). Long sync jobs should check ``ctx.cancel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 from pgjobs.job import CancelSignal, JobContext, JobResult
 from pgjobs.registry import JobDefinition
+from pgjobs.runlog import capture_run_logs
 from pgjobs.store import ClaimedRun, Outcome
 
 _MAX_TRACEBACK = 16_000
@@ -85,6 +87,12 @@ class RunExecution:
             self._task.cancel()
 
     async def execute(self) -> Outcome:
+        """Run the job; the outcome carries the last lines it logged through ``ctx.log``."""
+        with capture_run_logs(self.run.id) as captured:
+            outcome = await self._execute()
+        return dataclasses.replace(outcome, logs=captured.text())
+
+    async def _execute(self) -> Outcome:
         started = time.perf_counter()
         timeout = self.definition.timeout
         try:

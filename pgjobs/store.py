@@ -98,6 +98,7 @@ class Outcome:
     error_message: str | None = None
     error_traceback: str | None = None
     retry_delay: float | None = None
+    logs: str | None = None
 
 
 # finish_and_claim_runs' outcome arrays and the Outcome attribute each is built from.
@@ -112,6 +113,7 @@ _OUTCOME_COLUMNS = {
     "error_messages": "error_message",
     "error_tracebacks": "error_traceback",
     "retry_delays": "retry_delay",
+    "logs": "logs",
 }
 
 

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pgjobs import __version__
 from pgjobs.errors import PgJobsError
 from pgjobs.execution import RunExecution
+from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import JobDefinition, Registry
 from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, WorkerStore
 from pgjobs.tick import plan_ticks
@@ -92,7 +93,9 @@ class _Timers:
 class Worker:
     """One worker process's loop over the queue and the schedules of ``registry``'s jobs."""
 
-    def __init__(self, registry: Registry, settings: WorkerSettings) -> None:
+    def __init__(
+        self, registry: Registry, settings: WorkerSettings, metrics: WorkerMetrics | None = None
+    ) -> None:
         if settings.concurrency < 1:
             raise PgJobsError("concurrency must be at least 1")
         self.registry = registry
@@ -116,6 +119,8 @@ class Worker:
         self._stop_requested_at: float | None = None
         self._listener: asyncio.Task[None] | None = None
         self._timers = _Timers()
+        #: What this worker did, for Prometheus (served by ``pgjobs worker --metrics-port``).
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,6 +185,14 @@ class Worker:
             concurrency=self.settings.concurrency,
             jobs=self.job_names,
             ttl=self._worker_ttl,
+        )
+        self.metrics.worker_info(
+            worker_id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            queues=self.queues,
+            concurrency=self.settings.concurrency,
         )
         await self._sync_jobs()
         if self.settings.listen:
@@ -354,6 +367,8 @@ class Worker:
                     batch.retried[outcome.run_id],
                     outcome.retry_delay or 0.0,
                 )
+        self.metrics.claimed(len(batch.started))
+        self.metrics.retried(len(batch.retried))
         for run in batch.started:
             self._start(run)
         return batch
@@ -361,6 +376,8 @@ class Worker:
     async def _reap(self) -> None:
         assert self.store is not None
         reaped = await self.store.reap_expired_leases()
+        self.metrics.reaped(reaped.reaped)
+        self.metrics.retried(reaped.retried)
         if reaped.reaped or reaped.dead_workers:
             log.warning(
                 "reaped %d run(s) with expired leases (%d retried), %d dead worker(s)",
@@ -377,16 +394,19 @@ class Worker:
         )
         task = asyncio.create_task(execution.execute(), name=f"pgjobs-run-{run.id}")
         self._running[run.id] = _Running(run, execution, task)
+        self.metrics.run_started(run.job, (run.started_at - run.scheduled_for).total_seconds())
         task.add_done_callback(functools.partial(self._on_done, run.id))
 
     def _on_done(self, run_id: int, _task: object = None) -> None:
         entry = self._running.pop(run_id, None)
-        if entry is None or entry.handed_back:
+        if entry is None:
             return
         task = entry.task
-        if task.cancelled():
+        if entry.handed_back or task.cancelled():
+            self.metrics.run_released(entry.run.job)
             return
         outcome = task.result()
+        self.metrics.run_finished(entry.run.job, outcome.status, outcome.duration)
         definition = self.registry.definitions[entry.run.job]
         if outcome.status in ("failed", "timed_out") and entry.run.attempt < entry.run.max_attempts:
             delay = definition.retry_backoff.delay(entry.run.attempt, random.random())

@@ -12,7 +12,10 @@ import threading
 import click
 
 from pgjobs.db import resolve_dsn, resolve_schema
+from pgjobs.errors import ConfigError
+from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import load_registry
+from pgjobs.runlog import LOG_FORMATS, configure_logging
 from pgjobs.worker import Worker, WorkerSettings
 
 
@@ -91,6 +94,27 @@ from pgjobs.worker import Worker, WorkerSettings
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    envvar="PGJOBS_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    help="text, or json: one object per line with run_id, job, attempt and worker_id.",
+)
+@click.option(
+    "--metrics-port",
+    envvar="PGJOBS_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (/metrics).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="PGJOBS_METRICS_HOST",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics endpoint binds to.",
+)
 def worker(
     app: str | None,
     profile: str | None,
@@ -105,13 +129,12 @@ def worker(
     misfire_grace: float,
     worker_id: str | None,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker: tick schedules, claim runs, execute them. Run as many as you like."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level, log_format.lower(), sys.stderr)
     registry = load_registry(app, profile)
     settings = WorkerSettings(
         dsn=resolve_dsn(dsn),
@@ -127,7 +150,21 @@ def worker(
         scheduler=registry.scheduler_enabled,
     )
     _check_database(settings)
-    exit_code = asyncio.run(_serve(registry, settings))
+    metrics = WorkerMetrics()
+    if metrics_port is not None:
+        try:
+            port = metrics.start_http(metrics_port, metrics_host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}"
+            ) from exc
+        logging.getLogger("pgjobs.metrics").info(
+            "serving metrics on http://%s:%d/metrics", metrics_host, port
+        )
+    try:
+        exit_code = asyncio.run(_serve(registry, settings, metrics))
+    finally:
+        metrics.stop_http()
     if threading.active_count() > 1:
         # A sync job's thread that outlived its timeout would keep the interpreter alive.
         sys.stdout.flush()
@@ -144,11 +181,11 @@ def _check_database(settings: WorkerSettings) -> None:
         check_schema(conn, settings.schema)
 
 
-async def _serve(registry: object, settings: WorkerSettings) -> int:
+async def _serve(registry: object, settings: WorkerSettings, metrics: WorkerMetrics) -> int:
     from pgjobs.registry import Registry
 
     assert isinstance(registry, Registry)
-    w = Worker(registry, settings)
+    w = Worker(registry, settings, metrics)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 

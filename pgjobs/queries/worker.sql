@@ -86,15 +86,16 @@ WITH outcome AS (
     FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(durations)s::double precision[],
                 %(messages)s::text[], %(datas)s::jsonb[], %(processed)s::integer[],
                 %(failed)s::integer[], %(error_types)s::text[], %(error_messages)s::text[],
-                %(error_tracebacks)s::text[], %(retry_delays)s::double precision[])
+                %(error_tracebacks)s::text[], %(retry_delays)s::double precision[],
+                %(logs)s::text[])
          AS o(id, status, duration, message, data, processed, failed, error_type, error_message,
-              error_traceback, retry_delay)
+              error_traceback, retry_delay, logs)
 ), done AS (
     UPDATE {schema}.runs r
     SET status = o.status, finished_at = clock_timestamp(), duration_seconds = o.duration,
         message = o.message, data = o.data, items_processed = o.processed,
         items_failed = o.failed, error_type = o.error_type, error_message = o.error_message,
-        error_traceback = o.error_traceback, lease_expires_at = NULL
+        error_traceback = o.error_traceback, logs = o.logs, lease_expires_at = NULL
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
     RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
