@@ -307,6 +307,12 @@ class Dashboard:
             updated=when(summary["db_now"]) if summary else "-",
             target=self.target,
             refresh=f"{self.settings.refresh:g}",
+            refresh_note=html(
+                'refreshes every {0}s <button type="button" id="toggle-refresh">pause</button>',
+                f"{self.settings.refresh:g}",
+            )
+            if self.settings.refresh
+            else "auto-refresh off",
         )
         return Response(status, document.encode())
 
