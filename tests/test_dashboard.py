@@ -1,0 +1,382 @@
+"""The dashboard over plain HTTP: its pages from a real database, escaping of everything a job
+wrote, security headers, the action token, and the loopback rule."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import psycopg
+import pytest
+
+from pgjobs.dashboard import Dashboard, DashboardSettings, Server, check_bind, make_server
+from pgjobs.dashboard.app import Request
+from pgjobs.dashboard.data import DashboardStore
+from pgjobs.errors import ConfigError
+from tests.test_runlog import XSS
+from tests.workers import ROOT
+
+TOKEN = "s3cret-token"
+
+SEED = """
+INSERT INTO pgjobs.jobs (name, extension, description, schedule, timezone, next_fire_at, paused)
+VALUES ('obs-cleanup', 'obs', 'Delete expired sessions', '0 */5 * * * *', 'UTC',
+        now() + interval '3 minutes', false),
+       ('obs-report', 'obs', 'Nightly report', '0 30 2 * * *', 'Europe/Berlin',
+        now() + interval '9 hours', false),
+       ('obs-echo', 'obs', %(xss)s, NULL, 'UTC', NULL, false);
+INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at)
+VALUES ('w-alive', 'host-a', 4242, '0.1.0', '{default}', 4, now() + interval '1 minute');
+INSERT INTO pgjobs.runs (job, trigger, status, scheduled_for, started_at, finished_at,
+                         duration_seconds, message, data, error_type, error_message,
+                         error_traceback, logs, worker_id)
+VALUES ('obs-cleanup', 'schedule', 'succeeded', now() - interval '20 minutes',
+        now() - interval '20 minutes', now() - interval '19 minutes', 60, 'Deleted 42',
+        '{"deleted": 42}', NULL, NULL, NULL, '17:00:00.000 INFO deleted 42', 'w-alive'),
+       ('obs-report', 'manual', 'failed', now() - interval '10 minutes',
+        now() - interval '10 minutes', now() - interval '9 minutes', 2.5,
+        'RuntimeError: upstream API returned 503', NULL, 'RuntimeError',
+        'upstream API returned 503',
+        E'Traceback (most recent call last):\\n  File "report.py", line 9, in execute\\n'
+        'RuntimeError: upstream API returned 503',
+        E'17:00:00.000 INFO fetching orders\\n17:00:02.000 WARNING upstream slow', 'w-alive'),
+       ('obs-echo', 'enqueue', 'succeeded', now() - interval '5 minutes',
+        now() - interval '5 minutes', now() - interval '5 minutes', 0.01, %(xss)s,
+        jsonb_build_object('echo', %(xss)s::text), NULL, NULL, NULL, %(xss)s, 'w-alive'),
+       ('obs-cleanup', 'schedule', 'skipped', now() - interval '15 minutes', NULL,
+        now() - interval '15 minutes', NULL, 'skipped: lock held by run 1', NULL, NULL, NULL,
+        NULL, NULL, 'w-alive'),
+       ('obs-cleanup', 'manual', 'running', now() - interval '1 minute',
+        now() - interval '1 minute', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'w-alive');
+INSERT INTO pgjobs.runs (job, trigger, status, scheduled_for, queue)
+VALUES ('obs-report', 'enqueue', 'queued', now() - interval '30 seconds', 'reports');
+"""
+
+
+def seed(dsn: str) -> None:
+    """Jobs, runs in several states (one with a script in its message), a live worker."""
+    # Client-side binding: one round trip for the whole script.
+    with psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute(SEED, {"xss": XSS})
+
+
+@contextmanager
+def serving(dsn: str, **settings: Any) -> Iterator[Server]:
+    """A dashboard on a free loopback port, serving from a thread until the block ends."""
+    server = make_server(DashboardSettings(dsn=dsn, port=0, **{"refresh": 0, **settings}))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Message
+    text: str
+
+
+def call(
+    server: Server,
+    path: str,
+    form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request, redirects not followed."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), int(port), timeout=10)
+    body = urlencode(form) if form is not None else None
+    sent = {"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}
+    conn.request("POST" if form is not None else "GET", path, body, {**sent, **(headers or {})})
+    response = conn.getresponse()
+    reply = Reply(response.status, response.headers, response.read().decode())
+    conn.close()
+    return reply
+
+
+def scalar(dsn: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query, params or None).fetchone()
+    return None if row is None else row[0]
+
+
+@pytest.fixture
+def seeded(dsn: str) -> str:
+    seed(dsn)
+    return dsn
+
+
+@pytest.fixture
+def readonly(seeded: str) -> Iterator[Server]:
+    with serving(seeded) as server:
+        yield server
+
+
+@pytest.fixture
+def actions(seeded: str) -> Iterator[Server]:
+    with serving(seeded, allow_actions=True, token=TOKEN) as server:
+        yield server
+
+
+def run_id(dsn: str, job: str, status: str) -> int:
+    return int(
+        scalar(dsn, "SELECT id FROM pgjobs.runs WHERE job = %s AND status = %s", job, status)
+    )
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+def test_the_jobs_page_shows_schedules_in_words_next_fires_and_last_outcomes(
+    readonly: Server,
+) -> None:
+    page = call(readonly, "/").text
+
+    assert "every 5 minutes" in page and "daily at 02:30 (Europe/Berlin)" in page
+    assert re.search(r"<time [^>]*>in 2m5\ds</time>", page)
+    assert 'class="sq st-failed"' in page and 'class="sq st-skipped"' in page
+    assert "1 worker(s) alive" in page and "1 queued" in page and "1 running" in page
+    assert "on demand" in page
+
+
+def test_the_timeline_shows_failed_skipped_and_running_runs(readonly: Server) -> None:
+    page = call(readonly, "/timeline?hours=1").text
+
+    for status in ("failed", "skipped", "running", "succeeded"):
+        assert f'data-status="{status}"' in page
+    assert '<g class="row" data-job="obs-report">' in page
+
+
+def test_run_detail_shows_message_data_error_traceback_and_logs(
+    readonly: Server, seeded: str
+) -> None:
+    failed = call(readonly, f"/runs/{run_id(seeded, 'obs-report', 'failed')}").text
+    ok = call(readonly, f"/runs/{run_id(seeded, 'obs-cleanup', 'succeeded')}").text
+
+    assert "<strong>RuntimeError</strong>: upstream API returned 503" in failed
+    assert "File &quot;report.py&quot;, line 9, in execute" in failed
+    assert "17:00:02.000 WARNING upstream slow" in failed
+    assert "host-a, pid 4242" in failed
+    assert "&quot;deleted&quot;: 42" in ok
+    assert call(readonly, "/runs/999999").status == 404
+
+
+def test_the_runs_workers_and_queues_pages(readonly: Server) -> None:
+    runs = call(readonly, "/runs?job=obs-report&status=failed").text
+    workers = call(readonly, "/workers").text
+    queues = call(readonly, "/queues").text
+
+    assert "upstream API returned 503" in runs and "Deleted 42" not in runs
+    assert "w-alive" in workers and "host-a" in workers and ">alive<" in workers
+    assert re.search(r"#\d+ obs-cleanup</a>", workers)  # what it is running
+    assert re.search(r"<td>reports</td><td class=\"num\">1</td>", queues)
+
+
+def test_everything_a_job_wrote_is_escaped(readonly: Server, seeded: str) -> None:
+    pages = ["/", "/timeline", "/runs", f"/runs/{run_id(seeded, 'obs-echo', 'succeeded')}"]
+    for path in pages:
+        text = call(readonly, path).text
+        assert "&lt;script&gt;document.title=&#x27;pwned&#x27;" in text, path
+        assert "<script>document" not in text, path
+        assert text.count("<script") == 1, path  # only the dashboard's own script
+
+
+def test_every_response_carries_the_security_headers(readonly: Server) -> None:
+    for path in ("/", "/runs/999999", "/static/dashboard.js", "/static/nope"):
+        headers = call(readonly, path).headers
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Cache-Control"] == "no-store"
+    assert call(readonly, "/static/dashboard.js").headers["Content-Type"] == "text/javascript"
+
+
+# -- actions and the token ----------------------------------------------------------------------
+
+
+def test_without_allow_actions_there_are_no_actions(readonly: Server, seeded: str) -> None:
+    assert "/actions/" not in call(readonly, "/").text
+    reply = call(readonly, "/actions/pause", {"job": "obs-report", "token": TOKEN})
+    assert reply.status == 403 and "--allow-actions" in reply.text
+    assert scalar(seeded, "SELECT paused FROM pgjobs.jobs WHERE name = 'obs-report'") is False
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong"])
+def test_an_action_without_the_right_token_is_refused(
+    actions: Server, seeded: str, token: str | None
+) -> None:
+    form = {"job": "obs-report"} | ({"token": token} if token is not None else {})
+
+    reply = call(actions, "/actions/pause", form)
+
+    assert reply.status == 403 and "needs the dashboard&#x27;s token" in reply.text
+    assert scalar(seeded, "SELECT paused FROM pgjobs.jobs WHERE name = 'obs-report'") is False
+
+
+def test_the_cookie_alone_does_not_allow_an_action(actions: Server, seeded: str) -> None:
+    reply = call(
+        actions, "/actions/pause", {"job": "obs-report"}, {"Cookie": f"pgjobs_token={TOKEN}"}
+    )
+    assert reply.status == 403
+
+
+def test_actions_with_the_token_change_the_database(actions: Server, seeded: str) -> None:
+    def act(name: str, **form: str) -> Reply:
+        reply = call(actions, f"/actions/{name}", {**form, "token": TOKEN, "next": "/"})
+        assert reply.status == 303, reply.text
+        return reply
+
+    act("pause", job="obs-report")
+    assert scalar(seeded, "SELECT paused FROM pgjobs.jobs WHERE name = 'obs-report'") is True
+    act("resume", job="obs-report")
+    assert scalar(seeded, "SELECT paused FROM pgjobs.jobs WHERE name = 'obs-report'") is False
+
+    queued = act("run-now", job="obs-cleanup").headers["Location"]
+    new_id = int(re.findall(r"ref=(\d+)", queued)[0])
+    assert (
+        scalar(seeded, "SELECT trigger || ' ' || status FROM pgjobs.runs WHERE id = %s", new_id)
+        == "manual queued"
+    )
+    assert "Queued run #" in call(actions, queued).text
+
+    failed = run_id(seeded, "obs-report", "failed")
+    act("retry", run=str(failed))
+    assert scalar(seeded, "SELECT count(*) FROM pgjobs.runs WHERE retry_of = %s", failed) == 1
+    assert call(actions, "/actions/retry", {"run": str(failed), "token": TOKEN}).status == 409
+
+    act("cancel", run=str(new_id))
+    assert scalar(seeded, "SELECT status FROM pgjobs.runs WHERE id = %s", new_id) == "cancelled"
+    running = run_id(seeded, "obs-cleanup", "running")
+    act("cancel", run=str(running))
+    assert scalar(
+        seeded, "SELECT cancel_requested_at IS NOT NULL FROM pgjobs.runs WHERE id = %s", running
+    )
+
+
+def test_a_bearer_token_works_for_scripts(actions: Server, seeded: str) -> None:
+    reply = call(
+        actions, "/actions/pause", {"job": "obs-report"}, {"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert reply.status == 303
+    assert scalar(seeded, "SELECT paused FROM pgjobs.jobs WHERE name = 'obs-report'") is True
+
+
+def test_visiting_with_the_token_sets_a_cookie_and_unlocks_the_forms(actions: Server) -> None:
+    locked = call(actions, "/")
+    assert 'name="token" value=""' in locked.text and "Unlock actions" in locked.text
+
+    visit = call(actions, f"/runs?job=obs-report&token={TOKEN}")
+    assert visit.status == 303 and visit.headers["Location"] == "/runs?job=obs-report"
+    cookie = visit.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+    unlocked = call(actions, "/", headers={"Cookie": cookie.split(";")[0]})
+    assert f'name="token" value="{TOKEN}"' in unlocked.text and "actions unlocked" in unlocked.text
+    assert call(actions, "/?token=nope").status == 403
+
+
+def test_a_generated_token_is_long_and_random(seeded: str) -> None:
+    store = DashboardStore(seeded)
+    first = Dashboard(DashboardSettings(dsn=seeded, allow_actions=True), store)
+    second = Dashboard(DashboardSettings(dsn=seeded, allow_actions=True), store)
+    assert first.token and second.token and first.token != second.token
+    assert len(first.token) >= 24
+    assert Dashboard(DashboardSettings(dsn=seeded), store).token is None
+
+
+# -- where it listens ---------------------------------------------------------------------------
+
+
+def test_a_non_loopback_bind_needs_a_token() -> None:
+    for host in ("0.0.0.0", "::", "192.168.1.20", "example.com"):
+        with pytest.raises(ConfigError, match="without --token"):
+            check_bind(host, None)
+        check_bind(host, "t")
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_bind(host, None)
+
+
+def test_the_command_refuses_a_non_loopback_host_without_a_token(dsn: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pgjobs", "dashboard", "--host", "0.0.0.0", "--dsn", dsn],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: refusing to serve the dashboard on non-loopback host '0.0.0.0' without --token"
+    ]
+
+
+def test_the_command_prints_where_it_serves_and_the_token_it_made(dsn: str) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pgjobs",
+            "dashboard",
+            "--port",
+            "0",
+            "--allow-actions",
+            "--dsn",
+            dsn,
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline() for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert re.match(r"pgjobs dashboard on http://127\.0\.0\.1:\d+/$", lines[0])
+    token = lines[1].split(": ", 1)[1].strip()
+    assert len(token) >= 24 and lines[2].strip().endswith(f"?token={token} to unlock them")
+
+
+def test_beyond_loopback_every_page_needs_the_token(seeded: str) -> None:
+    store = DashboardStore(seeded)
+    store.open()
+    try:
+        app = Dashboard(DashboardSettings(dsn=seeded, host="0.0.0.0", token=TOKEN), store)
+
+        def get(path: str, **headers: str) -> int:
+            message = Message()
+            for name, value in headers.items():
+                message[name.replace("_", "-")] = value
+            parts = urlsplit(path)
+            query = dict(p.split("=", 1) for p in parts.query.split("&") if p)
+            return app.handle(Request("GET", parts.path, query, message)).status
+
+        assert get("/") == 401
+        assert get("/runs") == 401
+        assert get("/", Authorization=f"Bearer {TOKEN}") == 200
+        assert get("/", Cookie=f"pgjobs_token={TOKEN}") == 200
+        assert get("/static/dashboard.css") == 200
+    finally:
+        store.close()
+
+
+def test_a_foreign_host_header_is_refused_on_loopback(readonly: Server) -> None:
+    # A page of another site that resolves its own name to 127.0.0.1 (DNS rebinding).
+    assert call(readonly, "/", headers={"Host": "evil.example:8080"}).status == 403
+    assert call(readonly, "/", headers={"Host": "localhost:8080"}).status == 200
