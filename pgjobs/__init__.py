@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from pgjobs.enqueue import (
+    EnqueueRequest,
+    enqueue,
+    enqueue_many,
+    enqueue_many_sync,
+    enqueue_sync,
+)
 from pgjobs.errors import (
     ConfigError,
     CronError,
@@ -22,6 +29,7 @@ __all__ = [
     "ConfigError",
     "CronError",
     "DatabaseError",
+    "EnqueueRequest",
     "Extension",
     "Job",
     "JobContext",
@@ -34,4 +42,8 @@ __all__ = [
     "SchemaError",
     "UnknownJobError",
     "__version__",
+    "enqueue",
+    "enqueue_many",
+    "enqueue_many_sync",
+    "enqueue_sync",
 ]

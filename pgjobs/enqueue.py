@@ -1,0 +1,481 @@
+"""The enqueue API: application code puts runs in the queue, inside its own transaction.
+
+:func:`enqueue` (async) and :func:`enqueue_sync` insert one run; :func:`enqueue_many` and
+:func:`enqueue_many_sync` insert any number in one statement. All four run on the caller's
+connection and never commit, roll back or change its autocommit mode: the runs become visible
+to workers, and the NOTIFY that wakes them is delivered, only when the caller commits; a rollback
+leaves nothing behind.
+
+``conn`` may be a psycopg connection, or a SQLAlchemy connection or session using the psycopg
+driver (``postgresql+psycopg://``): the insert then joins the SQLAlchemy transaction, beginning it
+if none is open. SQLAlchemy is imported only when such an object is passed.
+
+A job is known to the queue once a worker that registers it has started (its row in ``jobs``);
+its row gives the defaults for priority, queue and attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from functools import cache
+from typing import Any, TypeAlias
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pgjobs.db import resolve_schema
+from pgjobs.errors import ConfigError, PgJobsError, UnknownJobError
+from pgjobs.store import Queries
+
+#: Largest payload accepted, in bytes of its JSON text, unless ``PGJOBS_MAX_PAYLOAD_BYTES`` says.
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+_INT4 = 2**31
+# A (job, dedup_key) whose queued run changes state between our statements is looked up again;
+# more rounds than this means something keeps claiming and re-queuing it.
+_DEDUP_ROUNDS = 3
+
+_Row: TypeAlias = tuple[Any, ...]
+_Statement: TypeAlias = tuple[str, Mapping[str, Any]]
+_Plan: TypeAlias = Generator[_Statement, list[_Row], list[int]]
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """One run to enqueue with :func:`enqueue_many`; the fields mean what :func:`enqueue`'s
+    arguments mean. A plain dict with these keys is accepted wherever a request is."""
+
+    job: str
+    payload: Mapping[str, Any] | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    dedup_key: str | None = None
+    parameters: Mapping[str, str] | None = None
+
+
+async def enqueue(
+    conn: Any,
+    job: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    dedup_key: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    schema: str | None = None,
+) -> int:
+    """Queue a run of ``job`` in the caller's transaction and return the run's id.
+
+    ``conn`` is a psycopg ``AsyncConnection`` or a SQLAlchemy ``AsyncConnection`` or
+    ``AsyncSession``. ``payload`` (a JSON object, at most ``PGJOBS_MAX_PAYLOAD_BYTES``, default
+    256 KiB) is handed to the run as ``ctx.payload``; ``parameters`` (strings) are merged over the
+    profile's as ``ctx.parameters``. ``run_at`` (an aware datetime) delays the run; ``priority``
+    (lower runs first) and ``queue`` default to the job's. With a ``dedup_key`` that a queued run
+    of ``job`` already holds, nothing is inserted and that run's id is returned; once that run
+    has started, the same key queues a new run. ``schema`` defaults to ``PGJOBS_SCHEMA``, else
+    ``pgjobs``.
+
+    Raises :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered
+    ``job``, and :class:`ConfigError` for an invalid argument; neither leaves anything behind
+    or aborts the caller's transaction.
+    """
+    request = EnqueueRequest(job, payload, run_at, priority, queue, dedup_key, parameters)
+    ids = await enqueue_many(conn, [request], schema=schema)
+    return ids[0]
+
+
+def enqueue_sync(
+    conn: Any,
+    job: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    dedup_key: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    schema: str | None = None,
+) -> int:
+    """:func:`enqueue` for sync code: ``conn`` is a psycopg ``Connection`` or a SQLAlchemy
+    ``Connection`` or ``Session``. Same arguments, same guarantees."""
+    request = EnqueueRequest(job, payload, run_at, priority, queue, dedup_key, parameters)
+    return enqueue_many_sync(conn, [request], schema=schema)[0]
+
+
+async def enqueue_many(
+    conn: Any,
+    requests: Iterable[EnqueueRequest | Mapping[str, Any]],
+    *,
+    schema: str | None = None,
+) -> list[int]:
+    """Queue many runs in one statement and return their ids, in the order of ``requests``.
+
+    Each request is an :class:`EnqueueRequest` or a dict of its fields. Either every run is
+    queued or, when a request names an unknown job or is invalid, none is. Requests with the
+    same ``job`` and ``dedup_key`` get the same run. ``conn`` as for :func:`enqueue`.
+    """
+    plan = _plan(_prepare(requests), _queries(resolve_schema(schema)))
+    return await _drive_async(await _async_connection(conn), plan)
+
+
+def enqueue_many_sync(
+    conn: Any,
+    requests: Iterable[EnqueueRequest | Mapping[str, Any]],
+    *,
+    schema: str | None = None,
+) -> list[int]:
+    """:func:`enqueue_many` for sync code; ``conn`` as for :func:`enqueue_sync`."""
+    plan = _plan(_prepare(requests), _queries(resolve_schema(schema)))
+    return _drive_sync(_sync_connection(conn), plan)
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Validated requests as the statement's parallel arrays (JSON already serialised)."""
+
+    jobs: list[str]
+    payloads: list[str | None]
+    parameters: list[str | None]
+    run_ats: list[datetime | None]
+    priorities: list[int | None]
+    queues: list[str | None]
+    dedup_keys: list[str | None]
+
+    def subset(self, indexes: Sequence[int]) -> _Prepared:
+        if len(indexes) == len(self.jobs):
+            return self
+        return _Prepared(
+            **{name: [values[i] for i in indexes] for name, values in self.params().items()}
+        )
+
+    def params(self) -> dict[str, list[Any]]:
+        return {f.name: getattr(self, f.name) for f in fields(_Prepared)}
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(EnqueueRequest))
+# An escaped NUL in JSON text: \u0000 not itself preceded by an escaped backslash.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_ENCODE_PAYLOAD = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+
+def _prepare(requests: Iterable[EnqueueRequest | Mapping[str, Any]]) -> _Prepared:
+    limit = max_payload_bytes()
+    prepared = _Prepared([], [], [], [], [], [], [])
+    items = requests if isinstance(requests, Sequence) else list(requests)
+    for index, item in enumerate(items):
+        try:
+            _append_request(_as_request(item), prepared, limit)
+        except ConfigError as err:
+            where = f"request {index}: " if len(items) > 1 else ""
+            raise ConfigError(f"{where}{err}") from None
+    return prepared
+
+
+def _as_request(item: EnqueueRequest | Mapping[str, Any]) -> EnqueueRequest:
+    if isinstance(item, EnqueueRequest):
+        return item
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"expected an EnqueueRequest or a dict, got {_kind(item)}")
+    unknown = sorted(set(item).difference(_REQUEST_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; the keys are {', '.join(_REQUEST_FIELDS)}")
+    if "job" not in item:
+        raise ConfigError("missing 'job' (the name of the job to run)")
+    return EnqueueRequest(**item)
+
+
+def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> None:
+    """Check one request and append it to ``into``: a bad value fails here, before any
+    statement, so it can never abort the caller's transaction."""
+    job = _text(request.job)
+    if job is None or not job.strip():
+        raise ConfigError(f"job must be a job name, got {request.job!r}")
+    run_at = request.run_at
+    if run_at is not None and (not isinstance(run_at, datetime) or run_at.utcoffset() is None):
+        raise ConfigError(f"run_at must be an aware datetime (with a time zone), got {run_at!r}")
+    priority = request.priority
+    if priority is not None and (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -_INT4 <= priority < _INT4
+    ):
+        raise ConfigError(f"priority must be a 32-bit integer, got {priority!r}")
+    queue, dedup_key = _text(request.queue), _text(request.dedup_key)
+    for name, value, given in (
+        ("queue", queue, request.queue),
+        ("dedup_key", dedup_key, request.dedup_key),
+    ):
+        if given is not None and not value:
+            raise ConfigError(f"{name} must be a non-empty string, got {given!r}")
+    into.jobs.append(job)
+    into.payloads.append(None if request.payload is None else _payload_json(request.payload, limit))
+    into.parameters.append(
+        None if request.parameters is None else _parameters_json(request.parameters)
+    )
+    into.run_ats.append(run_at)
+    into.priorities.append(priority)
+    into.queues.append(queue)
+    into.dedup_keys.append(dedup_key)
+
+
+def max_payload_bytes() -> int:
+    """The payload size limit in bytes: ``PGJOBS_MAX_PAYLOAD_BYTES``, else 256 KiB."""
+    text = os.environ.get("PGJOBS_MAX_PAYLOAD_BYTES", "").strip()
+    if not text:
+        return DEFAULT_MAX_PAYLOAD_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"PGJOBS_MAX_PAYLOAD_BYTES must be a positive integer, got {text!r}")
+    return value
+
+
+def _payload_json(payload: Mapping[str, Any], limit: int) -> str:
+    if type(payload) is not dict:
+        if not isinstance(payload, Mapping):
+            raise ConfigError(
+                f"payload must be a JSON object (a dict) or None, got {_kind(payload)}"
+            )
+        payload = dict(payload)
+    try:
+        text = _ENCODE_PAYLOAD(payload)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"payload is not JSON-serialisable: {err}") from None
+    _check_no_nul("payload", text)
+    if len(text) * 4 > limit:  # only then can the UTF-8 bytes be over the limit
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            raise ConfigError(
+                f"payload is {size} bytes of JSON, over the limit of {limit} "
+                "(PGJOBS_MAX_PAYLOAD_BYTES): store large data elsewhere and pass its key"
+            )
+    return text
+
+
+def _parameters_json(parameters: Mapping[str, str]) -> str:
+    if not isinstance(parameters, Mapping) or not all(
+        type(k) is str and type(v) is str for k, v in parameters.items()
+    ):
+        raise ConfigError(f"parameters must be a dict of strings to strings, got {parameters!r}")
+    text = json.dumps(dict(parameters), ensure_ascii=False)
+    _check_no_nul("parameters", text)
+    return text
+
+
+def _text(value: object) -> str | None:
+    """``value`` as a plain str if it is a string without NUL, else None."""
+    if isinstance(value, str) and "\x00" not in value:
+        return value if type(value) is str else str.__str__(value)
+    return None
+
+
+def _check_no_nul(name: str, text: str) -> None:
+    # Postgres jsonb cannot hold NUL; sent anyway, it would abort the caller's transaction.
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise ConfigError(f"{name} contains a NUL character, which Postgres cannot store")
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+# -- the statements -----------------------------------------------------------------------------
+
+
+@cache
+def _queries(schema: str) -> Queries:
+    return Queries(schema)
+
+
+def _plan(prepared: _Prepared, queries: Queries) -> _Plan:
+    """The statements of one enqueue, as a generator that the sync and async drivers run: it
+    yields (query, params), receives the rows and returns the ids in request order."""
+    count = len(prepared.jobs)
+    ids: list[int | None] = [None] * count
+    pending = list(range(count))
+    for _ in range(_DEDUP_ROUNDS):
+        if not pending:
+            break
+        batch = prepared.subset(pending)
+        rows = yield queries["enqueue_runs"], batch.params()
+        unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
+        if unknown:
+            names = yield queries["registered_job_names"], {}
+            raise _unknown_job(unknown[0], [name for (name,) in names])
+        plain = sorted(
+            run_id for kind, run_id, _, key in rows if kind == "inserted" and key is None
+        )
+        if len(plain) != batch.dedup_keys.count(None):
+            raise PgJobsError(
+                f"enqueue inserted {len(plain)} runs without a dedup_key, "
+                f"expected {batch.dedup_keys.count(None)}"
+            )
+        by_key = _ids_by_dedup_key(rows)
+        missing = sorted(
+            {(job, key) for job, key in zip(batch.jobs, batch.dedup_keys, strict=True) if key}
+            - set(by_key)
+        )
+        if missing:
+            # A run with this key was committed by another transaction while we waited on it:
+            # a new statement sees it.
+            found = yield (
+                queries["queued_runs_by_dedup_key"],
+                {
+                    "jobs": [job for job, _ in missing],
+                    "dedup_keys": [key for _, key in missing],
+                },
+            )
+            by_key.update(_ids_by_dedup_key([("existing", *row) for row in found]))
+        plain_ids = iter(plain)
+        still_pending = []
+        for index in pending:
+            key = prepared.dedup_keys[index]
+            if key is None:
+                # Ids are drawn in insertion order, which is request order.
+                ids[index] = next(plain_ids)
+            elif (prepared.jobs[index], key) in by_key:
+                ids[index] = by_key[(prepared.jobs[index], key)]
+            else:
+                still_pending.append(index)
+        pending = still_pending
+    if pending:
+        index = pending[0]
+        raise PgJobsError(
+            f"could not enqueue {prepared.jobs[index]!r} with dedup_key "
+            f"{prepared.dedup_keys[index]!r}: its queued run kept changing state"
+        )
+    return [run_id for run_id in ids if run_id is not None]
+
+
+def _ids_by_dedup_key(rows: Iterable[_Row]) -> dict[tuple[str, str], int]:
+    """(job, dedup_key) -> run id; a run this statement inserted wins over one it found."""
+    found: dict[tuple[str, str], int] = {}
+    for _, run_id, job, key in sorted(rows, key=lambda row: row[0] != "inserted"):
+        if key is not None:
+            found.setdefault((job, key), run_id)
+    return found
+
+
+def _unknown_job(name: str, known: list[str]) -> UnknownJobError:
+    from pgjobs.registry import suggest  # only on this error path: it imports the profile code
+
+    hint = suggest(name, known, "jobs")
+    if not known:
+        hint += " (a job is known once a worker that loads it has started)"
+    return UnknownJobError(f"unknown job {name!r}; {hint}")
+
+
+def _drive_sync(conn: psycopg.Connection[Any], plan: _Plan) -> list[int]:
+    try:
+        query, params = next(plan)
+        while True:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                cur.execute(query, params)
+                rows = cur.fetchall()
+            query, params = plan.send(rows)
+    except StopIteration as done:
+        result: list[int] = done.value
+        return result
+
+
+async def _drive_async(conn: psycopg.AsyncConnection[Any], plan: _Plan) -> list[int]:
+    try:
+        query, params = next(plan)
+        while True:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(query, params)
+                rows = await cur.fetchall()
+            query, params = plan.send(rows)
+    except StopIteration as done:
+        result: list[int] = done.value
+        return result
+
+
+# -- the caller's connection --------------------------------------------------------------------
+
+
+def _is_sqlalchemy(conn: object) -> bool:
+    return type(conn).__module__.split(".", 1)[0] == "sqlalchemy"
+
+
+def _sync_connection(conn: object) -> psycopg.Connection[Any]:
+    """The psycopg connection under ``conn``, with its SQLAlchemy transaction begun."""
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    if _is_sqlalchemy(conn):
+        from sqlalchemy.engine import Connection
+        from sqlalchemy.orm import Session, scoped_session
+
+        if isinstance(conn, scoped_session):
+            conn = conn()
+        if isinstance(conn, Session):
+            conn = conn.connection()
+        if isinstance(conn, Connection):
+            if not conn.in_transaction():
+                conn.begin()
+            driver = conn.connection.driver_connection
+            if isinstance(driver, psycopg.Connection):
+                return driver
+            raise _not_psycopg(conn.dialect.name, conn.dialect.driver)
+    if isinstance(conn, psycopg.AsyncConnection) or _is_sqlalchemy_async(conn):
+        raise ConfigError(
+            f"{_kind(conn)} is async: use `await pgjobs.enqueue(...)` / `enqueue_many(...)`"
+        )
+    raise ConfigError(
+        "enqueue_sync needs a psycopg Connection or a SQLAlchemy Connection or Session "
+        f"(enqueueing joins their transaction), got {_kind(conn)}"
+    )
+
+
+async def _async_connection(conn: object) -> psycopg.AsyncConnection[Any]:
+    """The psycopg async connection under ``conn``, with its SQLAlchemy transaction begun."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    if _is_sqlalchemy_async(conn):
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
+
+        if isinstance(conn, async_scoped_session):
+            conn = conn()
+        if isinstance(conn, AsyncSession):
+            conn = await conn.connection()
+        if isinstance(conn, AsyncConnection):
+            if not conn.in_transaction():
+                await conn.begin()
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            if isinstance(driver, psycopg.AsyncConnection):
+                return driver
+            raise _not_psycopg(conn.dialect.name, conn.dialect.driver)
+    if isinstance(conn, psycopg.Connection) or _is_sqlalchemy(conn):
+        raise ConfigError(
+            f"{_kind(conn)} is sync: use `pgjobs.enqueue_sync(...)` / `enqueue_many_sync(...)`"
+        )
+    raise ConfigError(
+        "enqueue needs a psycopg AsyncConnection or a SQLAlchemy AsyncConnection or "
+        f"AsyncSession (enqueueing joins their transaction), got {_kind(conn)}"
+    )
+
+
+def _is_sqlalchemy_async(conn: object) -> bool:
+    return type(conn).__module__.startswith("sqlalchemy.ext.asyncio")
+
+
+def _not_psycopg(dialect: str, driver: str) -> ConfigError:
+    return ConfigError(
+        f"enqueueing needs SQLAlchemy's psycopg driver (postgresql+psycopg://), "
+        f"not {dialect}+{driver}"
+    )

@@ -1,0 +1,55 @@
+-- Named queries of the enqueue API. They run on the caller's connection, inside the caller's
+-- transaction: nothing here commits, and the runs' NOTIFY goes out when the caller commits.
+
+-- name: enqueue_runs
+-- Insert one run per request (arrays of equal length, in request order), taking priority, queue
+-- and max_attempts from the job's row unless the request gives them. If any requested job has no
+-- row in `jobs`, nothing is inserted and the unknown names come back. A request whose dedup_key
+-- matches a queued run of its job inserts nothing: the queued run is returned instead.
+-- Rows come back as (kind, id, job, dedup_key) with kind 'inserted', 'existing' or 'unknown';
+-- the ids of inserted rows ascend in request order, being drawn as the ordered rows go in.
+-- Parameters are bound in binary (far cheaper to send than quoted text arrays); JSON travels as
+-- text and is parsed row by row.
+WITH request AS (
+    SELECT r.ord, r.job, r.payload, r.parameters, r.run_at, r.priority, r.queue, r.dedup_key,
+           j.name IS NOT NULL AS known, j.priority AS job_priority, j.queue AS job_queue,
+           j.max_attempts
+    FROM unnest(%(jobs)b::text[], %(payloads)b::text[], %(parameters)b::text[],
+                %(run_ats)b::timestamptz[], %(priorities)b::integer[], %(queues)b::text[],
+                %(dedup_keys)b::text[])
+         WITH ORDINALITY AS r(job, payload, parameters, run_at, priority, queue, dedup_key, ord)
+    LEFT JOIN {schema}.jobs j ON j.name = r.job
+), inserted AS (
+    INSERT INTO {schema}.runs AS runs
+        (job, trigger, scheduled_for, payload, parameters, priority, queue, max_attempts, dedup_key)
+    SELECT q.job, 'enqueue', coalesce(q.run_at, now()), q.payload::jsonb, q.parameters::jsonb,
+           coalesce(q.priority, q.job_priority), coalesce(q.queue, q.job_queue), q.max_attempts,
+           q.dedup_key
+    FROM request q
+    WHERE NOT EXISTS (SELECT 1 FROM request u WHERE NOT u.known)
+    ORDER BY q.ord
+    ON CONFLICT (job, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'queued' DO NOTHING
+    RETURNING runs.id, runs.job, runs.dedup_key
+)
+SELECT 'inserted' AS kind, i.id, i.job, i.dedup_key FROM inserted i
+UNION ALL
+-- Queued runs that held a requested dedup_key before this statement began.
+SELECT 'existing', r.id, r.job, r.dedup_key
+FROM {schema}.runs r
+WHERE r.status = 'queued' AND r.dedup_key IS NOT NULL
+  AND (r.job, r.dedup_key) IN (SELECT q.job, q.dedup_key FROM request q WHERE q.dedup_key IS NOT NULL)
+UNION ALL
+SELECT DISTINCT 'unknown', NULL::bigint, q.job, NULL::text FROM request q WHERE NOT q.known;
+
+-- name: queued_runs_by_dedup_key
+-- The queued runs holding these (job, dedup_key) pairs; read in a statement of its own to see a
+-- run that a concurrent transaction committed while enqueue_runs was waiting on it.
+SELECT r.id, r.job, r.dedup_key
+FROM {schema}.runs r
+JOIN unnest(%(jobs)b::text[], %(dedup_keys)b::text[]) AS k(job, dedup_key)
+  ON r.job = k.job AND r.dedup_key = k.dedup_key
+WHERE r.status = 'queued';
+
+-- name: registered_job_names
+-- The jobs an enqueue may name, for suggesting the nearest to an unknown one.
+SELECT name FROM {schema}.jobs ORDER BY name;
