@@ -189,8 +189,9 @@ class Dashboard:
                 "this dashboard needs its token: use the unlock form above or open /?token=…",
                 request,
             )
+        summary = self.store.summary()
         ctx = PageContext(
-            now=self.store.summary()["db_now"],
+            now=summary["db_now"],
             path=self._here(request),
             allow_actions=self.settings.allow_actions,
             token=self.token if unlocked else None,
@@ -198,7 +199,7 @@ class Dashboard:
         page = self._page(request, ctx)
         if page is None:
             return self._message(404, "Not found", f"nothing at {request.path}", request)
-        return self._render(200, page, request)
+        return self._render(200, page, request, summary)
 
     def _page(self, request: Request, ctx: PageContext) -> Page | None:
         path, query = request.path.rstrip("/") or "/", request.query
@@ -279,14 +280,16 @@ class Dashboard:
             return Response(status, html("<p>{0}</p>", text).encode(), headers=[])
         return self._render(status, pages.message_page(title, text), request)
 
-    def _render(self, status: int, page: Page, request: Request) -> Response:
+    def _render(
+        self, status: int, page: Page, request: Request, summary: dict[str, Any] | None = None
+    ) -> Response:
         title, body = page
         unlocked = self._holds_token(request)
-        summary: dict[str, Any] | None = None
-        try:
-            summary = self.store.summary() if (unlocked or not self.protect_reads) else None
-        except (psycopg.Error, PoolTimeout):
-            summary = None
+        if summary is None and (unlocked or not self.protect_reads):
+            try:
+                summary = self.store.summary()
+            except (psycopg.Error, PoolTimeout):
+                summary = None
         flash = flash_text(request.query) if request.method == "GET" else None
         document = render_template(
             "layout.html",

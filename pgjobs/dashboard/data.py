@@ -31,7 +31,7 @@ class DashboardStore:
             min_size=1,
             max_size=max_connections,
             open=False,
-            timeout=10,
+            timeout=5,
             kwargs={"autocommit": True, "row_factory": dict_row},
             connection_class=psycopg.Connection[Row],
             name="pgjobs-dashboard",
