@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
+from pgjobs.builtin import BuiltinExtension
 from pgjobs.discovery import discover, exception_line, load_app, unique_extensions
 from pgjobs.errors import ConfigError, CronError, RegistrationError, UnknownJobError
 from pgjobs.job import (
@@ -160,12 +161,17 @@ class Registry:
 
 
 def load_registry(
-    app: str | None = None, profile_path: str | None = None, *, entry_points: bool = True
+    app: str | None = None,
+    profile_path: str | None = None,
+    *,
+    entry_points: bool = True,
+    builtin: bool = True,
 ) -> Registry:
     """Discover extensions, load the profile and build the registry.
 
     The profile is ``profile_path``, else ``PGJOBS_PROFILE``, else none. The app is ``app``,
-    else ``PGJOBS_APP``, else the profile's ``app:``; entry points are added unless disabled.
+    else ``PGJOBS_APP``, else the profile's ``app:``; entry points are added unless disabled,
+    and so is pgjobs' own extension (:mod:`pgjobs.builtin`, jobs ``pgjobs-*``), last.
     """
     path = profile_path or os.environ.get("PGJOBS_PROFILE") or None
     profile = load_profile(path) if path else None
@@ -178,6 +184,8 @@ def load_registry(
         extensions = unique_extensions([*from_profile, *discover(None, entry_points=entry_points)])
     else:
         extensions = discover(app, entry_points=entry_points)
+    if builtin:
+        extensions = unique_extensions([*extensions, BuiltinExtension()])
     return Registry.build(extensions, profile)
 
 
