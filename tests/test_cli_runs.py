@@ -73,6 +73,7 @@ def test_runs_show_prints_everything_stored_about_a_run(conn: Conn, dsn: str) ->
         error_traceback="Traceback (most recent call last):\n  ...\nRuntimeError: boom\n",
         items_processed=7,
         items_failed=1,
+        logs="17:28:13.762 INFO fetching page 3\n17:28:13.900 ERROR giving up",
     )
     table = invoke(dsn, "runs", "show", str(run_id))
     assert table.exit_code == 0, table.output
@@ -83,6 +84,7 @@ def test_runs_show_prints_everything_stored_about_a_run(conn: Conn, dsn: str) ->
         "items          7 processed, 1 failed",
         "error          RuntimeError: boom",
         "RuntimeError: boom",
+        "logs (the run's last lines):\n17:28:13.762 INFO fetching page 3",
     ):
         assert expected in table.stdout, table.stdout
 
@@ -90,6 +92,7 @@ def test_runs_show_prints_everything_stored_about_a_run(conn: Conn, dsn: str) ->
     assert shown["id"] == run_id and shown["host"] == "host-a"
     assert shown["parameters"] == {"k": "v"} and shown["retried_by"] == []
     assert shown["error_traceback"].endswith("RuntimeError: boom\n")
+    assert shown["logs"].endswith("ERROR giving up")
 
     missing = invoke(dsn, "runs", "show", "999")
     assert missing.exit_code == 1 and missing.stderr.strip() == "error: no run with id 999"

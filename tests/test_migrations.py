@@ -182,7 +182,8 @@ def test_sql_mode_prints_the_ddl_for_the_schema_without_a_database(
     assert 'CREATE SCHEMA IF NOT EXISTS "tenant_a";' in ddl
     assert 'CREATE TABLE "tenant_a".runs (' in ddl
     assert 'CREATE VIEW "tenant_a".job_status AS' in ddl
-    assert f"INSERT INTO tenant_a.alembic_version (version_num) VALUES ('{HEAD}')" in ddl
+    assert "INSERT INTO tenant_a.alembic_version (version_num) VALUES ('0001')" in ddl
+    assert f"UPDATE tenant_a.alembic_version SET version_num='{HEAD}'" in ddl
     assert "{schema}" not in ddl and '"pgjobs"' not in ddl
 
     # What a DBA would apply with psql builds the same schema as `pgjobs db upgrade`.
@@ -409,16 +410,15 @@ def test_check_schema_says_the_schema_is_missing_and_how_to_fix_it(empty_dsn: st
 
 
 def test_check_schema_says_an_old_schema_needs_an_upgrade(
-    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    # This pgjobs needs a revision after the one in the database.
-    monkeypatch.setattr(migrations, "head", lambda: "0002")
+    migrations.downgrade(dsn, "0001")
 
     with pytest.raises(SchemaError) as old:
         migrations.check_schema(conn)
 
     assert str(old.value) == (
-        f'pgjobs schema "pgjobs" is at revision {HEAD} but this pgjobs needs 0002: '
+        f'pgjobs schema "pgjobs" is at revision 0001 but this pgjobs needs {HEAD}: '
         "run `pgjobs db upgrade`"
     )
 

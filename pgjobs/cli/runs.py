@@ -172,6 +172,7 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
                 "heartbeat_at": row["heartbeat_at"],
                 "lease_expires_at": row["lease_expires_at"],
                 "error_traceback": row["error_traceback"],
+                "logs": row["logs"],
                 "retried_by": row["retried_by"],
             }
         )
@@ -209,6 +210,8 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
     )
     if row["error_traceback"]:
         click.echo("\n" + row["error_traceback"].rstrip())
+    if row["logs"]:
+        click.echo("\nlogs (the run's last lines):\n" + row["logs"].rstrip())
 
 
 @runs.command("retry")
