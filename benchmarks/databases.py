@@ -38,12 +38,6 @@ def scalar(dsn: str, query: str, params: Any = None) -> Any:
         return None if row is None else row[0]
 
 
-def execute(dsn: str, query: str, params: Any = None) -> None:
-    """Run one statement that returns no rows, on a connection of its own."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(query, params)
-
-
 def drop_database(admin_dsn: str, name: str) -> None:
     with admin(admin_dsn) as conn:
         conn.execute(

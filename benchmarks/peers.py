@@ -16,20 +16,24 @@ A peer that cannot be installed or run is reported with the reason and the run g
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from benchmarks.databases import execute, fresh_database, scalar
+from benchmarks.databases import fresh_database
 from benchmarks.harness import ROOT, Bench, DrainResult, Execution, read_executions, wait_until
 from benchmarks.processes import Process, processes
 
 VENV = ROOT / "benchmarks" / ".peers-venv"
+PEERS_PACKAGES = ("pgqueuer", "procrastinate")
 REQUIREMENTS = ("pgqueuer==1.6.0", "procrastinate==3.10.0", "asyncpg", "psycopg[binary]")
 
 
@@ -53,19 +57,12 @@ def install(log_dir: Path) -> tuple[PeerEnv | None, str]:
             _run([sys.executable, "-m", "venv", str(VENV)], log)
         pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
         _run([*pip, "--quiet", *REQUIREMENTS], log)
-        versions = {}
-        for name in ("pgqueuer", "procrastinate"):
-            out = subprocess.run(
-                [
-                    str(VENV / "bin" / "python"),
-                    "-c",
-                    f"import importlib.metadata as m; print(m.version({name!r}))",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            versions[name] = out.stdout.strip()
+        script = "import importlib.metadata as m, json; print(json.dumps({n: m.version(n) for n in"
+        script += f" {list(PEERS_PACKAGES)!r}}}))"
+        out = subprocess.run(
+            [str(VENV / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True
+        )
+        versions: dict[str, str] = json.loads(out.stdout)
     except (subprocess.CalledProcessError, OSError) as exc:
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         return None, f"could not install the peers ({exc}); see {log}\n{tail}"
@@ -111,10 +108,10 @@ class Peer:
     def drain_settings(self, concurrency: int) -> str:
         raise NotImplementedError
 
-    def drained(self, dsn: str, jobs: int) -> bool:
+    def drained(self, conn: psycopg.Connection[Any]) -> bool:
         raise NotImplementedError
 
-    def drain_timing(self, dsn: str) -> tuple[int, float | None]:
+    def drain_timing(self, conn: psycopg.Connection[Any]) -> tuple[int, float | None]:
         """(succeeded jobs, seconds from the first start to the last finish)."""
         raise NotImplementedError
 
@@ -152,19 +149,20 @@ class Peer:
         with fresh_database(bench.admin_dsn, label, migrate=False) as dsn:
             self._command(dsn, "install")
             self._command(dsn, "enqueue", str(jobs))
-            execute(dsn, "ANALYZE")
-            with processes() as started:
-                for i in range(workers):
-                    name = f"{label}-{i + 1}-{time.monotonic_ns()}"
-                    started.append(self._worker(dsn, bench, name, concurrency, {}))
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+                with processes() as started:
+                    for i in range(workers):
+                        name = f"{label}-{i + 1}-{time.monotonic_ns()}"
+                        started.append(self._worker(dsn, bench, name, concurrency, {}))
 
-                def done() -> bool:
-                    for p in started:
-                        p.check_alive()
-                    return self.drained(dsn, jobs)
+                    def done() -> bool:
+                        for p in started:
+                            p.check_alive()
+                        return self.drained(conn)
 
-                wait_until(done, 120 + jobs / 100, f"{self.name} to drain {jobs} jobs", 0.2)
-            succeeded, seconds = self.drain_timing(dsn)
+                    wait_until(done, 120 + jobs / 100, f"{self.name} to drain {jobs} jobs", 0.2)
+                succeeded, seconds = self.drain_timing(conn)
         return DrainResult(
             self.label(),
             workers,
@@ -215,26 +213,18 @@ class Pgqueuer(Peer):
     def drain_settings(self, concurrency: int) -> str:
         return f"--max-concurrent-tasks {concurrency} --batch-size {max(1, concurrency // 2)}"
 
-    def drained(self, dsn: str, jobs: int) -> bool:
-        return bool(
-            scalar(
-                dsn,
-                "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)"
-                " AND (SELECT count(*) FROM pgqueuer_log WHERE status = 'successful') >= %s",
-                [jobs],
-            )
-        )
+    def drained(self, conn: psycopg.Connection[Any]) -> bool:
+        # pgqueuer deletes a job when it is done and logs its end in the same statement.
+        return _true(conn, "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)")
 
-    def drain_timing(self, dsn: str) -> tuple[int, float | None]:
-        with _connect(dsn) as conn:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'successful'),"
-                " extract(epoch FROM max(created) FILTER (WHERE status = 'successful')"
-                "   - min(created) FILTER (WHERE status = 'picked'))::float8"
-                " FROM pgqueuer_log"
-            ).fetchone()
-        assert row is not None
-        return int(row[0]), row[1]
+    def drain_timing(self, conn: psycopg.Connection[Any]) -> tuple[int, float | None]:
+        return _timing(
+            conn,
+            "SELECT count(*) FILTER (WHERE status = 'successful'),"
+            " extract(epoch FROM max(created) FILTER (WHERE status = 'successful')"
+            "   - min(created) FILTER (WHERE status = 'picked'))::float8"
+            " FROM pgqueuer_log",
+        )
 
 
 class Procrastinate(Peer):
@@ -250,34 +240,35 @@ class Procrastinate(Peer):
     def drain_settings(self, concurrency: int) -> str:
         return f"--concurrency {concurrency}"
 
-    def drained(self, dsn: str, jobs: int) -> bool:
-        return bool(
-            scalar(
-                dsn,
-                "SELECT NOT EXISTS (SELECT 1 FROM procrastinate_jobs"
-                " WHERE status IN ('todo', 'doing'))",
-            )
+    def drained(self, conn: psycopg.Connection[Any]) -> bool:
+        return _true(
+            conn,
+            "SELECT NOT EXISTS (SELECT 1 FROM procrastinate_jobs"
+            " WHERE status IN ('todo', 'doing'))",
         )
 
-    def drain_timing(self, dsn: str) -> tuple[int, float | None]:
-        with _connect(dsn) as conn:
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),"
-                " extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
-                "   - min(at) FILTER (WHERE type = 'started'))::float8"
-                " FROM procrastinate_events"
-            ).fetchone()
-        assert row is not None
-        return int(row[0]), row[1]
+    def drain_timing(self, conn: psycopg.Connection[Any]) -> tuple[int, float | None]:
+        return _timing(
+            conn,
+            "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),"
+            " extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')"
+            "   - min(at) FILTER (WHERE type = 'started'))::float8"
+            " FROM procrastinate_events",
+        )
 
 
 PEERS: tuple[type[Peer], ...] = (Pgqueuer, Procrastinate)
 
 
-def _connect(dsn: str):  # type: ignore[no-untyped-def]
-    import psycopg
+def _true(conn: psycopg.Connection[Any], query: str) -> bool:
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
 
-    return psycopg.connect(dsn, autocommit=True)
+
+def _timing(conn: psycopg.Connection[Any], query: str) -> tuple[int, float | None]:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
 
 
 def _base_env() -> dict[str, str]:
