@@ -17,7 +17,7 @@ from benchmarks.databases import fresh_database
 from benchmarks.harness import Bench, DrainResult, short, wait_until
 from benchmarks.peers import Peer
 from benchmarks.processes import pgjobs_worker, processes, register_jobs
-from benchmarks.queueing import api_name, enqueue_many, queue_empty
+from benchmarks.queueing import enqueue_many, queue_empty
 
 CASES = ((1, 10), (2, 10), (1, 100))
 JOB = "bench-noop"
@@ -50,7 +50,7 @@ def run(bench: Bench, peers: list[Peer]) -> dict[str, Any]:
             if ours and theirs.jobs_per_s:
                 recorder = bench.at("drain", case, f"pgjobs / {theirs.system}")
                 recorder.add("speed-up", ours / theirs.jobs_per_s, "x")
-    return {"jobs": jobs, "enqueue_api": api_name(many=True), "cases": cases}
+    return {"jobs": jobs, "cases": cases}
 
 
 def _as_dict(result: DrainResult) -> dict[str, Any]:

@@ -112,11 +112,17 @@ def claim_params(query: str, jobs: list[str], limit: int = 10) -> dict[str, Any]
     return worker_params(query, values, others=[])
 
 
-def tick_params(query: str, jobs: list[str]) -> dict[str, Any]:
-    """What the worker binds to ``lock_due_jobs``: its jobs and its tick batch."""
-    from pgjobs import worker
+def tick_params(query: str, jobs: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """What the worker binds to ``lock_due_jobs``: its scheduled jobs (name, cron expression,
+    timezone) as its store passes them, and its tick batch."""
+    from pgjobs import store, worker
 
-    return worker_params(query, {"jobs": jobs, "limit": getattr(worker, "TICK_BATCH", 1000)})
+    values: dict[str, Any] = {"jobs": [name for name, _, _ in jobs]}
+    scheduled = getattr(store, "ScheduledJobs", None)
+    if scheduled is not None:
+        values.update(scheduled.of(jobs).params())
+    values["limit"] = getattr(worker, "TICK_BATCH", 1000)
+    return worker_params(query, values)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from benchmarks import history
 FINISHED = 200_000
 QUEUED = 300
 SCHEDULED = 5_000
+SCHEDULE = "0 * * * * *"
 PLANS = (("custom plan", False), ("generic plan", True))
 
 
@@ -31,7 +32,7 @@ def loaded(dsn: str) -> Iterator[tuple[psycopg.Connection[Any], list[str], list[
     scheduled = [f"bench-scheduled-{i:05d}" for i in range(SCHEDULED)]
     with psycopg.connect(dsn, autocommit=True) as conn:
         history.add_jobs(conn, queue_jobs, None)
-        history.add_jobs(conn, scheduled, "0 * * * * *")
+        history.add_jobs(conn, scheduled, SCHEDULE)
         history.add_finished_runs(conn, queue_jobs, FINISHED)
         history.add_queued_runs(conn, queue_jobs, QUEUED)
         history.vacuum_analyze(conn)
@@ -68,7 +69,7 @@ def test_ticking_reads_the_next_fire_index(
 ) -> None:
     conn, _, scheduled = loaded
     query = history.queries()["lock_due_jobs"]
-    params = history.tick_params(query, scheduled)
+    params = history.tick_params(query, [(name, SCHEDULE, "UTC") for name in scheduled])
     for mode, generic in PLANS:
         plan = history.explain(conn, query, params, generic=generic)
         shown = json.dumps(plan, indent=1)
