@@ -44,7 +44,7 @@ class PruneRuns(Job):
         text = ctx.parameters.get("older_than", DEFAULT_RETENTION)
         older_than = parse_duration(text)
         batch = _positive_int("batch", ctx.parameters.get("batch", str(DEFAULT_BATCH)))
-        schema = resolve_schema(ctx.parameters.get("schema"))
+        schema = resolve_schema(ctx.parameters.get("schema") or ctx.schema)
         with ctx.db_pool.connection() as conn:
             deleted = prune_runs(conn, schema, older_than, batch=batch, stop=lambda: ctx.cancelled)
         stopped = " (stopped early)" if ctx.cancelled else ""

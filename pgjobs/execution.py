@@ -58,6 +58,7 @@ class RunExecution:
         pool: Any,
         executor: Executor | None,
         parameters: dict[str, str] | None = None,
+        schema: str = "pgjobs",
     ) -> None:
         self.definition = definition
         self.run = run
@@ -76,6 +77,7 @@ class RunExecution:
             cancel=self.signal,
             parameters=params,
             config=dict(definition.config),
+            schema=schema,
         )
         self._executor = executor
         self._task: asyncio.Task[Any] | None = None

@@ -112,6 +112,7 @@ class JobContext:
     ``db_pool`` is the worker's ``psycopg_pool.AsyncConnectionPool`` for ``async def execute``
     and a sync ``psycopg_pool.ConnectionPool`` on the same database for plain ``def execute``.
     ``parameters`` are the profile entry's string parameters, overridden by ``jobs run -p``.
+    ``schema`` is the pgjobs schema the run's worker serves.
     """
 
     db_pool: Any
@@ -126,6 +127,7 @@ class JobContext:
     cancel: CancelSignal
     parameters: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    schema: str = "pgjobs"
 
     @property
     def cancelled(self) -> bool:

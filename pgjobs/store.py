@@ -118,6 +118,31 @@ _OUTCOME_COLUMNS = {
 
 
 @dataclass(frozen=True)
+class ScheduledJobs:
+    """The scheduled jobs a worker's code has: each job's name, cron expression and timezone.
+
+    Ticking and the wake-up time consider only jobs whose stored schedule is this one, so
+    during a rolling deploy each schedule is ticked by the code that registered it.
+    """
+
+    names: tuple[str, ...] = ()
+    schedules: tuple[str, ...] = ()
+    timezones: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, jobs: Iterable[tuple[str, str, str]]) -> ScheduledJobs:
+        columns = list(zip(*jobs, strict=True)) or [(), (), ()]
+        return cls(*(tuple(c) for c in columns))
+
+    def params(self) -> dict[str, list[str]]:
+        return {
+            "scheduled_jobs": list(self.names),
+            "schedules": list(self.schedules),
+            "timezones": list(self.timezones),
+        }
+
+
+@dataclass(frozen=True)
 class Batch:
     """What one finish-and-claim statement did."""
 
@@ -214,9 +239,9 @@ class WorkerStore:
                 self.q["upsert_job"], [dict(r, worker=self.worker_id) for r in rows]
             )
 
-    async def lock_due_jobs(self, jobs: list[str], limit: int) -> list[DueJob]:
+    async def lock_due_jobs(self, scheduled: ScheduledJobs, limit: int) -> list[DueJob]:
         cur = self.conn.cursor(row_factory=dict_row)
-        await cur.execute(self.q["lock_due_jobs"], {"jobs": jobs, "limit": limit})
+        await cur.execute(self.q["lock_due_jobs"], {**scheduled.params(), "limit": limit})
         return [DueJob(**row) for row in await cur.fetchall()]
 
     async def insert_ticks_advance_watermarks(
@@ -247,6 +272,7 @@ class WorkerStore:
         queues: list[str],
         limit: int,
         lease: float,
+        scheduled: ScheduledJobs | None = None,
     ) -> Batch:
         """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit."""
         data = [Jsonb(dict(o.data)) if o.data else None for o in outcomes]
@@ -257,6 +283,7 @@ class WorkerStore:
             "limit": limit,
             "lease": lease,
             "datas": data,
+            **(scheduled or ScheduledJobs()).params(),
             **{
                 column: [getattr(o, attr) for o in outcomes]
                 for column, attr in _OUTCOME_COLUMNS.items()

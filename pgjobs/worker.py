@@ -31,7 +31,7 @@ from pgjobs.errors import PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import JobDefinition, Registry
-from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, WorkerStore
+from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, ScheduledJobs, WorkerStore
 from pgjobs.tick import plan_ticks
 
 log = logging.getLogger("pgjobs.worker")
@@ -105,6 +105,11 @@ class Worker:
         )
         self.queries = Queries(settings.schema)
         self.job_names = registry.names()
+        self.scheduled = ScheduledJobs.of(
+            (d.name, d.schedule, d.timezone)
+            for d in registry.definitions.values()
+            if d.schedule is not None and d.enabled
+        )
         self.queues = list(settings.queues)
         self.store: WorkerStore | None = None
         self.async_pool: AsyncConnectionPool | None = None
@@ -166,15 +171,6 @@ class Worker:
             name=f"pgjobs-jobs-{self.id}",
         )
         await self.async_pool.open(wait=False)
-        if any(not d.is_async for d in self.registry.definitions.values()):
-            self.sync_pool = ConnectionPool(
-                dsn,
-                min_size=1,
-                max_size=max(2, self.settings.concurrency),
-                open=True,
-                check=ConnectionPool.check_connection,
-                name=f"pgjobs-sync-jobs-{self.id}",
-            )
         await self._connect_if_needed()
         assert self.store is not None
         await self.store.register_worker(
@@ -306,15 +302,14 @@ class Worker:
         store = self.store
         while True:
             async with store.conn.transaction():
-                due = await store.lock_due_jobs(self.job_names, TICK_BATCH)
+                due = await store.lock_due_jobs(self.scheduled, TICK_BATCH)
                 if not due:
                     return
                 ticks: list[tuple[str, datetime]] = []
                 watermarks: list[tuple[str, datetime | None, datetime | None]] = []
                 for job in due:
                     cron = self.registry.definitions[job.name].cron
-                    if cron is None or cron.expression != job.schedule:
-                        continue  # another code version owns this schedule; let it tick
+                    assert cron is not None  # lock_due_jobs returns our own schedules only
                     plan = plan_ticks(
                         cron,
                         next_fire_at=job.next_fire_at,
@@ -327,8 +322,6 @@ class Worker:
                     watermarks.append(
                         (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
                     )
-                if not watermarks:
-                    return
                 await store.insert_ticks_advance_watermarks(ticks, watermarks)
             if len(due) < TICK_BATCH:
                 return
@@ -348,6 +341,7 @@ class Worker:
                 queues=self.queues,
                 limit=free,
                 lease=self.settings.lease,
+                scheduled=self.scheduled,
             )
         except BaseException:
             self._outcomes[:0] = outcomes  # write them with the next statement
@@ -386,11 +380,30 @@ class Worker:
                 reaped.dead_workers,
             )
 
+    def _sync_jobs_pool(self) -> ConnectionPool:
+        """The pool of sync jobs, opened with the first sync run (many workers never need it)."""
+        if self.sync_pool is None:
+            self.sync_pool = ConnectionPool(
+                self.settings.dsn,
+                min_size=1,
+                max_size=max(2, self.settings.concurrency),
+                open=False,
+                check=ConnectionPool.check_connection,
+                name=f"pgjobs-sync-jobs-{self.id}",
+            )
+            self.sync_pool.open(wait=False)
+        return self.sync_pool
+
     def _start(self, run: ClaimedRun) -> None:
         definition = self.registry.definitions[run.job]
-        pool = self.async_pool if definition.is_async else self.sync_pool
+        pool = self.async_pool if definition.is_async else self._sync_jobs_pool()
         execution = RunExecution(
-            definition, run, worker_id=self.id, pool=pool, executor=self._executor
+            definition,
+            run,
+            worker_id=self.id,
+            pool=pool,
+            executor=self._executor,
+            schema=self.settings.schema,
         )
         task = asyncio.create_task(execution.execute(), name=f"pgjobs-run-{run.id}")
         self._running[run.id] = _Running(run, execution, task)

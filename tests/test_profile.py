@@ -449,13 +449,14 @@ def test_profile_extension_config_is_merged_over_the_code_config(write: WritePro
 
 def test_load_registry_takes_the_app_from_the_profile(write: WriteProfile) -> None:
     path = write("app: apps.good:make_extension\n")
-    assert load_registry(profile_path=path, entry_points=False).names() == ["other-ping"]
+    registry = load_registry(profile_path=path, entry_points=False, builtin=False)
+    assert registry.names() == ["other-ping"]
 
 
 def test_an_explicit_app_wins_over_the_profile_app(write: WriteProfile) -> None:
     path = write("app: apps.good:make_extension\n")
     registry = load_registry("apps.good:extension", path, entry_points=False)
-    assert registry.names() == ["good-cleanup", "good-report"]
+    assert registry.names() == ["good-cleanup", "good-report", "pgjobs-prune-runs"]
 
 
 def test_load_registry_reads_pgjobs_profile(
@@ -513,5 +514,5 @@ def test_the_profile_app_and_entry_points_are_combined(
         EntryPoint("other", "apps.good:OtherExtension", discovery.ENTRY_POINT_GROUP),
     ]
     monkeypatch.setattr(discovery, "_entry_points", lambda *, group: points)
-    registry = load_registry(profile_path=write("app: apps.good:extension\n"))
+    registry = load_registry(profile_path=write("app: apps.good:extension\n"), builtin=False)
     assert [extension.name for extension in registry.extensions] == ["good", "other"]

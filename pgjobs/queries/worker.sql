@@ -45,14 +45,17 @@ SET extension = excluded.extension, description = excluded.description,
 
 -- name: lock_due_jobs
 -- Tick, step 1: the jobs whose next tick is due, locked so one worker materialises each tick.
+-- Only jobs whose stored schedule is the one this worker's code has: during a rolling deploy
+-- the code that registered the schedule ticks it.
 SELECT j.name, j.schedule, j.timezone, j.misfire, j.backfill_cap, j.next_fire_at, now() AS db_now
 FROM {schema}.jobs j
-WHERE j.next_fire_at <= now()
-  AND j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
-  AND j.name = ANY (%(jobs)s)
+JOIN unnest(%(scheduled_jobs)s::text[], %(schedules)s::text[], %(timezones)s::text[])
+     AS mine(name, schedule, timezone)
+  ON mine.name = j.name AND mine.schedule = j.schedule AND mine.timezone = j.timezone
+WHERE j.next_fire_at <= now() AND j.enabled AND NOT j.paused
 ORDER BY j.next_fire_at
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF j SKIP LOCKED;
 
 -- name: insert_ticks_advance_watermarks
 -- Tick, step 2: insert the ticks' runs (a tick that exists already is left alone) and advance each
@@ -161,8 +164,11 @@ UNION ALL
 -- Seconds until the next tick or delayed run of these jobs, by the database clock.
 SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        extract(epoch FROM least(
-           (SELECT min(next_fire_at) FROM {schema}.jobs
-            WHERE schedule IS NOT NULL AND enabled AND NOT paused AND name = ANY (%(jobs)s)),
+           (SELECT min(j.next_fire_at) FROM {schema}.jobs j
+            JOIN unnest(%(scheduled_jobs)s::text[], %(schedules)s::text[], %(timezones)s::text[])
+                 AS mine(name, schedule, timezone)
+              ON mine.name = j.name AND mine.schedule = j.schedule AND mine.timezone = j.timezone
+            WHERE j.enabled AND NOT j.paused),
            (SELECT min(scheduled_for) FROM {schema}.runs
             WHERE status = 'queued' AND scheduled_for > now()
               AND queue = ANY (%(queues)s) AND job = ANY (%(jobs)s))
