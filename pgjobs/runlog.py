@@ -231,8 +231,40 @@ def capture_run_logs(
     if target.level == logging.NOTSET:
         target.setLevel(logging.INFO)
     capture = RunLogCapture(run_id)
-    target.addHandler(capture)
+    router = _router_for(target)
+    router.captures[run_id] = capture
     try:
         yield capture
     finally:
-        target.removeHandler(capture)
+        router.captures.pop(run_id, None)
+
+
+class _RunLogRouter(logging.Handler):
+    """One handler per logger that hands each record to the capture of its run, so the cost of a
+    log line does not grow with the number of runs executing side by side."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.captures: dict[int, RunLogCapture] = {}
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        capture = self.captures.get(getattr(record, "run_id", None))  # type: ignore[arg-type]
+        if capture is not None:
+            capture.handle(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() routes
+        self.handle(record)
+
+
+_routers: dict[str, _RunLogRouter] = {}
+_routers_guard = threading.Lock()
+
+
+def _router_for(target: logging.Logger) -> _RunLogRouter:
+    with _routers_guard:
+        router = _routers.get(target.name)
+        if router is None:
+            router = _routers[target.name] = _RunLogRouter()
+            target.addHandler(router)
+        return router
