@@ -1,16 +1,19 @@
 """Claiming and ticking stay index scans with a long history: a plan check, not a timing.
 
-The history is 200,000 finished runs plus a few hundred queued ones, and 5,000 scheduled jobs of
-which none is due, all analysed. The worker's claim statement and ``lock_due_jobs`` are prepared
-with their parameters bound as the worker binds them, and their plans are read with ``EXPLAIN
-(FORMAT JSON)`` both as a custom plan and as the generic plan PostgreSQL may switch to after a
-prepared statement's fifth execution (psycopg prepares a statement on its fifth execution).
+The history is 200,000 finished runs plus a few hundred queued ones, spread over a worker's 50
+jobs or over 10,000, and 5,000 scheduled jobs of which none is due, all analysed. Claiming must
+read runs only through the queue's partial indexes (and the primary key), never the history.
+The worker's claim statement and ``lock_due_jobs`` are prepared with their parameters bound as
+the worker binds them, and their plans are read with ``EXPLAIN (FORMAT JSON)`` both as a custom
+plan and as the generic plan PostgreSQL may switch to after a prepared statement's fifth
+execution (psycopg prepares a statement on its fifth execution).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -23,20 +26,42 @@ QUEUED = 300
 SCHEDULED = 5_000
 SCHEDULE = "0 * * * * *"
 PLANS = (("custom plan", False), ("generic plan", True))
+# The indexes claiming may read on runs: the queue's own partial indexes and the primary key.
+QUEUE_INDEXES = {"runs_claim_idx", "runs_worker_idx", "runs_lease_idx", "runs_pkey"}
+# Plans known to read the history, reported and awaiting a fix in the worker's statement: with
+# thousands of jobs the generic plan estimates `job = ANY($jobs)` as a handful of rows and
+# ANDs a bitmap of runs_job_id_idx (every run, finished ones included, of those jobs) with
+# runs_claim_idx. PostgreSQL keeps the custom plan when it costs less, but may switch.
+KNOWN_HISTORY_READS = {(10_000, "generic plan")}
+
+Loaded = tuple[psycopg.Connection[Any], list[str]]
 
 
-@pytest.fixture
-def loaded(dsn: str) -> Iterator[tuple[psycopg.Connection[Any], list[str], list[str]]]:
-    """A connection to a database with a large history; the queue's jobs; the scheduled jobs."""
-    queue_jobs = history.job_names(50)
-    scheduled = [f"bench-scheduled-{i:05d}" for i in range(SCHEDULED)]
+@contextmanager
+def _history(dsn: str, queue_jobs: list[str], scheduled: list[str]) -> Iterator[Loaded]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         history.add_jobs(conn, queue_jobs, None)
         history.add_jobs(conn, scheduled, SCHEDULE)
         history.add_finished_runs(conn, queue_jobs, FINISHED)
         history.add_queued_runs(conn, queue_jobs, QUEUED)
         history.vacuum_analyze(conn)
-        yield conn, queue_jobs, scheduled
+        yield conn, queue_jobs or scheduled
+
+
+@pytest.fixture(params=[50, 10_000], ids=["50 jobs", "10000 jobs"])
+def queue_history(dsn: str, request: pytest.FixtureRequest) -> Iterator[Loaded]:
+    """A large history spread over the jobs of a worker (50, or 10,000 as in the scale
+    benchmark); the connection and those jobs."""
+    with _history(dsn, history.job_names(request.param), []) as loaded:
+        yield loaded
+
+
+@pytest.fixture
+def scheduled_history(dsn: str) -> Iterator[Loaded]:
+    """A large history and 5,000 scheduled jobs, none due; the connection and those jobs."""
+    scheduled = [f"bench-scheduled-{i:05d}" for i in range(SCHEDULED)]
+    with _history(dsn, history.job_names(50), scheduled) as (conn, _):
+        yield conn, scheduled
 
 
 def _nodes(plan: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
@@ -50,24 +75,29 @@ def _seq_scans_on(plan: dict[str, Any], table: str) -> list[tuple[str, str | Non
     return [n for n in _nodes(plan) if n[0] == "Seq Scan" and n[1] == table]
 
 
-def test_claiming_reads_the_queued_index_not_the_history(
-    loaded: tuple[psycopg.Connection[Any], list[str], list[str]],
-) -> None:
-    conn, queue_jobs, _ = loaded
+def _history_reads(plan: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """Nodes that read runs other than through the queue's indexes."""
+    runs_indexes = [n for n in _nodes(plan) if n[2] and n[2].startswith("runs_")]
+    return _seq_scans_on(plan, "runs") + [n for n in runs_indexes if n[2] not in QUEUE_INDEXES]
+
+
+def test_claiming_reads_the_queued_index_not_the_history(queue_history: Loaded) -> None:
+    conn, jobs = queue_history
     name, query = history.claim_query(history.queries())
-    params = history.claim_params(query, queue_jobs)
+    params = history.claim_params(query, jobs)
     for mode, generic in PLANS:
         plan = history.explain(conn, query, params, generic=generic)
         shown = json.dumps(plan, indent=1)
-        assert not _seq_scans_on(plan, "runs"), f"{name} ({mode}) scans all of runs:\n{shown}"
         claim_scans = [n for n in _nodes(plan) if n[1] == "runs" and n[2] == "runs_claim_idx"]
         assert claim_scans, f"{name} ({mode}) does not use runs_claim_idx:\n{shown}"
+        reads = _history_reads(plan)
+        if reads and (len(jobs), mode) in KNOWN_HISTORY_READS:
+            pytest.xfail(f"known: {name} ({mode}, {len(jobs)} jobs) reads {reads}")
+        assert not reads, f"{name} ({mode}) reads the history ({reads}):\n{shown}"
 
 
-def test_ticking_reads_the_next_fire_index(
-    loaded: tuple[psycopg.Connection[Any], list[str], list[str]],
-) -> None:
-    conn, _, scheduled = loaded
+def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded) -> None:
+    conn, scheduled = scheduled_history
     query = history.queries()["lock_due_jobs"]
     params = history.tick_params(query, [(name, SCHEDULE, "UTC") for name in scheduled])
     for mode, generic in PLANS:
