@@ -10,27 +10,28 @@ lives next to an application's own alembic history in the same database.
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from psycopg import sql
 from psycopg.rows import tuple_row
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.pool import NullPool
 
 from pgjobs.db import connect, resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, SchemaError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import Engine
+
+# alembic and SQLAlchemy are imported only by the functions that migrate: a worker or a CLI
+# command that merely checks the schema's revision stays light.
 
 VERSION_TABLE = "alembic_version"
 """Name of pgjobs' alembic version table, which lives in the pgjobs schema."""
@@ -101,6 +102,9 @@ def execute_sql(context: MigrationContext, text: str) -> None:
 
 def engine_for(dsn: str) -> Engine:
     """A SQLAlchemy engine (psycopg 3 driver) for any libpq DSN: URL, key=value or ""."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
     target = resolve_dsn(dsn)
 
     def creator() -> psycopg.Connection[object]:
@@ -115,6 +119,8 @@ def alembic_config(
     dsn: str = "", schema: str = "pgjobs", *, output: io.StringIO | None = None
 ) -> Config:
     """The alembic configuration of pgjobs' migrations for one database and schema."""
+    from alembic.config import Config
+
     config = Config(output_buffer=output)
     config.set_main_option("script_location", str(resource_dir("alembic")).replace("%", "%%"))
     config.attributes["dsn"] = dsn
@@ -122,18 +128,23 @@ def alembic_config(
     return config
 
 
+_REVISION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
+
+
 @cache
+def _known_revisions() -> tuple[str, ...]:
+    """The revisions pgjobs ships, in order: ``alembic/versions/NNNN_name.py`` files, each
+    revision ``NNNN`` following ``NNNN - 1`` (a linear history, checked by the tests)."""
+    found = (_REVISION_FILE.match(p.name) for p in (resource_dir("alembic") / "versions").iterdir())
+    return tuple(sorted(m.group(1) for m in found if m))
+
+
 def head() -> str:
     """The revision the installed pgjobs code needs (the head of its migrations)."""
-    found = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if found is None:  # pragma: no cover - the package always ships revisions
+    revisions = _known_revisions()
+    if not revisions:  # pragma: no cover - the package always ships revisions
         raise PgJobsError("pgjobs is installed without migrations; reinstall pgjobs")
-    return found
-
-
-def _known_revisions() -> set[str]:
-    script = ScriptDirectory.from_config(alembic_config())
-    return {rev.revision for rev in script.walk_revisions()}
+    return revisions[-1]
 
 
 def upgrade(
@@ -145,6 +156,8 @@ def upgrade(
     migrations from base to ``revision``, rendered for ``schema``, is returned as text (for a DBA
     to review or apply with ``psql``).
     """
+    from alembic import command
+
     output = io.StringIO() if sql else None
     config = alembic_config(dsn, schema, output=output)
     with _alembic_command():
@@ -158,6 +171,8 @@ def downgrade(dsn: str, revision: str, schema: str = "pgjobs") -> None:
     ``"base"`` removes every pgjobs object, pgjobs' version table, and the schema itself if nothing
     else is left in it.
     """
+    from alembic import command
+
     config = alembic_config(dsn, schema)
     with _alembic_command():
         command.downgrade(config, revision)
@@ -224,6 +239,9 @@ def _alembic_command() -> Iterator[None]:
     Connection failures are already one-line errors (see :func:`pgjobs.db.connect`), raised by the
     engine's connection factory and passed through unchanged by SQLAlchemy.
     """
+    import sqlalchemy.exc
+    from alembic.util import CommandError
+
     try:
         with _ALEMBIC:
             yield

@@ -517,3 +517,13 @@ def test_an_unreachable_database_is_one_line_without_the_password() -> None:
     assert result.stderr.startswith("error: cannot connect to 127.0.0.1:1/app")
     assert result.stderr.count("\n") == 1
     assert "s3cret-pw" not in result.stderr
+
+
+def test_the_revision_files_form_the_linear_history_alembic_sees() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrations.alembic_config())
+    history = [rev.revision for rev in reversed(list(script.walk_revisions()))]
+    assert history == list(migrations._known_revisions())
+    assert migrations.head() == script.get_current_head() == history[-1]
+    assert [int(r) for r in history] == list(range(1, len(history) + 1))
