@@ -113,6 +113,17 @@ def pgjobs_worker(
     return Process(argv, log_dir, name, env)
 
 
+# A worker registers its own row first, then its jobs (with their tick watermarks) in one
+# transaction: it is ready when its row is there and every job it lists is.
+_REGISTERED = """
+SELECT count(*) FROM pgjobs.workers w
+WHERE w.id = ANY(%s) AND w.state = 'running'
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(w.jobs) AS mine(name)
+      WHERE NOT EXISTS (SELECT 1 FROM pgjobs.jobs j WHERE j.name = mine.name))
+"""
+
+
 def wait_registered(dsn: str, procs: Sequence[Process], timeout: float = 60.0) -> None:
     """Until every pgjobs worker in ``procs`` has registered itself and its jobs."""
     names = [p.name for p in procs]
@@ -120,14 +131,9 @@ def wait_registered(dsn: str, procs: Sequence[Process], timeout: float = 60.0) -
     def ready() -> bool:
         for p in procs:
             p.check_alive()
-        count = scalar(
-            dsn,
-            "SELECT count(*) FROM pgjobs.workers WHERE id = ANY(%s) AND state = 'running'",
-            [names],
-        )
-        return int(count) == len(names)
+        return int(scalar(dsn, _REGISTERED, [names])) == len(names)
 
-    wait_until(ready, timeout, f"workers {', '.join(names)} to register", interval=0.1)
+    wait_until(ready, timeout, f"workers {', '.join(names)} to register", interval=0.2)
 
 
 def register_jobs(dsn: str, log_dir: Path, app: str, env: dict[str, str] | None = None) -> None:
