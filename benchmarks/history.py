@@ -33,6 +33,19 @@ FROM unnest(%(names)s::text[]) WITH ORDINALITY AS j(name, ord)
 ON CONFLICT (name) DO NOTHING
 """
 
+# The benchmark's worker, registering the same jobs as a worker's code would.
+_REGISTER = """
+WITH me AS (
+    INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at)
+    VALUES (%(worker)s, 'bench', 0, 'bench', ARRAY['default'], 10, now() + interval '1 hour')
+    ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+    RETURNING id
+)
+INSERT INTO pgjobs.worker_jobs (worker_id, job, schedule, timezone)
+SELECT me.id, name, %(schedule)s, 'UTC' FROM me, unnest(%(names)s::text[]) AS name
+ON CONFLICT (worker_id, job) DO NOTHING
+"""
+
 _FINISHED = """
 INSERT INTO pgjobs.runs
     (job, trigger, scheduled_for, status, worker_id, created_at, started_at, finished_at,
@@ -61,6 +74,7 @@ def add_jobs(conn: psycopg.Connection[Any], names: list[str], schedule: str | No
     """Rows of ``pgjobs.jobs`` (overlap allowed) as a worker registering them would leave them;
     scheduled ones fire within the next hour, none is due."""
     conn.execute(_ADD_JOBS, {"names": names, "schedule": schedule})
+    conn.execute(_REGISTER, {"worker": WORKER, "names": names, "schedule": schedule})
 
 
 def add_finished_runs(conn: psycopg.Connection[Any], jobs: list[str], count: int) -> None:
@@ -112,17 +126,12 @@ def claim_params(query: str, jobs: list[str], limit: int = 10) -> dict[str, Any]
     return worker_params(query, values, others=[])
 
 
-def tick_params(query: str, jobs: list[tuple[str, str, str]]) -> dict[str, Any]:
-    """What the worker binds to ``lock_due_jobs``: its scheduled jobs (name, cron expression,
-    timezone) as its store passes them, and its tick batch."""
-    from pgjobs import store, worker
+def tick_params(query: str) -> dict[str, Any]:
+    """What the worker binds to ``lock_due_jobs``: its id (its scheduled jobs are registered
+    in ``worker_jobs`` by :func:`add_jobs`) and its tick batch."""
+    from pgjobs import worker
 
-    values: dict[str, Any] = {"jobs": [name for name, _, _ in jobs]}
-    scheduled = getattr(store, "ScheduledJobs", None)
-    if scheduled is not None:
-        values.update(scheduled.of(jobs).params())
-    values["limit"] = getattr(worker, "TICK_BATCH", 1000)
-    return worker_params(query, values)
+    return worker_params(query, {"worker": WORKER, "limit": worker.TICK_BATCH})
 
 
 @contextmanager

@@ -118,9 +118,11 @@ def pgjobs_worker(
 _REGISTERED = """
 SELECT count(*) FROM pgjobs.workers w
 WHERE w.id = ANY(%s) AND w.state = 'running'
+  AND EXISTS (SELECT 1 FROM pgjobs.worker_jobs wj WHERE wj.worker_id = w.id)
   AND NOT EXISTS (
-      SELECT 1 FROM unnest(w.jobs) AS mine(name)
-      WHERE NOT EXISTS (SELECT 1 FROM pgjobs.jobs j WHERE j.name = mine.name))
+      SELECT 1 FROM pgjobs.worker_jobs wj
+      WHERE wj.worker_id = w.id
+        AND NOT EXISTS (SELECT 1 FROM pgjobs.jobs j WHERE j.name = wj.job))
 """
 
 

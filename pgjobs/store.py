@@ -118,28 +118,13 @@ _OUTCOME_COLUMNS = {
 
 
 @dataclass(frozen=True)
-class ScheduledJobs:
-    """The scheduled jobs a worker's code has: each job's name, cron expression and timezone.
+class RegisteredJob:
+    """A job a worker's code registers, with the schedule (None: on demand only, or disabled)
+    and timezone it has for it. Claims and ticks consider only a worker's registered jobs."""
 
-    Ticking and the wake-up time consider only jobs whose stored schedule is this one, so
-    during a rolling deploy each schedule is ticked by the code that registered it.
-    """
-
-    names: tuple[str, ...] = ()
-    schedules: tuple[str, ...] = ()
-    timezones: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, jobs: Iterable[tuple[str, str, str]]) -> ScheduledJobs:
-        columns = list(zip(*jobs, strict=True)) or [(), (), ()]
-        return cls(*(tuple(c) for c in columns))
-
-    def params(self) -> dict[str, list[str]]:
-        return {
-            "scheduled_jobs": list(self.names),
-            "schedules": list(self.schedules),
-            "timezones": list(self.timezones),
-        }
+    name: str
+    schedule: str | None
+    timezone: str
 
 
 @dataclass(frozen=True)
@@ -202,9 +187,10 @@ class WorkerStore:
         version: str,
         queues: list[str],
         concurrency: int,
-        jobs: list[str],
+        jobs: Sequence[RegisteredJob],
         ttl: float,
     ) -> None:
+        """Upsert the worker's row, then its registered jobs (the worker's rows of others go)."""
         await self.conn.execute(
             self.q["register_worker"],
             {
@@ -214,8 +200,16 @@ class WorkerStore:
                 "version": version,
                 "queues": queues,
                 "concurrency": concurrency,
-                "jobs": jobs,
                 "ttl": ttl,
+            },
+        )
+        await self.conn.execute(
+            self.q["register_worker_jobs"],
+            {
+                "worker": self.worker_id,
+                "jobs": [j.name for j in jobs],
+                "schedules": [j.schedule for j in jobs],
+                "timezones": [j.timezone for j in jobs],
             },
         )
 
@@ -239,9 +233,9 @@ class WorkerStore:
                 self.q["upsert_job"], [dict(r, worker=self.worker_id) for r in rows]
             )
 
-    async def lock_due_jobs(self, scheduled: ScheduledJobs, limit: int) -> list[DueJob]:
+    async def lock_due_jobs(self, limit: int) -> list[DueJob]:
         cur = self.conn.cursor(row_factory=dict_row)
-        await cur.execute(self.q["lock_due_jobs"], {**scheduled.params(), "limit": limit})
+        await cur.execute(self.q["lock_due_jobs"], {"worker": self.worker_id, "limit": limit})
         return [DueJob(**row) for row in await cur.fetchall()]
 
     async def insert_ticks_advance_watermarks(
@@ -268,22 +262,18 @@ class WorkerStore:
         self,
         outcomes: Sequence[Outcome],
         *,
-        jobs: list[str],
         queues: list[str],
         limit: int,
         lease: float,
-        scheduled: ScheduledJobs | None = None,
     ) -> Batch:
         """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit."""
         data = [Jsonb(dict(o.data)) if o.data else None for o in outcomes]
         params = {
             "worker": self.worker_id,
-            "jobs": jobs,
             "queues": queues,
             "limit": limit,
             "lease": lease,
             "datas": data,
-            **(scheduled or ScheduledJobs()).params(),
             **{
                 column: [getattr(o, attr) for o in outcomes]
                 for column, attr in _OUTCOME_COLUMNS.items()
@@ -310,7 +300,7 @@ class WorkerStore:
 
     async def finish_run_if_running(self, outcome: Outcome) -> tuple[bool, int | None]:
         """Record one run's outcome; return (whether this worker still owned it, retry run id)."""
-        batch = await self.finish_and_claim_runs([outcome], jobs=[], queues=[], limit=0, lease=0)
+        batch = await self.finish_and_claim_runs([outcome], queues=[], limit=0, lease=0)
         return outcome.run_id in batch.finished, batch.retried.get(outcome.run_id)
 
     async def heartbeat(self, *, ttl: float, lease: float) -> Heartbeat:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Double,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -46,6 +47,7 @@ __all__ = [
     "runs",
     "views",
     "views_for",
+    "worker_jobs",
     "workers",
 ]
 
@@ -221,13 +223,27 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("version", Text, nullable=False),
         Column("queues", ARRAY(Text), nullable=False),
         Column("concurrency", Integer, nullable=False),
-        Column("jobs", ARRAY(Text), nullable=False, server_default=_empty_text_array()),
         Column("state", Text, nullable=False, server_default=text("'running'")),
         Column("started_at", _timestamp(), nullable=False, server_default=_now()),
         Column("heartbeat_at", _timestamp(), nullable=False, server_default=_now()),
         Column("expires_at", _timestamp(), nullable=False),
         Column("stopped_at", _timestamp()),
         _one_of("state", WORKER_STATES, "workers_state_check"),
+    )
+
+    Table(
+        "worker_jobs",
+        md,
+        Column(
+            "worker_id",
+            Text,
+            ForeignKey(f"{md.schema}.workers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        Column("job", Text, primary_key=True),
+        Column("schedule", Text),
+        Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
+        Index("worker_jobs_job_idx", "job"),
     )
     return md
 
@@ -312,6 +328,9 @@ run_locks = metadata.tables[f"{DEFAULT_SCHEMA}.run_locks"]
 
 workers = metadata.tables[f"{DEFAULT_SCHEMA}.workers"]
 """One row per live (or recently stopped) worker process."""
+
+worker_jobs = metadata.tables[f"{DEFAULT_SCHEMA}.worker_jobs"]
+"""The jobs each worker's code registers, with the schedule and timezone it has for each."""
 
 job_status = views.tables[f"{DEFAULT_SCHEMA}.job_status"]
 """Per job: schedule, next fire, last outcome, running now, 24 h counts and durations."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import socket
@@ -31,7 +32,7 @@ from pgjobs.errors import PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import JobDefinition, Registry
-from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, ScheduledJobs, WorkerStore
+from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
 from pgjobs.tick import plan_ticks
 
 log = logging.getLogger("pgjobs.worker")
@@ -44,10 +45,11 @@ class WorkerSettings:
     """How one worker runs. Every duration is in seconds.
 
     ``lease``: how long a claimed run stays ours without a heartbeat; a worker that dies loses
-    its runs to the reaper after at most ``lease`` + ``reap_interval``. Heartbeats come every
-    ``lease / 3``. ``poll_interval`` caps every sleep, so polling alone runs everything when
-    ``listen`` is off (PgBouncer in transaction mode). ``misfire_grace``: a tick older than this
-    when it is materialised counts as missed and follows the job's misfire policy.
+    its runs to the reaper after at most ``lease`` + ``reap_interval`` (default: ``lease``).
+    Heartbeats come every ``lease / 3``. ``poll_interval`` caps every sleep, so polling alone
+    runs everything when ``listen`` is off (PgBouncer in transaction mode). ``misfire_grace``:
+    a tick older than this when it is materialised counts as missed and follows the job's
+    misfire policy.
     """
 
     dsn: str = ""
@@ -70,7 +72,7 @@ class WorkerSettings:
 
     @property
     def reap_every(self) -> float:
-        return self.reap_interval if self.reap_interval is not None else self.lease / 2
+        return self.reap_interval if self.reap_interval is not None else self.lease
 
 
 @dataclass
@@ -84,6 +86,7 @@ class _Running:
 @dataclass
 class _Timers:
     next_tick: float = 0.0
+    next_claim: float = 0.0
     next_heartbeat: float = 0.0
     next_reap: float = 0.0
     failures: int = 0
@@ -105,11 +108,10 @@ class Worker:
         )
         self.queries = Queries(settings.schema)
         self.job_names = registry.names()
-        self.scheduled = ScheduledJobs.of(
-            (d.name, d.schedule, d.timezone)
+        self.registered = [
+            RegisteredJob(d.name, d.schedule if d.enabled else None, d.timezone)
             for d in registry.definitions.values()
-            if d.schedule is not None and d.enabled
-        )
+        ]
         self.queues = list(settings.queues)
         self.store: WorkerStore | None = None
         self.async_pool: AsyncConnectionPool | None = None
@@ -145,6 +147,7 @@ class Worker:
     async def run(self) -> None:
         """Run until :meth:`request_stop`; then finish or hand back running runs and return."""
         await self._open()
+        woken = True
         try:
             while True:
                 self._wake.clear()
@@ -152,11 +155,12 @@ class Worker:
                     await self._connect_if_needed()
                     if self._stopping and await self._drain_for_shutdown():
                         break
-                    timeout = await self._iterate()
+                    timeout = await self._iterate(woken)
                     self._timers.failures = 0
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     timeout = await self._on_connection_lost(exc)
-                await self._sleep(timeout)
+                    self._timers.next_claim = 0.0
+                woken = await self._sleep(timeout)
         finally:
             await self._close()
 
@@ -179,7 +183,7 @@ class Worker:
             version=__version__,
             queues=self.queues,
             concurrency=self.settings.concurrency,
-            jobs=self.job_names,
+            jobs=self.registered,
             ttl=self._worker_ttl,
         )
         self.metrics.worker_info(
@@ -265,36 +269,41 @@ class Worker:
 
     # -- one iteration ---------------------------------------------------------------------
 
-    async def _iterate(self) -> float:
-        """Do what is due; return how long to sleep at most before the next iteration."""
+    async def _iterate(self, woken: bool) -> float:
+        """Do what is due; return how long to sleep at most before the next iteration.
+
+        ``woken``: a NOTIFY arrived, a run finished or a stop was asked for. Only then, or when
+        the poll interval or a known due time has come, does the worker look at the queue; a
+        wake-up for a heartbeat or a reap alone costs no claim statement.
+        """
         assert self.store is not None
         now = time.monotonic()
-        if self.settings.scheduler and not self._stopping and now >= self._timers.next_tick:
+        timers = self._timers
+        if self.settings.scheduler and not self._stopping and now >= timers.next_tick:
             await self._tick()
-        if now >= self._timers.next_heartbeat:
+            timers.next_claim = 0.0  # the tick's runs are claimable now
+        if now >= timers.next_heartbeat:
             await self._heartbeat()
-            self._timers.next_heartbeat = now + self.settings.heartbeat_interval
-        if now >= self._timers.next_reap:
+            timers.next_heartbeat = now + self.settings.heartbeat_interval
+        if now >= timers.next_reap:
             await self._reap()
-            self._timers.next_reap = now + self.settings.reap_every
-        free = 0 if self._stopping else self.settings.concurrency - len(self._running)
-        batch = await self._finish_and_claim(free)
-        timeout = min(
-            self.settings.poll_interval,
-            self._timers.next_heartbeat - now,
-            self._timers.next_reap - now,
-        )
+            timers.next_reap = now + self.settings.reap_every
+        if woken or self._outcomes or now >= timers.next_claim:
+            free = 0 if self._stopping else self.settings.concurrency - len(self._running)
+            batch = await self._finish_and_claim(free)
+            # Tick again when the next tick is due by the database clock. Schedule changes and
+            # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval too.
+            due_in = math.inf if batch.wakeup_in is None else max(0.0, batch.wakeup_in) + 0.001
+            if not self.settings.listen:
+                due_in = min(due_in, self.settings.poll_interval)
+            timers.next_tick = now + due_in
+            timers.next_claim = now + min(due_in, self.settings.poll_interval)
+            if free and len(batch.started) == free:
+                timers.next_claim = now  # the queue may hold more: look again at once
         if self._stopping:
-            return min(timeout, 0.1)
-        if free and len(batch.started) == free:
-            return 0.0  # the queue may hold more: look again once a slot frees up
-        # Tick again when the next tick is due by the database clock. Schedule changes and
-        # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval as well.
-        due_in = float("inf") if batch.wakeup_in is None else max(0.0, batch.wakeup_in) + 0.001
-        if not self.settings.listen:
-            due_in = min(due_in, self.settings.poll_interval)
-        self._timers.next_tick = now + due_in
-        return min(timeout, due_in)
+            return 0.1
+        due = min(timers.next_claim, timers.next_tick, timers.next_heartbeat, timers.next_reap)
+        return max(0.0, due - now)
 
     async def _tick(self) -> None:
         """Materialise every due tick of our jobs: lock, insert runs, advance watermarks."""
@@ -302,7 +311,7 @@ class Worker:
         store = self.store
         while True:
             async with store.conn.transaction():
-                due = await store.lock_due_jobs(self.scheduled, TICK_BATCH)
+                due = await store.lock_due_jobs(TICK_BATCH)
                 if not due:
                     return
                 ticks: list[tuple[str, datetime]] = []
@@ -337,11 +346,9 @@ class Worker:
         try:
             batch = await self.store.finish_and_claim_runs(
                 outcomes,
-                jobs=self.job_names,
                 queues=self.queues,
                 limit=free,
                 lease=self.settings.lease,
-                scheduled=self.scheduled,
             )
         except BaseException:
             self._outcomes[:0] = outcomes  # write them with the next statement
@@ -439,11 +446,14 @@ class Worker:
 
     # -- sleeping and waking ---------------------------------------------------------------
 
-    async def _sleep(self, timeout: float) -> None:
-        if timeout <= 0 or self._wake.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+    async def _sleep(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True if something woke us before that."""
+        if self._wake.is_set():
+            return True
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        return self._wake.is_set()
 
     async def _listen(self) -> None:
         """Turn NOTIFYs on the pgjobs channel into wake-ups; reconnect when the link drops."""

@@ -76,18 +76,21 @@ def add_job(conn: psycopg.Connection[Any], name: str, **columns: Any) -> None:
 def add_worker(
     conn: psycopg.Connection[Any], worker_id: str, jobs: list[str], *, live: bool = True
 ) -> None:
-    """A worker row that is live (heartbeat now) or dead."""
+    """A worker row that is live (heartbeat now) or dead, registering ``jobs``."""
     conn.execute(
-        "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, jobs, state,"
-        " heartbeat_at, expires_at) VALUES (%s, 'host-a', 4242, '0.1.0', '{default}', 4, %s,"
+        "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, state,"
+        " heartbeat_at, expires_at) VALUES (%s, 'host-a', 4242, '0.1.0', '{default}', 4,"
         " %s, now() - %s::interval, now() + %s::interval)",
         [
             worker_id,
-            jobs,
             "running" if live else "dead",
             "0s" if live else "1h",
             "30s" if live else "-59m",
         ],
+    )
+    conn.execute(
+        "INSERT INTO pgjobs.worker_jobs (worker_id, job) SELECT %s, unnest(%s::text[])",
+        [worker_id, jobs],
     )
 
 

@@ -83,6 +83,7 @@ def test_upgrade_on_an_empty_database_creates_the_tables_and_views_of_the_spec(
         "runs": "r",
         "run_locks": "r",
         "workers": "r",
+        "worker_jobs": "r",
         "job_status": "v",
         "run_history": "v",
     }

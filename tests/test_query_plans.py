@@ -28,11 +28,6 @@ SCHEDULE = "0 * * * * *"
 PLANS = (("custom plan", False), ("generic plan", True))
 # The indexes claiming may read on runs: the queue's own partial indexes and the primary key.
 QUEUE_INDEXES = {"runs_claim_idx", "runs_worker_idx", "runs_lease_idx", "runs_pkey"}
-# Plans known to read the history, reported and awaiting a fix in the worker's statement: with
-# thousands of jobs the generic plan estimates `job = ANY($jobs)` as a handful of rows and
-# ANDs a bitmap of runs_job_id_idx (every run, finished ones included, of those jobs) with
-# runs_claim_idx. PostgreSQL keeps the custom plan when it costs less, but may switch.
-KNOWN_HISTORY_READS = {(10_000, "generic plan")}
 
 Loaded = tuple[psycopg.Connection[Any], list[str]]
 
@@ -91,15 +86,13 @@ def test_claiming_reads_the_queued_index_not_the_history(queue_history: Loaded) 
         claim_scans = [n for n in _nodes(plan) if n[1] == "runs" and n[2] == "runs_claim_idx"]
         assert claim_scans, f"{name} ({mode}) does not use runs_claim_idx:\n{shown}"
         reads = _history_reads(plan)
-        if reads and (len(jobs), mode) in KNOWN_HISTORY_READS:
-            pytest.xfail(f"known: {name} ({mode}, {len(jobs)} jobs) reads {reads}")
         assert not reads, f"{name} ({mode}) reads the history ({reads}):\n{shown}"
 
 
 def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded) -> None:
-    conn, scheduled = scheduled_history
+    conn, _ = scheduled_history
     query = history.queries()["lock_due_jobs"]
-    params = history.tick_params(query, [(name, SCHEDULE, "UTC") for name in scheduled])
+    params = history.tick_params(query)
     for mode, generic in PLANS:
         plan = history.explain(conn, query, params, generic=generic)
         shown = json.dumps(plan, indent=1)

@@ -435,9 +435,12 @@ class _worker:
 # running run holding its job's lock on a live worker, a tick skipped because of it, a queued
 # run, an overdue job and a job that no live worker registers.
 _SCENARIO = """
-INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, jobs, expires_at)
+INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at)
 VALUES ('web-1-4242-abc123', 'web-1', 4242, '0.1.0', ARRAY['default'], 10,
-        ARRAY['my-extension-cleanup', 'my-extension-report'], now() + interval '1 hour');
+        now() + interval '1 hour');
+INSERT INTO pgjobs.worker_jobs (worker_id, job)
+VALUES ('web-1-4242-abc123', 'my-extension-cleanup'),
+       ('web-1-4242-abc123', 'my-extension-report');
 INSERT INTO pgjobs.jobs (name, extension, schedule, next_fire_at)
 VALUES ('my-extension-cleanup', 'my-extension', '0 30 2 * * *', now() - interval '10 minutes'),
        ('my-extension-report', 'my-extension', '0 */15 * * * *', now() + interval '5 minutes'),

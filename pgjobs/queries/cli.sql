@@ -157,7 +157,10 @@ RETURNING id, job, attempt;
 
 -- name: list_workers
 -- Workers with their liveness and how many runs each is executing now.
-SELECT w.id, w.host, w.pid, w.version, w.queues, w.concurrency, w.jobs, w.state, w.started_at,
+SELECT w.id, w.host, w.pid, w.version, w.queues, w.concurrency,
+       ARRAY(SELECT wj.job FROM {schema}.worker_jobs wj WHERE wj.worker_id = w.id ORDER BY wj.job)
+           AS jobs,
+       w.state, w.started_at,
        w.heartbeat_at, w.expires_at, w.stopped_at,
        (w.state IN ('running', 'stopping') AND w.expires_at > now()) AS live,
        (SELECT count(*) FROM {schema}.runs r
