@@ -318,6 +318,26 @@ class WorkerStore:
         assert row is not None
         return Reaped(*row)
 
+    async def refresh_statistics_if_stale(self) -> bool:
+        """ANALYZE runs when its statistics are missing or far behind; True if it did.
+
+        Autovacuum normally keeps them fresh; this covers servers where it is off or lagging,
+        which would otherwise see every claim sort the whole queue.
+        """
+        table = f"{self.q.schema}.runs"
+        cur = await self.conn.execute(self.q["runs_statistics_stale"], {"table": table})
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return False
+        async with self.conn.transaction():
+            got = await (
+                await self.conn.execute(self.q["analyze_runs_once"], {"table": table})
+            ).fetchone()
+            if not got or not got[0]:
+                return False
+            await self.conn.execute(self.q["analyze_runs"])
+        return True
+
     async def hand_back_runs(self, ids: list[int], message: str) -> int:
         row = await (
             await self.conn.execute(

@@ -202,6 +202,11 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Index("runs_worker_idx", "worker_id", postgresql_where=text("status = 'running'")),
         Index("runs_job_id_idx", "job", "id"),
         Index("runs_created_at_idx", "created_at"),
+        Index(
+            "runs_delayed_idx",
+            "scheduled_for",
+            postgresql_where=text("status = 'queued' AND scheduled_for > created_at"),
+        ),
     )
 
     Table(

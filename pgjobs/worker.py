@@ -376,6 +376,8 @@ class Worker:
 
     async def _reap(self) -> None:
         assert self.store is not None
+        if await self.store.refresh_statistics_if_stale():
+            log.info("refreshed the planner statistics of %s.runs", self.settings.schema)
         reaped = await self.store.reap_expired_leases()
         self.metrics.reaped(reaped.reaped)
         self.metrics.retried(reaped.retried)

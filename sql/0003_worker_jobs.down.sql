@@ -48,3 +48,5 @@ LEFT JOIN LATERAL (
 ) stats ON true;
 
 DROP TABLE {schema}.worker_jobs;
+
+DROP INDEX {schema}.runs_delayed_idx;

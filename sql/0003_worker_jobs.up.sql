@@ -15,6 +15,12 @@ CREATE TABLE {schema}.worker_jobs (
 
 CREATE INDEX worker_jobs_job_idx ON {schema}.worker_jobs (job);
 
+-- When the next delayed run (a retry in backoff, a run_at in the future) is due: the first entry
+-- after now(), without reading the queue. Only runs created to wait are in it, so it stays small
+-- and claiming (which reads runs_claim_idx in order) has no use for it.
+CREATE INDEX runs_delayed_idx ON {schema}.runs (scheduled_for)
+    WHERE status = 'queued' AND scheduled_for > created_at;
+
 INSERT INTO {schema}.worker_jobs (worker_id, job)
 SELECT w.id, name FROM {schema}.workers w, unnest(w.jobs) AS name;
 

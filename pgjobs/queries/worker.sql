@@ -1,5 +1,9 @@
 -- Named queries of the worker loop. `{schema}` is the quoted pgjobs schema; parameters are bound.
 -- Every state change of a run is guarded by the state and owner it expects.
+--
+-- `EXISTS (SELECT 1 FROM worker_jobs ... OFFSET 0)`: the OFFSET keeps PostgreSQL from turning
+-- the check into a join, so it stays a primary-key probe per candidate row and claims and ticks
+-- walk their indexes in order, whatever the statistics say (or whether there are any).
 
 -- name: register_worker
 INSERT INTO {schema}.workers AS w
@@ -66,7 +70,7 @@ FROM {schema}.jobs j
 WHERE j.next_fire_at <= now() AND j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
   AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
               WHERE wj.worker_id = %(worker)s AND wj.job = j.name
-                AND wj.schedule = j.schedule AND wj.timezone = j.timezone)
+                AND wj.schedule = j.schedule AND wj.timezone = j.timezone OFFSET 0)
 ORDER BY j.next_fire_at
 LIMIT %(limit)s
 FOR UPDATE OF j SKIP LOCKED;
@@ -135,7 +139,7 @@ WITH outcome AS (
     WHERE r.status = 'queued' AND r.scheduled_for <= now()
       AND r.queue = ANY (%(queues)s)
       AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
-                  WHERE wj.worker_id = %(worker)s AND wj.job = r.job)
+                  WHERE wj.worker_id = %(worker)s AND wj.job = r.job OFFSET 0)
     ORDER BY r.priority, r.scheduled_for, r.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -184,13 +188,16 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
             WHERE j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
               AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
                           WHERE wj.worker_id = %(worker)s AND wj.job = j.name
-                            AND wj.schedule = j.schedule AND wj.timezone = j.timezone)
+                            AND wj.schedule = j.schedule AND wj.timezone = j.timezone OFFSET 0)
             ORDER BY j.next_fire_at
             LIMIT 1),
-           (SELECT min(r.scheduled_for) FROM {schema}.runs r
-            WHERE r.status = 'queued' AND r.scheduled_for > now() AND r.queue = ANY (%(queues)s)
+           (SELECT r.scheduled_for FROM {schema}.runs r
+            WHERE r.status = 'queued' AND r.scheduled_for > r.created_at
+              AND r.scheduled_for > now() AND r.queue = ANY (%(queues)s)
               AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
-                          WHERE wj.worker_id = %(worker)s AND wj.job = r.job))
+                          WHERE wj.worker_id = %(worker)s AND wj.job = r.job OFFSET 0)
+            ORDER BY r.scheduled_for
+            LIMIT 1)
        ) - clock_timestamp())::double precision;
 
 -- name: heartbeat
@@ -274,3 +281,18 @@ WHERE id = %(worker)s;
 
 -- name: notify
 SELECT pg_notify(%(channel)s, %(message)s);
+
+-- name: runs_statistics_stale
+-- Whether the planner's statistics of runs are missing or far behind (autovacuum off or lagging):
+-- with none it takes a queue of thousands for a handful of rows and sorts it on every claim.
+SELECT c.reltuples < 0 OR s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2)
+FROM pg_class c
+JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = %(table)s::regclass;
+
+-- name: analyze_runs_once
+-- One worker at a time refreshes the statistics; the others carry on.
+SELECT pg_try_advisory_xact_lock(hashtext(%(table)s));
+
+-- name: analyze_runs
+ANALYZE {schema}.runs;

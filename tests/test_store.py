@@ -1,0 +1,34 @@
+"""The store's housekeeping statements, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from pgjobs.store import Queries, WorkerStore
+
+
+def refresh(dsn: str) -> bool:
+    async def go() -> bool:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await WorkerStore(conn, Queries(), "w").refresh_statistics_if_stale()
+
+    return asyncio.run(go())
+
+
+def test_statistics_of_runs_are_refreshed_when_missing_and_then_left_alone(
+    conn: psycopg.Connection[tuple[object, ...]], dsn: str
+) -> None:
+    conn.execute(
+        "INSERT INTO pgjobs.runs (job, trigger) SELECT 'j', 'enqueue' FROM generate_series(1, 5000)"
+    )
+    assert conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = 'pgjobs.runs'::regclass"
+    ).fetchone() == (-1,)
+
+    assert refresh(dsn) is True
+    assert conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = 'pgjobs.runs'::regclass"
+    ).fetchone() == (5000,)
+    assert refresh(dsn) is False
