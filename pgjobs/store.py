@@ -165,6 +165,7 @@ class Reaped:
     reaped: int
     retried: int
     dead_workers: int
+    statistics_stale: bool
 
 
 class WorkerStore:
@@ -318,21 +319,17 @@ class WorkerStore:
         assert row is not None
         return Reaped(*row)
 
-    async def refresh_statistics_if_stale(self) -> bool:
-        """ANALYZE runs when its statistics are missing or far behind; True if it did.
+    async def analyze_runs(self) -> bool:
+        """ANALYZE runs, unless another worker is doing it; True if this one did.
 
-        Autovacuum normally keeps them fresh; this covers servers where it is off or lagging,
-        which would otherwise see every claim sort the whole queue.
+        Called when a reap found the statistics missing or far behind: autovacuum normally keeps
+        them fresh; this covers servers where it is off or lagging, which would otherwise see
+        every claim sort the whole queue.
         """
         table = f"{self.q.schema}.runs"
-        cur = await self.conn.execute(self.q["runs_statistics_stale"], {"table": table})
-        row = await cur.fetchone()
-        if not row or not row[0]:
-            return False
         async with self.conn.transaction():
-            got = await (
-                await self.conn.execute(self.q["analyze_runs_once"], {"table": table})
-            ).fetchone()
+            cur = await self.conn.execute(self.q["analyze_runs_once"], {"table": table})
+            got = await cur.fetchone()
             if not got or not got[0]:
                 return False
             await self.conn.execute(self.q["analyze_runs"])

@@ -376,9 +376,9 @@ class Worker:
 
     async def _reap(self) -> None:
         assert self.store is not None
-        if await self.store.refresh_statistics_if_stale():
-            log.info("refreshed the planner statistics of %s.runs", self.settings.schema)
         reaped = await self.store.reap_expired_leases()
+        if reaped.statistics_stale and await self.store.analyze_runs():
+            log.info("refreshed the planner statistics of %s.runs", self.settings.schema)
         self.metrics.reaped(reaped.reaped)
         self.metrics.retried(reaped.retried)
         if reaped.reaped or reaped.dead_workers:

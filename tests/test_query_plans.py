@@ -27,7 +27,13 @@ SCHEDULED = 5_000
 SCHEDULE = "0 * * * * *"
 PLANS = (("custom plan", False), ("generic plan", True))
 # The indexes claiming may read on runs: the queue's own partial indexes and the primary key.
-QUEUE_INDEXES = {"runs_claim_idx", "runs_delayed_idx", "runs_worker_idx", "runs_lease_idx", "runs_pkey"}
+QUEUE_INDEXES = {
+    "runs_claim_idx",
+    "runs_delayed_idx",
+    "runs_worker_idx",
+    "runs_lease_idx",
+    "runs_pkey",
+}
 
 Loaded = tuple[psycopg.Connection[Any], list[str]]
 

@@ -10,9 +10,13 @@ from pgjobs.store import Queries, WorkerStore
 
 
 def refresh(dsn: str) -> bool:
+    """A reap pass, and the ANALYZE it asks for; whether it asked."""
+
     async def go() -> bool:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            return await WorkerStore(conn, Queries(), "w").refresh_statistics_if_stale()
+            store = WorkerStore(conn, Queries(), "w")
+            stale = (await store.reap_expired_leases()).statistics_stale
+            return stale and await store.analyze_runs()
 
     return asyncio.run(go())
 

@@ -259,7 +259,14 @@ WITH expired AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM retried) AS retried,
-       (SELECT count(*) FROM dead) AS dead_workers;
+       (SELECT count(*) FROM dead) AS dead_workers,
+       -- Whether the planner's statistics of runs are missing or far behind (autovacuum off or
+       -- lagging): with none it takes a queue of thousands for a handful of rows and sorts it
+       -- on every claim.
+       (SELECT c.reltuples < 0 OR s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2)
+        FROM pg_class c
+        JOIN pg_stat_user_tables s ON s.relid = c.oid
+        WHERE c.oid = '{schema}.runs'::regclass) AS statistics_stale;
 
 -- name: hand_back_runs
 -- At shutdown, runs this worker could not finish go back to the queue for another worker.
@@ -281,14 +288,6 @@ WHERE id = %(worker)s;
 
 -- name: notify
 SELECT pg_notify(%(channel)s, %(message)s);
-
--- name: runs_statistics_stale
--- Whether the planner's statistics of runs are missing or far behind (autovacuum off or lagging):
--- with none it takes a queue of thousands for a handful of rows and sorts it on every claim.
-SELECT c.reltuples < 0 OR s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2)
-FROM pg_class c
-JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = %(table)s::regclass;
 
 -- name: analyze_runs_once
 -- One worker at a time refreshes the statistics; the others carry on.
