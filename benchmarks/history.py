@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from pgjobs.store import Queries
 
@@ -121,8 +122,15 @@ def worker_params(
 
 def claim_params(query: str, jobs: list[str], limit: int = 10) -> dict[str, Any]:
     """What a worker with nothing to finish binds to its claim statement: its id, its jobs and
-    queues, its free slots and its lease; every array of outcomes to record is empty."""
-    values = {"worker": WORKER, "jobs": jobs, "queues": ["default"], "limit": limit, "lease": LEASE}
+    queues, its free slots and its lease; it has no outcome to record."""
+    values = {
+        "worker": WORKER,
+        "jobs": jobs,
+        "queues": ["default"],
+        "limit": limit,
+        "lease": LEASE,
+        "outcomes": Jsonb([]),
+    }
     return worker_params(query, values, others=[])
 
 

@@ -98,8 +98,11 @@ class RunExecution:
         started = time.perf_counter()
         timeout = self.definition.timeout
         try:
-            result = await asyncio.wait_for(self._call(), timeout)
-        except TimeoutError:
+            call = self._call()
+            result = await (call if timeout is None else asyncio.wait_for(call, timeout))
+        except TimeoutError as exc:
+            if timeout is None:  # raised by the job itself: an ordinary failure
+                return self._failed(exc, started)
             self.signal.set("timed out")
             return self._outcome(
                 "timed_out",
@@ -113,15 +116,18 @@ class RunExecution:
                 return self._outcome("cancelled", started, message=self.signal.reason)
             raise
         except Exception as exc:
-            return self._outcome(
-                "failed",
-                started,
-                message=f"{type(exc).__name__}: {exc}",
-                error_type=type(exc).__qualname__,
-                error_message=str(exc),
-                error_traceback="".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:],
-            )
+            return self._failed(exc, started)
         return self._from_result(result, started)
+
+    def _failed(self, exc: BaseException, started: float) -> Outcome:
+        return self._outcome(
+            "failed",
+            started,
+            message=f"{type(exc).__name__}: {exc}",
+            error_type=type(exc).__qualname__,
+            error_message=str(exc),
+            error_traceback="".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:],
+        )
 
     async def _call(self) -> Any:
         job = self.definition.job
@@ -144,7 +150,7 @@ class RunExecution:
             )
         data = dict(result.data)
         try:
-            json.dumps(data)
+            json.dumps(data, allow_nan=False)  # jsonb takes neither NaN nor Infinity
         except (TypeError, ValueError) as exc:
             return self._outcome(
                 "failed",

@@ -8,6 +8,7 @@ bound parameters. The CLI and the enqueue API use :class:`Queries` directly; the
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,20 +102,22 @@ class Outcome:
     logs: str | None = None
 
 
-# finish_and_claim_runs' outcome arrays and the Outcome attribute each is built from.
-_OUTCOME_COLUMNS = {
-    "ids": "run_id",
-    "statuses": "status",
-    "durations": "duration",
-    "messages": "message",
-    "processed": "processed",
-    "failed": "failed",
-    "error_types": "error_type",
-    "error_messages": "error_message",
-    "error_tracebacks": "error_traceback",
-    "retry_delays": "retry_delay",
-    "logs": "logs",
-}
+# The fields of an Outcome that finish_and_claim_runs reads from its JSON document.
+_OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
+
+
+def _outcome_document(outcomes: Sequence[Outcome]) -> Jsonb:
+    """The outcomes as one JSON array for ``jsonb_to_recordset``: a single parameter that
+    json.dumps writes at C speed, instead of an array per field dumped element by element."""
+    rows = []
+    for outcome in outcomes:
+        row = {}
+        for name in _OUTCOME_FIELDS:
+            value = getattr(outcome, name)
+            if value is not None:
+                row[name] = dict(value) if name == "data" else value
+        rows.append(row)
+    return Jsonb(rows)
 
 
 @dataclass(frozen=True)
@@ -268,17 +271,12 @@ class WorkerStore:
         lease: float,
     ) -> Batch:
         """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit."""
-        data = [Jsonb(dict(o.data)) if o.data else None for o in outcomes]
         params = {
             "worker": self.worker_id,
             "queues": queues,
             "limit": limit,
             "lease": lease,
-            "datas": data,
-            **{
-                column: [getattr(o, attr) for o in outcomes]
-                for column, attr in _OUTCOME_COLUMNS.items()
-            },
+            "outcomes": _outcome_document(outcomes),
         }
         cur = self.conn.cursor(row_factory=dict_row)
         await cur.execute(self.q["finish_and_claim_runs"], params)

@@ -103,14 +103,12 @@ SELECT (SELECT count(*) FROM ticks) AS inserted, (SELECT count(*) FROM advanced)
 -- enqueued, retries, backfilled ticks) waits in the queue for the lock. The last row says how
 -- many seconds remain until the next delayed run or tick of these jobs.
 WITH outcome AS (
-    SELECT *
-    FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(durations)s::double precision[],
-                %(messages)s::text[], %(datas)s::jsonb[], %(processed)s::integer[],
-                %(failed)s::integer[], %(error_types)s::text[], %(error_messages)s::text[],
-                %(error_tracebacks)s::text[], %(retry_delays)s::double precision[],
-                %(logs)s::text[])
-         AS o(id, status, duration, message, data, processed, failed, error_type, error_message,
-              error_traceback, retry_delay, logs)
+    -- One JSON document for the whole batch: a field a run has no value for is left out.
+    SELECT o.run_id AS id, o.*
+    FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+         AS o(run_id bigint, status text, duration double precision, message text, data jsonb,
+              processed integer, failed integer, error_type text, error_message text,
+              error_traceback text, retry_delay double precision, logs text)
 ), done AS (
     UPDATE {schema}.runs r
     SET status = o.status, finished_at = clock_timestamp(), duration_seconds = o.duration,
