@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
 from pgjobs import migrations
+from pgjobs.cli.options import database_options
 from pgjobs.db import resolve_schema
-
-
-def _database_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
-        "--schema",
-        envvar="PGJOBS_SCHEMA",
-        default="pgjobs",
-        show_default=True,
-        help="Schema that holds the pgjobs tables.",
-    )(command)
-    return click.option(
-        "--dsn",
-        envvar="PGJOBS_DSN",
-        default="",
-        help="libpq connection string or URL (default: $PGJOBS_DSN, else libpq's PG* variables).",
-    )(command)
 
 
 @click.group()
@@ -33,7 +15,7 @@ def db() -> None:
 
 
 @db.command()
-@_database_options
+@database_options
 @click.option(
     "--revision", default="head", show_default=True, help="Revision to migrate the schema to."
 )
@@ -56,7 +38,7 @@ def upgrade(dsn: str, schema: str, revision: str, as_sql: bool) -> None:
 
 
 @db.command()
-@_database_options
+@database_options
 @click.argument("revision")
 def downgrade(dsn: str, schema: str, revision: str) -> None:
     """Migrate the pgjobs schema down to REVISION; "base" removes every pgjobs object."""
@@ -71,7 +53,7 @@ def downgrade(dsn: str, schema: str, revision: str) -> None:
 
 
 @db.command()
-@_database_options
+@database_options
 def current(dsn: str, schema: str) -> None:
     """Print the revision of the pgjobs schema in the database."""
     name = resolve_schema(schema)
