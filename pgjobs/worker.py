@@ -177,6 +177,9 @@ class Worker:
         await self.async_pool.open(wait=False)
         await self._connect_if_needed()
         assert self.store is not None
+        # Jobs first: once a worker's row says it is running, the jobs it runs exist, and an
+        # application may enqueue them.
+        await self._sync_jobs()
         await self.store.register_worker(
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -194,7 +197,6 @@ class Worker:
             queues=self.queues,
             concurrency=self.settings.concurrency,
         )
-        await self._sync_jobs()
         if self.settings.listen:
             self._listener = asyncio.create_task(self._listen(), name="pgjobs-listen")
         log.info(
