@@ -56,15 +56,7 @@ def wait_status(dsn: str, run_id: int, statuses: set[str], timeout: float) -> di
 
 
 def test_a_tick_runs_once_with_eight_workers(dsn: str, workers: Workers) -> None:
-    procs = [workers.start(["t-tick"]) for _ in range(8)]
-    workers.wait_registered(*procs)
-    wait_until(
-        lambda: scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded'") >= 62,
-        120,
-        "62 ticks to run",
-    )
-    for p in procs:
-        assert p.stop() == 0, p.log()
+    workers.run_until_succeeded(["t-tick"], replicas=8, succeeded=62, timeout=120)
 
     ticks = rows(
         dsn,
@@ -82,15 +74,7 @@ def test_a_tick_runs_once_with_eight_workers(dsn: str, workers: Workers) -> None
 
 
 def test_a_skip_job_never_overlaps_and_records_skipped_ticks(dsn: str, workers: Workers) -> None:
-    procs = [workers.start(["t-slow-skip"]) for _ in range(4)]
-    workers.wait_registered(*procs)
-    wait_until(
-        lambda: scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded'") >= 3,
-        30,
-        "three slow runs to finish",
-    )
-    for p in procs:
-        assert p.stop() == 0, p.log()
+    workers.run_until_succeeded(["t-slow-skip"], replicas=4, succeeded=3, timeout=30)
 
     ran = rows(
         dsn,

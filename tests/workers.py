@@ -124,6 +124,24 @@ class Workers:
 
         wait_until(ready, timeout, f"workers {ids} to register")
 
+    def run_until_succeeded(
+        self, jobs: list[str], *, replicas: int, succeeded: int, timeout: float
+    ) -> None:
+        """Start ``replicas`` workers, wait for ``succeeded`` succeeded runs, then stop each one
+        with SIGTERM and check it exited 0."""
+        procs = [self.start(jobs) for _ in range(replicas)]
+        self.wait_registered(*procs)
+        wait_until(
+            lambda: (
+                scalar(self.dsn, "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded'")
+                >= succeeded
+            ),
+            timeout,
+            f"{succeeded} runs to succeed",
+        )
+        for p in procs:
+            assert p.stop() == 0, p.log()
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.id} ---\n{p.log()}" for p in self.started)
 
