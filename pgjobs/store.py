@@ -155,10 +155,12 @@ class DueJob:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """What a heartbeat learned: the runs this worker still owns and which to cancel."""
+    """What a heartbeat learned: the runs this worker still owns, which to cancel, and how
+    many jobs it has registered (none after a reaper took it for dead)."""
 
     owned: frozenset[int]
     cancel_requested: frozenset[int]
+    registered_jobs: int
 
 
 @dataclass(frozen=True)
@@ -308,8 +310,9 @@ class WorkerStore:
         )
         rows = await cur.fetchall()
         return Heartbeat(
-            owned=frozenset(r[0] for r in rows),
+            owned=frozenset(r[0] for r in rows if r[0] is not None),
             cancel_requested=frozenset(r[0] for r in rows if r[1]),
+            registered_jobs=int(rows[0][2]),
         )
 
     async def reap_expired_leases(self) -> Reaped:
@@ -342,10 +345,9 @@ class WorkerStore:
         await self.notify("run")
         return int(row[0]) if row else 0
 
-    async def set_worker_state(self, state: str) -> None:
-        await self.conn.execute(
-            self.q["set_worker_state"], {"worker": self.worker_id, "state": state}
-        )
+    async def deregister_worker(self) -> None:
+        """Mark this worker stopped and remove its registered jobs."""
+        await self.conn.execute(self.q["deregister_worker"], {"worker": self.worker_id})
 
     async def notify(self, message: str) -> None:
         await self.conn.execute(self.q["notify"], {"channel": self.q.channel, "message": message})

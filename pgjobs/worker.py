@@ -180,15 +180,7 @@ class Worker:
         # Jobs first: once a worker's row says it is running, the jobs it runs exist, and an
         # application may enqueue them.
         await self._sync_jobs()
-        await self.store.register_worker(
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            version=__version__,
-            queues=self.queues,
-            concurrency=self.settings.concurrency,
-            jobs=self.registered,
-            ttl=self._worker_ttl,
-        )
+        await self._register()
         self.metrics.worker_info(
             worker_id=self.id,
             host=socket.gethostname(),
@@ -207,12 +199,25 @@ class Worker:
             self.settings.concurrency,
         )
 
+    async def _register(self) -> None:
+        """The worker's row and its registered jobs, which its claims and ticks read."""
+        assert self.store is not None
+        await self.store.register_worker(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            queues=self.queues,
+            concurrency=self.settings.concurrency,
+            jobs=self.registered,
+            ttl=self._worker_ttl,
+        )
+
     async def _close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
         if self.store is not None:
             try:
-                await self.store.set_worker_state("stopped")
+                await self.store.deregister_worker()
             except psycopg.Error as exc:
                 log.warning("could not mark worker %s stopped: %s", self.id, exc)
             await self.store.conn.close()
@@ -441,6 +446,9 @@ class Worker:
     async def _heartbeat(self) -> None:
         assert self.store is not None
         beat = await self.store.heartbeat(ttl=self._worker_ttl, lease=self.settings.lease)
+        if beat.registered_jobs == 0 and self.registered:
+            log.warning("worker %s was taken for dead; registering its jobs again", self.id)
+            await self._register()
         for run_id, entry in list(self._running.items()):
             if run_id in beat.cancel_requested:
                 entry.execution.cancel("cancelled by operator")

@@ -403,3 +403,54 @@ def test_a_rolling_deploy_with_a_changed_schedule_does_not_flap(dsn: str, worker
     assert scalar(dsn, "SELECT schedule FROM pgjobs.jobs WHERE name = 't-tick'") == "*/2 * * * * *"
     for p in (old, new):
         assert p.stop() == 0, p.log()
+
+
+def test_a_worker_taken_for_dead_registers_again_and_a_stopped_one_leaves_nothing(
+    dsn: str, workers: Workers
+) -> None:
+    w = workers.start(["t-tick"], "--lease", "1.5")
+    workers.wait_registered(w)
+    # A worker that died: its heartbeat expired, its registrations are still there.
+    scalar(
+        dsn,
+        "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, "
+        "expires_at) VALUES ('gone', 'h', 1, 'v', '{default}', 1, now()) RETURNING id",
+    )
+    scalar(
+        dsn,
+        "INSERT INTO pgjobs.worker_jobs (worker_id, job) VALUES ('gone', 't-tick') RETURNING job",
+    )
+    wait_until(
+        lambda: scalar(dsn, "SELECT state FROM pgjobs.workers WHERE id = 'gone'") == "dead",
+        10,
+        "the reaper to mark the dead worker",
+    )
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.worker_jobs WHERE worker_id = 'gone'") == 0
+    # What a reaper does to a worker that was only late (a long network blip).
+    scalar(
+        dsn,
+        "WITH dead AS (UPDATE pgjobs.workers SET state = 'dead' WHERE id = %s "
+        "RETURNING id) DELETE FROM pgjobs.worker_jobs wj USING dead "
+        "WHERE wj.worker_id = dead.id RETURNING wj.job",
+        w.id,
+    )
+    revived_at = scalar(dsn, "SELECT now()")
+    wait_until(
+        lambda: (
+            scalar(
+                dsn,
+                "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded' "
+                "AND scheduled_for > %s",
+                revived_at,
+            )
+            >= 2
+        ),
+        15,
+        "ticks after the worker registered again",
+    )
+    assert scalar(dsn, "SELECT state FROM pgjobs.workers WHERE id = %s", w.id) == "running"
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.worker_jobs WHERE worker_id = %s", w.id) >= 1
+    assert "registering its jobs again" in w.log()
+    assert w.stop() == 0, w.log()
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.worker_jobs") == 0
+    assert scalar(dsn, "SELECT state FROM pgjobs.workers WHERE id = %s", w.id) == "stopped"

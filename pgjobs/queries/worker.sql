@@ -199,8 +199,9 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        ) - clock_timestamp())::double precision;
 
 -- name: heartbeat
--- Extend this worker's row, its runs' leases and its locks; return the runs it still owns and
--- whether an operator asked to cancel them.
+-- Extend this worker's row, its runs' leases and its locks; return the runs it still owns,
+-- whether an operator asked to cancel them, and how many jobs the worker has registered (none
+-- once a reaper took it for dead: it then registers them again).
 WITH me AS (
     UPDATE {schema}.workers
     SET heartbeat_at = now(), expires_at = now() + make_interval(secs => %(ttl)s),
@@ -217,7 +218,9 @@ WITH me AS (
     SET lease_expires_at = now() + make_interval(secs => %(lease)s)
     WHERE worker_id = %(worker)s
 )
-SELECT id, cancel_requested FROM leases;
+SELECT l.id, l.cancel_requested, registered.jobs AS registered_jobs
+FROM (SELECT count(*) AS jobs FROM {schema}.worker_jobs WHERE worker_id = %(worker)s) registered
+LEFT JOIN leases l ON true;
 
 -- name: reap_expired_leases
 -- Runs whose lease expired (their worker died) become abandoned, release their locks and are
@@ -255,6 +258,9 @@ WITH expired AS (
     SET state = 'dead'
     WHERE state IN ('running', 'stopping') AND expires_at < now()
     RETURNING id
+), forgotten AS (
+    -- A dead worker's registrations go; a worker that was only late registers again.
+    DELETE FROM {schema}.worker_jobs wj USING dead WHERE wj.worker_id = dead.id
 )
 SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM retried) AS retried,
        (SELECT count(*) FROM dead) AS dead_workers,
@@ -279,10 +285,12 @@ WITH back AS (
 )
 SELECT count(*) FROM back;
 
--- name: set_worker_state
-UPDATE {schema}.workers
-SET state = %(state)s, stopped_at = CASE WHEN %(state)s = 'stopped' THEN now() END
-WHERE id = %(worker)s;
+-- name: deregister_worker
+-- A worker that stops says so and takes its registered jobs with it.
+WITH stopped AS (
+    UPDATE {schema}.workers SET state = 'stopped', stopped_at = now() WHERE id = %(worker)s
+)
+DELETE FROM {schema}.worker_jobs WHERE worker_id = %(worker)s;
 
 -- name: notify
 SELECT pg_notify(%(channel)s, %(message)s);
