@@ -314,7 +314,7 @@ def _plan(prepared: _Prepared, queries: Queries) -> _Plan:
         rows = yield queries["enqueue_runs"], batch.params()
         unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
         if unknown:
-            names = yield queries["registered_job_names"], {}
+            names = yield queries["job_names"], {}
             raise _unknown_job(unknown[0], [name for (name,) in names])
         plain = sorted(
             run_id for kind, run_id, _, key in rows if kind == "inserted" and key is None

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -90,7 +90,6 @@ class _Timers:
     next_heartbeat: float = 0.0
     next_reap: float = 0.0
     failures: int = 0
-    stats: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:

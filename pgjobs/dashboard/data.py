@@ -93,7 +93,10 @@ class DashboardStore:
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(self.queries[name], params).fetchone()
             if row is not None:
-                conn.execute(self.queries["dashboard_notify"], {"channel": self.queries.channel})
+                conn.execute(
+                    self.queries["notify"],
+                    {"channel": self.queries.channel, "message": "dashboard"},
+                )
             return row
 
     def run_now(self, job: str) -> int | None:

@@ -13,9 +13,6 @@ JOIN {schema}.jobs j ON j.name = s.name
 WHERE %(tag)s::text IS NULL OR %(tag)s::text = ANY (j.tags)
 ORDER BY s.name;
 
--- name: job_names
-SELECT name FROM {schema}.jobs ORDER BY name;
-
 -- name: run_job_names
 -- Every job name that has runs (jobs no worker registered may have manual runs): a skip scan of
 -- the (job, id) index, one probe per distinct job rather than a scan of every run.

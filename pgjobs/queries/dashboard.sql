@@ -121,6 +121,3 @@ SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
 WHERE id = %(id)s AND status IN ('queued', 'running')
 RETURNING status;
 
--- name: dashboard_notify
--- Wake listening workers after an action (a resumed job ticks, a cancel request is seen sooner).
-SELECT pg_notify(%(channel)s, 'dashboard');

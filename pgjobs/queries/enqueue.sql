@@ -50,6 +50,7 @@ JOIN unnest(%(jobs)b::text[], %(dedup_keys)b::text[]) AS k(job, dedup_key)
   ON r.job = k.job AND r.dedup_key = k.dedup_key
 WHERE r.status = 'queued';
 
--- name: registered_job_names
--- The jobs an enqueue may name, for suggesting the nearest to an unknown one.
+-- name: job_names
+-- The registered jobs: those an enqueue may name (to suggest the nearest to an unknown one),
+-- and those the CLI knows.
 SELECT name FROM {schema}.jobs ORDER BY name;
