@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -38,10 +39,15 @@ class RunLogAdapter(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+@functools.cache
+def _job_logger(job: str) -> logging.Logger:
+    return logging.getLogger(f"pgjobs.job.{job}")
+
+
 def run_logger(job: str, run_id: int, attempt: int, worker_id: str) -> RunLogAdapter:
     """The ``ctx.log`` of one run."""
     return RunLogAdapter(
-        logging.getLogger(f"pgjobs.job.{job}"),
+        _job_logger(job),
         {"run_id": run_id, "job": job, "attempt": attempt, "worker_id": worker_id},
     )
 
@@ -80,28 +86,38 @@ class RunExecution:
             schema=schema,
         )
         self._executor = executor
-        self._task: asyncio.Task[Any] | None = None
+        # The task running an async job, while it runs: what an operator's cancel cancels.
+        self._in_job: asyncio.Task[Any] | None = None
 
     def cancel(self, reason: str) -> None:
         """Ask the job to stop: set its signal; an async job is also cancelled at its next await."""
         self.signal.set(reason)
-        if self._task is not None and reason != "worker shutting down":
-            self._task.cancel()
+        if self._in_job is not None and reason != "worker shutting down":
+            self._in_job.cancel()
 
     async def execute(self) -> Outcome:
-        """Run the job; the outcome carries the last lines it logged through ``ctx.log``."""
+        """Run the job; the outcome carries the last lines it logged through ``ctx.log``.
+
+        An async job runs in the task that awaits this, not in a task of its own: one task per
+        run is all a no-op job should cost.
+        """
         with capture_run_logs(self.run.id) as captured:
             outcome = await self._execute()
-        return dataclasses.replace(outcome, logs=captured.text())
+        logs = captured.text()
+        return outcome if logs is None else dataclasses.replace(outcome, logs=logs)
 
     async def _execute(self) -> Outcome:
         started = time.perf_counter()
         timeout = self.definition.timeout
+        timer: asyncio.Timeout | None = None
         try:
-            call = self._call()
-            result = await (call if timeout is None else asyncio.wait_for(call, timeout))
+            if timeout is None:
+                result = await self._call()
+            else:
+                async with asyncio.timeout(timeout) as timer:
+                    result = await self._call()
         except TimeoutError as exc:
-            if timeout is None:  # raised by the job itself: an ordinary failure
+            if timer is None or not timer.expired():  # raised by the job itself
                 return self._failed(exc, started)
             self.signal.set("timed out")
             return self._outcome(
@@ -132,8 +148,11 @@ class RunExecution:
     async def _call(self) -> Any:
         job = self.definition.job
         if self.definition.is_async:
-            self._task = asyncio.ensure_future(job.execute(self.context))  # type: ignore[attr-defined]
-            return await self._task
+            self._in_job = asyncio.current_task()
+            try:
+                return await job.execute(self.context)  # type: ignore[attr-defined]
+            finally:
+                self._in_job = None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, job.execute, self.context)  # type: ignore[attr-defined]
 

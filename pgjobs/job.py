@@ -85,24 +85,36 @@ class CancelSignal:
     :attr:`is_set` between units of work. Both are safe from any thread.
     """
 
+    # Guards the lazily made event: most runs are never cancelled and never wait, and a
+    # threading.Event per run costs more than a no-op job.
+    _guard = threading.Lock()
+
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._event: threading.Event | None = None
         self.reason: str | None = None
 
     @property
     def is_set(self) -> bool:
         """True once cancellation was requested."""
-        return self._event.is_set()
+        return self.reason is not None
 
     def set(self, reason: str) -> None:
         """Request cancellation, remembering the first reason given."""
-        if not self._event.is_set():
-            self.reason = reason
-            self._event.set()
+        with self._guard:
+            if self.reason is None:
+                self.reason = reason
+                if self._event is not None:
+                    self._event.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block the calling thread until cancellation is requested or ``timeout`` passes."""
-        return self._event.wait(timeout)
+        with self._guard:
+            if self._event is None:
+                self._event = threading.Event()
+                if self.reason is not None:
+                    self._event.set()
+            event = self._event
+        return event.wait(timeout)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -60,6 +61,16 @@ LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 90
 
 OVERDUE_AFTER = 60.0
 """Seconds past its next fire time after which an active job counts as overdue."""
+
+
+@dataclass
+class _JobSeries:
+    """One job's children of the worker's labelled metrics."""
+
+    in_progress: Gauge
+    lag: Histogram
+    duration: Histogram
+    finished: dict[str, Counter] = field(default_factory=dict)
 
 
 class WorkerMetrics:
@@ -107,6 +118,7 @@ class WorkerMetrics:
             "pgjobs_retries", "Retries this worker queued, after a failure or a reap.", registry=r
         )
         self._info = Info("pgjobs_worker", "This worker process.", registry=r)
+        self._jobs: dict[str, _JobSeries] = {}
         self._server: WSGIServer | None = None
 
     def worker_info(
@@ -138,19 +150,35 @@ class WorkerMetrics:
 
     def run_started(self, job: str, lag: float | None = None) -> None:
         """A run of ``job`` started ``lag`` seconds after its scheduled time."""
-        self._in_progress.labels(job).inc()
+        series = self._series(job)
+        series.in_progress.inc()
         if lag is not None:
-            self._lag.labels(job).observe(max(0.0, lag))
+            series.lag.observe(max(0.0, lag))
 
     def run_finished(self, job: str, status: str, duration: float) -> None:
         """A run of ``job`` ended as ``status`` after ``duration`` seconds."""
-        self._in_progress.labels(job).dec()
-        self._finished.labels(job, status).inc()
-        self._duration.labels(job).observe(max(0.0, duration))
+        series = self._series(job)
+        series.in_progress.dec()
+        finished = series.finished.get(status)
+        if finished is None:
+            finished = series.finished[status] = self._finished.labels(job, status)
+        finished.inc()
+        series.duration.observe(max(0.0, duration))
 
     def run_released(self, job: str) -> None:
         """A run of ``job`` left this worker unfinished (handed back at shutdown)."""
-        self._in_progress.labels(job).dec()
+        self._series(job).in_progress.dec()
+
+    def _series(self, job: str) -> _JobSeries:
+        """The labelled children of one job, looked up once (``labels()`` costs a lock)."""
+        series = self._jobs.get(job)
+        if series is None:
+            series = self._jobs[job] = _JobSeries(
+                in_progress=self._in_progress.labels(job),
+                lag=self._lag.labels(job),
+                duration=self._duration.labels(job),
+            )
+        return series
 
     def reaped(self, n: int) -> None:
         """This worker's reaper marked ``n`` runs with expired leases abandoned."""

@@ -65,7 +65,7 @@ class JobDefinition:
     code_schedule: str | None = None
     overrides: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def is_async(self) -> bool:
         """True when ``execute`` is ``async def`` (it runs on the event loop, not in a thread)."""
         return inspect.iscoroutinefunction(self.job.execute)  # type: ignore[attr-defined]

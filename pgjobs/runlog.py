@@ -218,10 +218,31 @@ class RunLogCapture(logging.Handler):
         return "\n".join(lines)
 
 
+class RunLogs:
+    """What :func:`capture_run_logs` yields: the lines one run logged so far.
+
+    The :class:`RunLogCapture` behind it is made with the run's first line, so a run that logs
+    nothing costs no handler.
+    """
+
+    __slots__ = ("capture", "run_id")
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.capture: RunLogCapture | None = None
+
+    @property
+    def dropped(self) -> int:
+        """How many of the run's earliest lines were dropped to stay within the bounds."""
+        return 0 if self.capture is None else self.capture.dropped
+
+    def text(self) -> str | None:
+        """The kept lines, as :meth:`RunLogCapture.text`; None if the run logged nothing."""
+        return None if self.capture is None else self.capture.text()
+
+
 @contextmanager
-def capture_run_logs(
-    run_id: int, logger: str | logging.Logger = JOB_LOGGER
-) -> Iterator[RunLogCapture]:
+def capture_run_logs(run_id: int, logger: str | logging.Logger = JOB_LOGGER) -> Iterator[RunLogs]:
     """Capture the lines run ``run_id`` logs while the block runs (attached to ``logger``).
 
     A logger that inherits its level (the default) is set to INFO, so a run's INFO lines are kept
@@ -230,13 +251,13 @@ def capture_run_logs(
     target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
     if target.level == logging.NOTSET:
         target.setLevel(logging.INFO)
-    capture = RunLogCapture(run_id)
+    logs = RunLogs(run_id)
     router = _router_for(target)
-    router.captures[run_id] = capture
+    router.runs[run_id] = logs
     try:
-        yield capture
+        yield logs
     finally:
-        router.captures.pop(run_id, None)
+        router.runs.pop(run_id, None)
 
 
 class _RunLogRouter(logging.Handler):
@@ -245,12 +266,16 @@ class _RunLogRouter(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.captures: dict[int, RunLogCapture] = {}
+        self.runs: dict[int, RunLogs] = {}
 
     def handle(self, record: logging.LogRecord) -> bool:
-        capture = self.captures.get(getattr(record, "run_id", None))  # type: ignore[arg-type]
-        if capture is not None:
-            capture.handle(record)
+        logs = self.runs.get(getattr(record, "run_id", None))  # type: ignore[arg-type]
+        if logs is not None:
+            if logs.capture is None:
+                with _routers_guard:  # a sync job's thread and the event loop may log at once
+                    if logs.capture is None:
+                        logs.capture = RunLogCapture(logs.run_id)
+            logs.capture.handle(record)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() routes
