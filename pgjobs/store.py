@@ -100,6 +100,7 @@ class Outcome:
     error_traceback: str | None = None
     retry_delay: float | None = None
     logs: str | None = None
+    start_delay: float | None = None  # seconds between its claim and its start (prefetched)
 
 
 # The fields of an Outcome that finish_and_claim_runs reads from its JSON document.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -18,6 +19,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -38,6 +40,12 @@ from pgjobs.tick import plan_ticks
 log = logging.getLogger("pgjobs.worker")
 
 TICK_BATCH = 1000
+
+PREFETCH_WHEN_SHORTER = 0.05
+"""Prefetch only while recent runs took less than this many seconds on average."""
+
+PREFETCH_HOLD = 1.0
+"""A prefetched run not started within this many seconds goes back to the queue."""
 
 
 @dataclass
@@ -65,6 +73,12 @@ class WorkerSettings:
     scheduler: bool = True
     reap_interval: float | None = None
     backoff_max: float = 10.0
+    prefetch: int | None = None
+
+    @property
+    def prefetch_limit(self) -> int:
+        """How many claimed runs may wait for a free slot (default: ``concurrency``)."""
+        return self.concurrency if self.prefetch is None else self.prefetch
 
     @property
     def heartbeat_interval(self) -> float:
@@ -81,6 +95,13 @@ class _Running:
     execution: RunExecution
     task: asyncio.Task[Outcome]
     handed_back: bool = False
+    start_delay: float = 0.0  # seconds it waited here after its claim (prefetched)
+
+
+@dataclass
+class _Prefetched:
+    run: ClaimedRun
+    claimed: float  # time.monotonic()
 
 
 @dataclass
@@ -119,6 +140,9 @@ class Worker:
             max_workers=settings.concurrency, thread_name_prefix="pgjobs-run"
         )
         self._running: dict[int, _Running] = {}
+        # Runs claimed ahead of a free slot, oldest first (see _claim_room).
+        self._prefetched: deque[_Prefetched] = deque()
+        self._recent_duration: float | None = None
         self._outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
         self._stopping = False
@@ -294,8 +318,10 @@ class Worker:
         if now >= timers.next_reap:
             await self._reap()
             timers.next_reap = now + self.settings.reap_every
+        if self._prefetched and now - self._prefetched[0].claimed >= PREFETCH_HOLD:
+            await self._hand_back_prefetched(f"no free slot within {PREFETCH_HOLD:g}s")
         if woken or self._outcomes or now >= timers.next_claim:
-            free = 0 if self._stopping else self.settings.concurrency - len(self._running)
+            free = self._claim_room()
             batch = await self._finish_and_claim(free)
             # Tick again when the next tick is due by the database clock. Schedule changes and
             # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval too.
@@ -309,7 +335,21 @@ class Worker:
         if self._stopping:
             return 0.1
         due = min(timers.next_claim, timers.next_tick, timers.next_heartbeat, timers.next_reap)
+        if self._prefetched:
+            due = min(due, self._prefetched[0].claimed + PREFETCH_HOLD)
         return max(0.0, due - now)
+
+    def _claim_room(self) -> int:
+        """How many runs the next claim may take: the free slots, plus, while recent runs were
+        short, ``prefetch_limit`` more that wait here for a slot. Prefetched runs start as soon
+        as a run ends, without a round trip, so the next statement runs while they execute."""
+        if self._stopping:
+            return 0
+        room = self.settings.concurrency - len(self._running)
+        recent = self._recent_duration
+        if recent is not None and recent < PREFETCH_WHEN_SHORTER:
+            room += self.settings.prefetch_limit
+        return max(0, room - len(self._prefetched))
 
     async def _tick(self) -> None:
         """Materialise every due tick of our jobs: lock, insert runs, advance watermarks."""
@@ -376,9 +416,27 @@ class Worker:
                 )
         self.metrics.claimed(len(batch.started))
         self.metrics.retried(len(batch.retried))
+        claimed = time.monotonic()
         for run in batch.started:
-            self._start(run)
+            if len(self._running) < self.settings.concurrency:
+                self._start(run)
+            else:
+                self._prefetched.append(_Prefetched(run, claimed))
         return batch
+
+    async def _hand_back_prefetched(self, reason: str) -> None:
+        """Return the prefetched runs to the queue (same rows, no attempt used)."""
+        assert self.store is not None
+        held, self._prefetched = self._prefetched, deque()
+        self._recent_duration = None  # prefetch again only once a run has ended
+        try:
+            count = await self.store.hand_back_runs(
+                [h.run.id for h in held], f"prefetched by worker {self.id}, handed back: {reason}"
+            )
+        except BaseException:
+            self._prefetched.extendleft(reversed(held))
+            raise
+        log.info("handed %d prefetched run(s) back to the queue: %s", count, reason)
 
     async def _reap(self) -> None:
         assert self.store is not None
@@ -409,7 +467,7 @@ class Worker:
             self.sync_pool.open(wait=False)
         return self.sync_pool
 
-    def _start(self, run: ClaimedRun) -> None:
+    def _start(self, run: ClaimedRun, start_delay: float = 0.0) -> None:
         definition = self.registry.definitions[run.job]
         pool = self.async_pool if definition.is_async else self._sync_jobs_pool()
         execution = RunExecution(
@@ -421,24 +479,34 @@ class Worker:
             schema=self.settings.schema,
         )
         task = asyncio.create_task(execution.execute(), name=f"pgjobs-run-{run.id}")
-        self._running[run.id] = _Running(run, execution, task)
-        self.metrics.run_started(run.job, (run.started_at - run.scheduled_for).total_seconds())
+        self._running[run.id] = _Running(run, execution, task, start_delay=start_delay)
+        lag = (run.started_at - run.scheduled_for).total_seconds() + start_delay
+        self.metrics.run_started(run.job, lag)
         task.add_done_callback(functools.partial(self._on_done, run.id))
 
     def _on_done(self, run_id: int, _task: object = None) -> None:
         entry = self._running.pop(run_id, None)
         if entry is None:
             return
+        if self._prefetched and not self._stopping:
+            held = self._prefetched.popleft()
+            self._start(held.run, start_delay=time.monotonic() - held.claimed)
         task = entry.task
         if entry.handed_back or task.cancelled():
             self.metrics.run_released(entry.run.job)
             return
         outcome = task.result()
         self.metrics.run_finished(entry.run.job, outcome.status, outcome.duration)
+        recent = self._recent_duration
+        self._recent_duration = (
+            outcome.duration if recent is None else 0.8 * recent + 0.2 * outcome.duration
+        )
         definition = self.registry.definitions[entry.run.job]
         if outcome.status in ("failed", "timed_out") and entry.run.attempt < entry.run.max_attempts:
             delay = definition.retry_backoff.delay(entry.run.attempt, random.random())
-            outcome = Outcome(**{**asdict(outcome), "retry_delay": delay})
+            outcome = dataclasses.replace(outcome, retry_delay=delay)
+        if entry.start_delay:
+            outcome = dataclasses.replace(outcome, start_delay=entry.start_delay)
         self._outcomes.append(outcome)
         self._wake.set()
 
@@ -448,6 +516,13 @@ class Worker:
         if beat.registered_jobs == 0 and self.registered:
             log.warning("worker %s was taken for dead; registering its jobs again", self.id)
             await self._register()
+        held = self._prefetched
+        self._prefetched = deque(h for h in held if h.run.id in beat.owned)
+        for h in held:
+            if h.run.id in beat.cancel_requested:
+                # Never started: recorded as cancelled without running.
+                self._outcomes.append(Outcome(h.run.id, "cancelled", 0.0, "cancelled by operator"))
+                self._prefetched.remove(h)
         for run_id, entry in list(self._running.items()):
             if run_id in beat.cancel_requested:
                 entry.execution.cancel("cancelled by operator")
@@ -495,6 +570,8 @@ class Worker:
     async def _drain_for_shutdown(self) -> bool:
         """While stopping: record outcomes; past the grace, cancel and hand back. True when done."""
         assert self.store is not None and self._stop_requested_at is not None
+        if self._prefetched:
+            await self._hand_back_prefetched("worker shutting down")
         await self._finish_and_claim(0)
         if not self._running:
             return True

@@ -39,6 +39,13 @@ from pgjobs.worker import Worker, WorkerSettings
     help="Runs executed at once by this worker.",
 )
 @click.option(
+    "--prefetch",
+    envvar="PGJOBS_PREFETCH",
+    type=click.IntRange(min=0),
+    help="Runs claimed ahead of a free slot while runs are short (default: the concurrency; "
+    "0: claim only for free slots).",
+)
+@click.option(
     "--queue",
     "-q",
     "queues",
@@ -121,6 +128,7 @@ def worker(
     dsn: str,
     schema: str,
     concurrency: int,
+    prefetch: int | None,
     queues: tuple[str, ...],
     grace: float,
     lease: float,
@@ -140,6 +148,7 @@ def worker(
         dsn=resolve_dsn(dsn),
         schema=resolve_schema(schema),
         concurrency=concurrency,
+        prefetch=prefetch,
         queues=queues or ("default",),
         grace=grace,
         lease=lease,

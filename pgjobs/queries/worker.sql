@@ -108,10 +108,13 @@ WITH outcome AS (
     FROM jsonb_to_recordset(%(outcomes)s::jsonb)
          AS o(run_id bigint, status text, duration double precision, message text, data jsonb,
               processed integer, failed integer, error_type text, error_message text,
-              error_traceback text, retry_delay double precision, logs text)
+              error_traceback text, retry_delay double precision, logs text,
+              start_delay double precision)
 ), done AS (
+    -- A prefetched run started start_delay seconds after its claim: started_at says when it did.
     UPDATE {schema}.runs r
     SET status = o.status, finished_at = clock_timestamp(), duration_seconds = o.duration,
+        started_at = r.started_at + make_interval(secs => coalesce(o.start_delay, 0)),
         message = o.message, data = o.data, items_processed = o.processed,
         items_failed = o.failed, error_type = o.error_type, error_message = o.error_message,
         error_traceback = o.error_traceback, logs = o.logs, lease_expires_at = NULL
