@@ -190,9 +190,10 @@ def explain(
         )
         mode = "force_generic_plan" if generic else "force_custom_plan"
         conn.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Literal(mode)))
-        plan = conn.execute(
-            sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(sql.Identifier(name), args)
-        ).fetchone()
+        call: sql.Composable = sql.Identifier(name)
+        if values:
+            call = sql.SQL("{}({})").format(call, args)
+        plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}").format(call)).fetchone()
     assert plan is not None
     return dict(plan[0][0]["Plan"])
 

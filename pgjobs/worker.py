@@ -261,6 +261,11 @@ class Worker:
         conn = await psycopg.AsyncConnection.connect(
             self.settings.dsn, autocommit=True, application_name=f"pgjobs-worker {self.id}"
         )
+        if self.settings.listen:
+            # The worker's statements are written to plan well for any parameters, and planning
+            # the claim took longer than running it. Not through PgBouncer (--no-listen), where
+            # a session setting would stick to a server connection other clients share.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
         self.store = WorkerStore(conn, self.queries, self.id)
 
     async def _on_connection_lost(self, exc: Exception) -> float:
@@ -320,7 +325,7 @@ class Worker:
             timers.next_reap = now + self.settings.reap_every
         if self._prefetched and now - self._prefetched[0].claimed >= PREFETCH_HOLD:
             await self._hand_back_prefetched(f"no free slot within {PREFETCH_HOLD:g}s")
-        if woken or self._outcomes or now >= timers.next_claim:
+        if now >= timers.next_claim or ((woken or self._outcomes) and self._worth_a_statement()):
             free = self._claim_room()
             batch = await self._finish_and_claim(free)
             # Tick again when the next tick is due by the database clock. Schedule changes and
@@ -330,7 +335,7 @@ class Worker:
                 due_in = min(due_in, self.settings.poll_interval)
             timers.next_tick = now + due_in
             timers.next_claim = now + min(due_in, self.settings.poll_interval)
-            if free and len(batch.started) == free:
+            if free and len(batch.started) == free and not self._prefetched:
                 timers.next_claim = now  # the queue may hold more: look again at once
         if self._stopping:
             return 0.1
@@ -338,6 +343,17 @@ class Worker:
         if self._prefetched:
             due = min(due, self._prefetched[0].claimed + PREFETCH_HOLD)
         return max(0.0, due - now)
+
+    def _worth_a_statement(self) -> bool:
+        """Whether a finished run or a wake-up is worth a statement now. While prefetched runs
+        wait here, finished runs are recorded in batches: when half the prefetched runs have
+        started, or a whole concurrency's worth of outcomes is waiting."""
+        if not self._prefetched or self._stopping:
+            return True
+        return (
+            len(self._prefetched) <= self.settings.prefetch_limit // 2
+            or len(self._outcomes) >= self.settings.concurrency
+        )
 
     def _claim_room(self) -> int:
         """How many runs the next claim may take: the free slots, plus, while recent runs were

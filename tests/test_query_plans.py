@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -108,3 +109,32 @@ def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded) -> None:
         )
         used = [n for n in _nodes(plan) if n[2] == "jobs_next_fire_at_idx"]
         assert used, f"lock_due_jobs ({mode}) does not use jobs_next_fire_at_idx:\n{shown}"
+
+
+# The worker's other statements on runs, with what it binds to them. The worker runs every
+# statement as a generic plan (plan_cache_mode), so each must probe runs by index whatever the
+# parameters: none may read the history.
+WORKER_STATEMENTS = {
+    "heartbeat": {"ttl": 30.0, "lease": 30.0},
+    "reap_expired_leases": {},
+    "hand_back_runs": {"ids": [1, 2, 3], "message": "handed back"},
+    "insert_ticks_advance_watermarks": {
+        "tick_jobs": ["bench-history-00001"],
+        "tick_times": [datetime.now(UTC)],
+        "names": ["bench-history-00001"],
+        "next_fire_ats": [None],
+        "last_ticks": [None],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(WORKER_STATEMENTS))
+def test_the_workers_other_statements_do_not_read_the_history(
+    queue_history: Loaded, name: str
+) -> None:
+    conn, _ = queue_history
+    query = history.queries()[name]
+    params = history.worker_params(query, {"worker": history.WORKER, **WORKER_STATEMENTS[name]})
+    plan = history.explain(conn, query, params, generic=True)
+    reads = _history_reads(plan)
+    assert not reads, f"{name} (generic plan) reads the history ({reads}):\n{json.dumps(plan)}"

@@ -161,7 +161,11 @@ WITH outcome AS (
     SET status = 'running', worker_id = %(worker)s, started_at = clock_timestamp(),
         heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
     FROM ranked k
-    WHERE r.id = k.id AND (k.overlap = 'allow' OR k.id IN (SELECT run_id FROM locked))
+    -- An array of ids, not a join: a primary-key probe per run in the plan cached for every
+    -- batch size (a join planned for an unknown LIMIT hashes the whole table).
+    WHERE r.id = ANY (ARRAY(SELECT k.id FROM ranked k
+                            WHERE k.overlap = 'allow' OR k.id IN (SELECT run_id FROM locked)))
+      AND r.id = k.id
     RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
               r.parameters, r.started_at
 ), skipped AS (
