@@ -169,7 +169,8 @@ class RunExecution:
             )
         data = dict(result.data)
         try:
-            json.dumps(data, allow_nan=False)  # jsonb takes neither NaN nor Infinity
+            if data:
+                json.dumps(data, allow_nan=False)  # jsonb takes neither NaN nor Infinity
         except (TypeError, ValueError) as exc:
             return self._outcome(
                 "failed",

@@ -67,10 +67,10 @@ OVERDUE_AFTER = 60.0
 class _JobSeries:
     """One job's children of the worker's labelled metrics."""
 
-    in_progress: Gauge
     lag: Histogram
     duration: Histogram
     finished: dict[str, Counter] = field(default_factory=dict)
+    running: int = 0
 
 
 class WorkerMetrics:
@@ -78,8 +78,9 @@ class WorkerMetrics:
 
     The worker calls :meth:`claimed` after each claim, :meth:`run_started` and
     :meth:`run_finished` around each run (or :meth:`run_released` if it hands the run back),
-    :meth:`reaped` and :meth:`retried` after reaping and finishing. Every method is thread-safe
-    and cheap (no I/O); :meth:`start_http` serves ``/metrics``.
+    :meth:`reaped` and :meth:`retried` after reaping and finishing, all from its event loop's
+    thread. Every method is cheap (no I/O); :meth:`start_http` serves ``/metrics`` from another
+    thread, which only reads.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -151,14 +152,14 @@ class WorkerMetrics:
     def run_started(self, job: str, lag: float | None = None) -> None:
         """A run of ``job`` started ``lag`` seconds after its scheduled time."""
         series = self._series(job)
-        series.in_progress.inc()
+        series.running += 1
         if lag is not None:
             series.lag.observe(max(0.0, lag))
 
     def run_finished(self, job: str, status: str, duration: float) -> None:
         """A run of ``job`` ended as ``status`` after ``duration`` seconds."""
         series = self._series(job)
-        series.in_progress.dec()
+        series.running -= 1
         finished = series.finished.get(status)
         if finished is None:
             finished = series.finished[status] = self._finished.labels(job, status)
@@ -167,17 +168,17 @@ class WorkerMetrics:
 
     def run_released(self, job: str) -> None:
         """A run of ``job`` left this worker unfinished (handed back at shutdown)."""
-        self._series(job).in_progress.dec()
+        self._series(job).running -= 1
 
     def _series(self, job: str) -> _JobSeries:
         """The labelled children of one job, looked up once (``labels()`` costs a lock)."""
         series = self._jobs.get(job)
         if series is None:
             series = self._jobs[job] = _JobSeries(
-                in_progress=self._in_progress.labels(job),
-                lag=self._lag.labels(job),
-                duration=self._duration.labels(job),
+                lag=self._lag.labels(job), duration=self._duration.labels(job)
             )
+            # Read when scraped: a gauge's inc() and dec() would take a lock twice per run.
+            self._in_progress.labels(job).set_function(lambda: series.running)
         return series
 
     def reaped(self, n: int) -> None:

@@ -14,6 +14,7 @@ run's, so runs executing side by side on one worker never see each other's lines
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -248,11 +249,9 @@ def capture_run_logs(run_id: int, logger: str | logging.Logger = JOB_LOGGER) -> 
     A logger that inherits its level (the default) is set to INFO, so a run's INFO lines are kept
     even in a process whose logging shows only warnings; an explicitly set level is respected.
     """
-    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
-    if target.level == logging.NOTSET:
-        target.setLevel(logging.INFO)
-    logs = RunLogs(run_id)
+    target = logger if isinstance(logger, logging.Logger) else _logger(logger)
     router = _router_for(target)
+    logs = RunLogs(run_id)
     router.runs[run_id] = logs
     try:
         yield logs
@@ -286,8 +285,18 @@ _routers: dict[str, _RunLogRouter] = {}
 _routers_guard = threading.Lock()
 
 
+@functools.cache
+def _logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
 def _router_for(target: logging.Logger) -> _RunLogRouter:
+    router = _routers.get(target.name)
+    if router is not None and target.level != logging.NOTSET:
+        return router
     with _routers_guard:
+        if target.level == logging.NOTSET:
+            target.setLevel(logging.INFO)
         router = _routers.get(target.name)
         if router is None:
             router = _routers[target.name] = _RunLogRouter()
