@@ -40,7 +40,8 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
     header = next(line for line in done.stdout.splitlines() if line.startswith("measure"))
     columns = ["measure", "case", "system", "metric", "value", "vs", "pgbench", "note"]
     assert header.split() == columns
-    for case in ("W=1 C=10", "W=2 C=10", "W=1 C=100", "1 per transaction", "enqueue_many"):
+    cases = ("W=1 C=10", "W=2 C=10", "W=1 C=100", "single, 4 clients", "single, 1 client")
+    for case in (*cases, "enqueue_many"):
         assert case in done.stdout, done.stdout
 
     results = json.loads(out.read_text())
@@ -53,7 +54,9 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
         assert case["succeeded"] == case["jobs"] == drain["jobs"]
         assert case["jobs_per_s"] > 0
     enqueue = results["measures"]["enqueue"]
-    assert enqueue["single"]["jobs_per_s"] > 0 and enqueue["many"]["jobs_per_s"] > 0
+    assert [single["clients"] for single in enqueue["single"]] == [4, 1]
+    assert all(single["jobs_per_s"] > 0 for single in enqueue["single"])
+    assert enqueue["many"]["jobs_per_s"] > 0
     for figure in results["figures"]:
         assert set(figure) >= {"measure", "case", "system", "metric", "value", "unit", "ratio"}
         if figure["unit"] == "jobs/s":

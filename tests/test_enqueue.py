@@ -212,6 +212,23 @@ def test_a_connection_of_the_wrong_kind_is_refused_with_the_right_function(dsn: 
         pgjobs.enqueue_sync(dsn, "t-echo")
 
 
+@pytest.mark.usefixtures("jobs")
+def test_an_enqueue_without_a_dedup_key_does_not_read_runs(conn: psycopg.Connection[Any]) -> None:
+    # Looking for queued runs holding a dedup_key is skipped when none is asked for: a generic
+    # plan made while runs was small would otherwise scan all of runs on every enqueue.
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    with conn.transaction():
+        for _ in range(8):  # psycopg prepares the statement on its fifth execution
+            pgjobs.enqueue_sync(conn, "t-echo")
+        pgjobs.enqueue_many_sync(conn, [{"job": "t-echo"}, {"job": "t-report"}])
+        reads = conn.execute(
+            "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables "
+            "WHERE relid = 'pgjobs.runs'::regclass"
+        ).fetchone()
+    assert reads == (0, 0)
+    assert int(conn.execute("SELECT count(*) FROM pgjobs.runs").fetchone()[0]) == 10
+
+
 # -- dedup keys ---------------------------------------------------------------------------------
 
 

@@ -33,11 +33,15 @@ WITH request AS (
 )
 SELECT 'inserted' AS kind, i.id, i.job, i.dedup_key FROM inserted i
 UNION ALL
--- Queued runs that held a requested dedup_key before this statement began.
+-- Queued runs that held a requested dedup_key before this statement began. The uncorrelated
+-- EXISTS is a one-time filter, so a request without a dedup_key never reads runs: otherwise the
+-- generic plan of this prepared statement, if made while runs was small, scans all of runs on
+-- every enqueue until the table is next analysed.
 SELECT 'existing', r.id, r.job, r.dedup_key
 FROM {schema}.runs r
 WHERE r.status = 'queued' AND r.dedup_key IS NOT NULL
   AND (r.job, r.dedup_key) IN (SELECT q.job, q.dedup_key FROM request q WHERE q.dedup_key IS NOT NULL)
+  AND EXISTS (SELECT FROM request k WHERE k.dedup_key IS NOT NULL)
 UNION ALL
 SELECT DISTINCT 'unknown', NULL::bigint, q.job, NULL::text FROM request q WHERE NOT q.known;
 
