@@ -1,13 +1,15 @@
 """enqueue: one enqueue per transaction, and ``enqueue_many`` of 20,000 runs in one.
 
 Single: as many client processes as pgbench's baseline has clients (4), each with a connection
-of its own, each calling ``enqueue_sync`` in a loop, one call per transaction (BEGIN, the insert,
-COMMIT), for 10 s (quick: 2 s); their total rate is set against pgbench's TPS, a transaction of
-about the same weight from the same number of clients. Then the same from one client. Processes,
-not threads, so that the clients' Python code runs in parallel as pgbench's clients do. Each
-client enqueues a few runs first (psycopg prepares the statement on its fifth execution), and all
-start their timed loop together. Many: one ``enqueue_many_sync`` of 20,000 runs (quick: 2,000),
-timed to its commit. No worker runs meanwhile.
+of its own, each calling ``enqueue_sync`` in a loop, one call per transaction, for 10 s (quick:
+2 s); their total rate is set against pgbench's TPS from the same number of clients. Two ways:
+on an autocommit connection, where the call is its transaction (one round trip: how an
+application enqueues outside a transaction of its own), and inside ``BEGIN`` … ``COMMIT`` (three
+round trips: how it enqueues as part of its own work). Then the autocommit way from one client.
+Processes, not threads, so that the clients' Python code runs in parallel as pgbench's clients
+do. Each client enqueues a few runs first (psycopg prepares the statement on its fifth
+execution), and all start their timed loop together. Many: one ``enqueue_many_sync`` of 20,000
+runs (quick: 2,000), timed to its commit. No worker runs meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from benchmarks.baseline import CLIENTS
 from benchmarks.databases import fresh_database
 from benchmarks.harness import Bench
 from benchmarks.processes import register_jobs
-from benchmarks.queueing import enqueue_many, enqueue_one
+from benchmarks.queueing import enqueue_autocommit, enqueue_in_transaction, enqueue_many
 
 JOB = "bench-noop"
 WARM_UP = 10  # enqueues per client before timing: connection, catalog caches, prepared plan
@@ -38,16 +40,18 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
     single: list[dict[str, Any]] = []
     with fresh_database(bench.admin_dsn, "enqueue") as dsn:
         register_jobs(dsn, bench.log_dir, "drain")
-        for clients in (CLIENTS, 1):
-            jobs, elapsed = enqueue_from_clients(dsn, clients, seconds)
+        for clients, explicit in ((CLIENTS, False), (CLIENTS, True), (1, False)):
+            jobs, elapsed = enqueue_from_clients(dsn, clients, seconds, explicit=explicit)
             rate = jobs / elapsed
-            case = f"single, {clients} client{'s' if clients > 1 else ''}"
+            how = "BEGIN/COMMIT" if explicit else "autocommit"
+            case = f"single, {clients} client{'s' if clients > 1 else ''}, {how}"
             recorder = bench.at("enqueue", case, "pgjobs")
             recorder.add("jobs/s", rate, "jobs/s", "rate", note="enqueue_sync, 1 per transaction")
             single.append(
                 {
                     "api": "enqueue_sync",
                     "clients": clients,
+                    "transaction": how,
                     "jobs": jobs,
                     "seconds": elapsed,
                     "jobs_per_s": rate,
@@ -73,14 +77,17 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
     }
 
 
-def enqueue_from_clients(dsn: str, clients: int, seconds: float) -> tuple[int, float]:
+def enqueue_from_clients(
+    dsn: str, clients: int, seconds: float, *, explicit: bool
+) -> tuple[int, float]:
     """``clients`` processes each enqueue one run per transaction for ``seconds``, all starting
-    together; (runs enqueued in all, seconds from the first start to the last finish)."""
+    together, each call in ``BEGIN`` … ``COMMIT`` if ``explicit``; (runs enqueued in all, seconds
+    from the first start to the last finish)."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited sockets
     start = context.Barrier(clients)
     results = context.Queue()
     children = [
-        context.Process(target=_client, args=(dsn, seconds, start, results), daemon=True)
+        context.Process(target=_client, args=(dsn, seconds, explicit, start, results), daemon=True)
         for _ in range(clients)
     ]
     for child in children:
@@ -109,8 +116,9 @@ def _report(results: Queue[Any], children: list[Any], timeout: float) -> tuple[i
     return int(count), float(began), float(ended)
 
 
-def _client(dsn: str, seconds: float, start: Barrier, results: Queue[Any]) -> None:
+def _client(dsn: str, seconds: float, explicit: bool, start: Barrier, results: Queue[Any]) -> None:
     """One client: warm up, wait for the others, then enqueue until ``seconds`` have passed."""
+    enqueue_one = enqueue_in_transaction if explicit else enqueue_autocommit
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             for _ in range(WARM_UP):

@@ -21,10 +21,15 @@ def enqueue_many(conn: psycopg.Connection[Any], job: str, count: int) -> None:
         pgjobs.enqueue_many_sync(conn, [{"job": job, "payload": None} for _ in range(count)])
 
 
-def enqueue_one(conn: psycopg.Connection[Any], job: str) -> None:
-    """``enqueue_sync`` of one run of ``job`` in a transaction of its own."""
+def enqueue_in_transaction(conn: psycopg.Connection[Any], job: str) -> None:
+    """``enqueue_sync`` of one run of ``job`` between ``BEGIN`` and ``COMMIT``."""
     with conn.transaction():
         pgjobs.enqueue_sync(conn, job)
+
+
+def enqueue_autocommit(conn: psycopg.Connection[Any], job: str) -> None:
+    """``enqueue_sync`` of one run of ``job`` on an autocommit connection: its own transaction."""
+    pgjobs.enqueue_sync(conn, job)
 
 
 def queue_empty(conn: psycopg.Connection[Any]) -> bool:

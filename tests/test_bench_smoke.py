@@ -40,7 +40,14 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
     header = next(line for line in done.stdout.splitlines() if line.startswith("measure"))
     columns = ["measure", "case", "system", "metric", "value", "vs", "pgbench", "note"]
     assert header.split() == columns
-    cases = ("W=1 C=10", "W=2 C=10", "W=1 C=100", "single, 4 clients", "single, 1 client")
+    cases = (
+        "W=1 C=10",
+        "W=2 C=10",
+        "W=1 C=100",
+        "single, 4 clients, autocommit",
+        "single, 4 clients, BEGIN/COMMIT",
+        "single, 1 client, autocommit",
+    )
     for case in (*cases, "enqueue_many"):
         assert case in done.stdout, done.stdout
 
@@ -54,7 +61,11 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
         assert case["succeeded"] == case["jobs"] == drain["jobs"]
         assert case["jobs_per_s"] > 0
     enqueue = results["measures"]["enqueue"]
-    assert [single["clients"] for single in enqueue["single"]] == [4, 1]
+    assert [(single["clients"], single["transaction"]) for single in enqueue["single"]] == [
+        (4, "autocommit"),
+        (4, "BEGIN/COMMIT"),
+        (1, "autocommit"),
+    ]
     assert all(single["jobs_per_s"] > 0 for single in enqueue["single"])
     assert enqueue["many"]["jobs_per_s"] > 0
     for figure in results["figures"]:

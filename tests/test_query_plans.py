@@ -94,6 +94,8 @@ def test_claiming_reads_the_queued_index_not_the_history(queue_history: Loaded) 
         assert claim_scans, f"{name} ({mode}) does not use runs_claim_idx:\n{shown}"
         reads = _history_reads(plan)
         assert not reads, f"{name} ({mode}) reads the history ({reads}):\n{shown}"
+        if len(jobs) > 1000:  # then a scan of jobs per claim would cost more than the claim
+            assert not _seq_scans_on(plan, "jobs"), f"{name} ({mode}) scans jobs:\n{shown}"
 
 
 def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded) -> None:
