@@ -10,7 +10,6 @@ returns (its late result is discarded). Long sync jobs should check ``ctx.cancel
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import json
 import logging
@@ -86,14 +85,16 @@ class RunExecution:
             schema=schema,
         )
         self._executor = executor
-        # The task running an async job, while it runs: what an operator's cancel cancels.
-        self._in_job: asyncio.Task[Any] | None = None
+        #: The task that awaits :meth:`execute` (set by whoever creates it, else found when the
+        #: job starts): what an operator's cancel cancels while an async job runs.
+        self.task: asyncio.Task[Any] | None = None
+        self._in_job = False
 
     def cancel(self, reason: str) -> None:
         """Ask the job to stop: set its signal; an async job is also cancelled at its next await."""
         self.signal.set(reason)
-        if self._in_job is not None and reason != "worker shutting down":
-            self._in_job.cancel()
+        if self._in_job and self.task is not None and reason != "worker shutting down":
+            self.task.cancel()
 
     async def execute(self) -> Outcome:
         """Run the job; the outcome carries the last lines it logged through ``ctx.log``.
@@ -104,7 +105,8 @@ class RunExecution:
         with capture_run_logs(self.run.id) as captured:
             outcome = await self._execute()
         logs = captured.text()
-        return outcome if logs is None else dataclasses.replace(outcome, logs=logs)
+        outcome.logs = logs
+        return outcome
 
     async def _execute(self) -> Outcome:
         started = time.perf_counter()
@@ -148,11 +150,13 @@ class RunExecution:
     async def _call(self) -> Any:
         job = self.definition.job
         if self.definition.is_async:
-            self._in_job = asyncio.current_task()
+            if self.task is None:
+                self.task = asyncio.current_task()
+            self._in_job = True
             try:
                 return await job.execute(self.context)  # type: ignore[attr-defined]
             finally:
-                self._in_job = None
+                self._in_job = False
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, job.execute, self.context)  # type: ignore[attr-defined]
 

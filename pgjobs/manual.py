@@ -167,6 +167,7 @@ async def _execute(store: WorkerStore, execution: RunExecution, lease: float) ->
     run_id = execution.run.id
     started = time.perf_counter()
     task = asyncio.create_task(execution.execute(), name=f"pgjobs-manual-{run_id}")
+    execution.task = task
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=lease / 3)

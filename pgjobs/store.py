@@ -69,7 +69,7 @@ class Queries:
         return name in self._rendered
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClaimedRun:
     """A run this worker has just claimed and must execute."""
 
@@ -84,9 +84,9 @@ class ClaimedRun:
     started_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """How a run ended, as the worker records it."""
+    """How a run ended, as the worker records it (made per run: slots, not frozen, are cheap)."""
 
     run_id: int
     status: str
@@ -281,23 +281,23 @@ class WorkerStore:
             "lease": lease,
             "outcomes": _outcome_document(outcomes),
         }
-        cur = self.conn.cursor(row_factory=dict_row)
-        await cur.execute(self.q["finish_and_claim_runs"], params)
+        cur = await self.conn.execute(self.q["finish_and_claim_runs"], params)
         started: list[ClaimedRun] = []
         finished: set[int] = set()
         retried: dict[int, int] = {}
         wakeup_in: float | None = None
+        # Rows as tuples: (kind, id, job, trigger, scheduled_for, attempt, max_attempts, payload,
+        # parameters, started_at, ref, seconds).
         for row in await cur.fetchall():
-            kind = row.pop("kind")
+            kind = row[0]
             if kind == "started":
-                del row["ref"], row["seconds"]
-                started.append(ClaimedRun(**row))
+                started.append(ClaimedRun(*row[1:10]))
             elif kind == "finished":
-                finished.add(row["id"])
+                finished.add(row[1])
             elif kind == "retried":
-                retried[row["ref"]] = row["id"]
+                retried[row[10]] = row[1]
             else:
-                wakeup_in = row["seconds"]
+                wakeup_in = row[11]
         return Batch(started, frozenset(finished), retried, wakeup_in)
 
     async def finish_run_if_running(self, outcome: Outcome) -> tuple[bool, int | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
@@ -494,7 +493,8 @@ class Worker:
             executor=self._executor,
             schema=self.settings.schema,
         )
-        task = asyncio.create_task(execution.execute(), name=f"pgjobs-run-{run.id}")
+        task = asyncio.create_task(execution.execute())
+        execution.task = task
         self._running[run.id] = _Running(run, execution, task, start_delay=start_delay)
         lag = (run.started_at - run.scheduled_for).total_seconds() + start_delay
         self.metrics.run_started(run.job, lag)
@@ -520,9 +520,9 @@ class Worker:
         definition = self.registry.definitions[entry.run.job]
         if outcome.status in ("failed", "timed_out") and entry.run.attempt < entry.run.max_attempts:
             delay = definition.retry_backoff.delay(entry.run.attempt, random.random())
-            outcome = dataclasses.replace(outcome, retry_delay=delay)
+            outcome.retry_delay = delay
         if entry.start_delay:
-            outcome = dataclasses.replace(outcome, start_delay=entry.start_delay)
+            outcome.start_delay = entry.start_delay
         self._outcomes.append(outcome)
         self._wake.set()
 
