@@ -201,7 +201,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Index("runs_lease_idx", "lease_expires_at", postgresql_where=text("status = 'running'")),
         Index("runs_worker_idx", "worker_id", postgresql_where=text("status = 'running'")),
         Index("runs_job_id_idx", "job", "id"),
-        Index("runs_created_at_idx", "created_at"),
+        Index("runs_created_at_brin", "created_at", postgresql_using="brin"),
         Index(
             "runs_delayed_idx",
             "scheduled_for",

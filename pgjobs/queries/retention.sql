@@ -15,8 +15,9 @@ WHERE r.created_at < %(cutoff)s
                 AND newer.status NOT IN ('queued', 'running'));
 
 -- name: prune_runs_batch
--- Delete up to `batch` prunable runs, oldest first; rows locked by someone else are left for the
--- next prune rather than waited for.
+-- Delete up to `batch` prunable runs, oldest first (ids ascend with creation: the primary key
+-- finds them without sorting the history); rows locked by someone else are left for the next
+-- prune rather than waited for.
 WITH doomed AS (
     SELECT r.id
     FROM {schema}.runs r
@@ -25,7 +26,7 @@ WITH doomed AS (
       AND EXISTS (SELECT 1 FROM {schema}.runs newer
                   WHERE newer.job = r.job AND newer.id > r.id
                     AND newer.status NOT IN ('queued', 'running'))
-    ORDER BY r.created_at
+    ORDER BY r.id
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
