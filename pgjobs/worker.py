@@ -34,7 +34,7 @@ from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import JobDefinition, Registry
 from pgjobs.store import Batch, ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
-from pgjobs.tick import plan_ticks
+from pgjobs.tick import TickPlan, plan_ticks
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -377,17 +377,30 @@ class Worker:
                     return
                 ticks: list[tuple[str, datetime]] = []
                 watermarks: list[tuple[str, datetime | None, datetime | None]] = []
+                # Jobs on the same schedule, due together, share one plan: with thousands of jobs
+                # firing each minute, the cron arithmetic is done once, not per job.
+                plans: dict[tuple[Any, ...], TickPlan] = {}
                 for job in due:
-                    cron = self.registry.definitions[job.name].cron
-                    assert cron is not None  # lock_due_jobs returns our own schedules only
-                    plan = plan_ticks(
-                        cron,
-                        next_fire_at=job.next_fire_at,
-                        now=job.db_now,
-                        misfire=job.misfire,
-                        backfill_cap=job.backfill_cap,
-                        misfire_grace=self.settings.misfire_grace,
+                    key = (
+                        job.schedule,
+                        job.timezone,
+                        job.next_fire_at,
+                        job.db_now,
+                        job.misfire,
+                        job.backfill_cap,
                     )
+                    plan = plans.get(key)
+                    if plan is None:
+                        cron = self.registry.definitions[job.name].cron
+                        assert cron is not None  # lock_due_jobs returns our own schedules only
+                        plan = plans[key] = plan_ticks(
+                            cron,
+                            next_fire_at=job.next_fire_at,
+                            now=job.db_now,
+                            misfire=job.misfire,
+                            backfill_cap=job.backfill_cap,
+                            misfire_grace=self.settings.misfire_grace,
+                        )
                     ticks.extend((job.name, t) for t in plan.ticks)
                     watermarks.append(
                         (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
