@@ -40,6 +40,9 @@ log = logging.getLogger("pgjobs.worker")
 
 TICK_BATCH = 1000
 
+TICK_RETRY = 0.1
+"""Seconds before looking again at due ticks another worker had locked (its NOTIFY comes first)."""
+
 PREFETCH_WHEN_SHORTER = 0.05
 """Prefetch only while recent runs took less than this many seconds on average."""
 
@@ -313,8 +316,9 @@ class Worker:
         assert self.store is not None
         now = time.monotonic()
         timers = self._timers
+        locked_due = True
         if self.settings.scheduler and not self._stopping and now >= timers.next_tick:
-            await self._tick()
+            locked_due = await self._tick()
             timers.next_claim = 0.0  # the tick's runs are claimable now
         if now >= timers.next_heartbeat:
             await self._heartbeat()
@@ -330,6 +334,11 @@ class Worker:
             # Tick again when the next tick is due by the database clock. Schedule changes and
             # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval too.
             due_in = math.inf if batch.wakeup_in is None else max(0.0, batch.wakeup_in) + 0.001
+            if not locked_due and batch.wakeup_in is not None and batch.wakeup_in <= 0:
+                # Due ticks this worker could not lock: another worker is making them, and its
+                # commit's NOTIFY says when they are in. Look again later, not in a spin that
+                # takes the CPU the other worker needs.
+                due_in = TICK_RETRY
             if not self.settings.listen:
                 due_in = min(due_in, self.settings.poll_interval)
             timers.next_tick = now + due_in
@@ -366,15 +375,23 @@ class Worker:
             room += self.settings.prefetch_limit
         return max(0, room - len(self._prefetched))
 
-    async def _tick(self) -> None:
-        """Materialise every due tick of our jobs: lock, insert runs, advance watermarks."""
+    async def _tick(self) -> bool:
+        """Materialise every due tick of our jobs: lock, insert runs, advance watermarks. False if
+        no due job could be locked (none due, or another worker is ticking them).
+
+        The worker that makes the ticks' runs claims what it has room for in the same
+        transaction: they start as soon as it commits, without a NOTIFY and another worker's
+        claim in between. Other workers get the rest through the NOTIFY.
+        """
         assert self.store is not None
         store = self.store
+        locked_any = False
         while True:
+            claimed: list[ClaimedRun] = []
             async with store.conn.transaction():
                 due = await store.lock_due_jobs(TICK_BATCH)
                 if not due:
-                    return
+                    return locked_any
                 ticks: list[tuple[str, datetime]] = []
                 watermarks: list[tuple[str, datetime | None, datetime | None]] = []
                 # Jobs on the same schedule, due together, share one plan: with thousands of jobs
@@ -405,9 +422,17 @@ class Worker:
                     watermarks.append(
                         (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
                     )
-                await store.insert_ticks_advance_watermarks(ticks, watermarks)
+                inserted = await store.insert_ticks_advance_watermarks(ticks, watermarks)
+                room = self._claim_room()
+                if inserted and room:
+                    batch = await store.finish_and_claim_runs(
+                        [], queues=self.queues, limit=room, lease=self.settings.lease
+                    )
+                    claimed = batch.started
+            self._dispatch(claimed)  # committed: now they may run
+            locked_any = True
             if len(due) < TICK_BATCH:
-                return
+                return True
 
     async def _finish_and_claim(self, free: int) -> Batch:
         """Record every finished run's outcome and claim up to ``free`` runs, in one statement.
@@ -442,15 +467,19 @@ class Worker:
                     batch.retried[outcome.run_id],
                     outcome.retry_delay or 0.0,
                 )
-        self.metrics.claimed(len(batch.started))
         self.metrics.retried(len(batch.retried))
-        claimed = time.monotonic()
-        for run in batch.started:
+        self._dispatch(batch.started)
+        return batch
+
+    def _dispatch(self, claimed: list[ClaimedRun]) -> None:
+        """Start claimed runs in the free slots; the others wait here, prefetched."""
+        self.metrics.claimed(len(claimed))
+        now = time.monotonic()
+        for run in claimed:
             if len(self._running) < self.settings.concurrency:
                 self._start(run)
             else:
-                self._prefetched.append(_Prefetched(run, claimed))
-        return batch
+                self._prefetched.append(_Prefetched(run, now))
 
     async def _hand_back_prefetched(self, reason: str) -> None:
         """Return the prefetched runs to the queue (same rows, no attempt used)."""
