@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeAlias
 
@@ -141,12 +141,13 @@ def enqueue_many_sync(
 
 @dataclass(frozen=True)
 class _Prepared:
-    """Validated requests as the statement's parallel arrays (JSON already serialised)."""
+    """Validated requests as columns, in request order: payloads and parameters as JSON text
+    (``null`` for none), run_ats in microseconds since the Unix epoch."""
 
     jobs: list[str]
-    payloads: list[str | None]
-    parameters: list[str | None]
-    run_ats: list[datetime | None]
+    payloads: list[str]
+    parameters: list[str]
+    run_ats: list[int | None]
     priorities: list[int | None]
     queues: list[str | None]
     dedup_keys: list[str | None]
@@ -154,20 +155,33 @@ class _Prepared:
     def subset(self, indexes: Sequence[int]) -> _Prepared:
         if len(indexes) == len(self.jobs):
             return self
-        return _Prepared(
-            **{name: [values[i] for i in indexes] for name, values in self.params().items()}
-        )
+        return _Prepared(*([getattr(self, f.name)[i] for i in indexes] for f in fields(_Prepared)))
 
-    def params(self) -> dict[str, list[Any]]:
-        return {f.name: getattr(self, f.name) for f in fields(_Prepared)}
+    def params(self) -> dict[str, str]:
+        """``enqueue_runs``' one parameter: the columns as one JSON document, written by one
+        C-speed encode with the JSON texts spliced in; a column no request fills is left out."""
+        columns: dict[str, list[Any]] = {"job": self.jobs}
+        for key, values in (
+            ("run_at", self.run_ats),
+            ("priority", self.priorities),
+            ("queue", self.queues),
+            ("dedup_key", self.dedup_keys),
+        ):
+            if values.count(None) != len(values):
+                columns[key] = values
+        document = _ENCODE_JSON(columns)[:-1]
+        for key, texts in (("payload", self.payloads), ("parameters", self.parameters)):
+            if texts.count("null") != len(texts):
+                document += f',"{key}":[{",".join(texts)}]'
+        return {"requests": document + "}"}
 
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(EnqueueRequest))
 # An escaped NUL in JSON text: \u0000 not itself preceded by an escaped backslash.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_ENCODE_PAYLOAD = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 def _prepare(requests: Iterable[EnqueueRequest | Mapping[str, Any]]) -> _Prepared:
@@ -220,11 +234,14 @@ def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> Non
         if given is not None and not value:
             raise ConfigError(f"{name} must be a non-empty string, got {given!r}")
     into.jobs.append(job)
-    into.payloads.append(None if request.payload is None else _payload_json(request.payload, limit))
-    into.parameters.append(
-        None if request.parameters is None else _parameters_json(request.parameters)
+    into.payloads.append(
+        "null" if request.payload is None else _payload_json(request.payload, limit)
     )
-    into.run_ats.append(run_at)
+    into.parameters.append(
+        "null" if request.parameters is None else _parameters_json(request.parameters)
+    )
+    # Exact, and far cheaper than ISO text: timedelta arithmetic in C.
+    into.run_ats.append(None if run_at is None else (run_at - _EPOCH) // _MICROSECOND)
     into.priorities.append(priority)
     into.queues.append(queue)
     into.dedup_keys.append(dedup_key)
@@ -252,7 +269,7 @@ def _payload_json(payload: Mapping[str, Any], limit: int) -> str:
             )
         payload = dict(payload)
     try:
-        text = _ENCODE_PAYLOAD(payload)
+        text = _ENCODE_JSON(payload)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"payload is not JSON-serialisable: {err}") from None
     _check_no_nul("payload", text)

@@ -323,6 +323,48 @@ def test_enqueue_many_queues_ten_thousand_runs_in_one_call(dsn: str) -> None:
 
 
 @pytest.mark.usefixtures("jobs")
+def test_enqueue_many_stores_each_requests_own_fields_and_none_as_no_value(dsn: str) -> None:
+    # The requests travel as one JSON document of columns, a column no request fills left out,
+    # run_at in microseconds: each field must land on its own request exactly, and a missing one
+    # must be SQL NULL.
+    odd_zone = timezone(timedelta(hours=5, minutes=30, seconds=17))
+    sub_second_zone = timezone(timedelta(seconds=3, microseconds=5))
+    run_at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=odd_zone)
+    requests: list[dict[str, Any]] = [
+        {"job": "t-echo", "payload": {"é": "😀", "s": 'a\\u0000 "q"', "n": [1, 2.5, None]}},
+        {"job": "t-report", "parameters": {"ключ": "значение"}, "queue": "q'\"x"},
+        {"job": "t-echo", "run_at": run_at, "priority": -(2**31)},
+        {"job": "t-echo", "payload": {}, "parameters": {}, "dedup_key": "k"},
+        {"job": "t-echo", "run_at": datetime(2030, 1, 1, tzinfo=sub_second_zone)},
+        # Past 2**53 microseconds since 1970, where a double would round:
+        {"job": "t-echo", "run_at": datetime(2400, 2, 29, 23, 59, 59, 999999, tzinfo=odd_zone)},
+    ]
+    with psycopg.connect(dsn) as conn:
+        ids = pgjobs.enqueue_many_sync(conn, requests)
+        conn.commit()
+    stored = {
+        row[0]: row[1:]
+        for row in rows(
+            dsn,
+            "SELECT id, job, payload IS NULL, payload, parameters IS NULL, parameters, priority, "
+            "queue, dedup_key, scheduled_for FROM pgjobs.runs",
+        )
+    }
+    got = [stored[run_id][:-1] for run_id in ids]
+    assert got == [
+        ("t-echo", False, requests[0]["payload"], True, None, 0, "default", None),
+        ("t-report", True, None, False, {"ключ": "значение"}, 5, "q'\"x", None),
+        ("t-echo", True, None, True, None, -(2**31), "default", None),
+        ("t-echo", False, {}, False, {}, 0, "default", "k"),
+        ("t-echo", True, None, True, None, 0, "default", None),
+        ("t-echo", True, None, True, None, 0, "default", None),
+    ]
+    assert stored[ids[2]][-1] == run_at
+    assert stored[ids[4]][-1] == requests[4]["run_at"]
+    assert stored[ids[5]][-1] == requests[5]["run_at"]
+
+
+@pytest.mark.usefixtures("jobs")
 def test_enqueue_many_of_nothing_returns_nothing(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         assert pgjobs.enqueue_many_sync(conn, []) == []

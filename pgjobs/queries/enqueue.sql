@@ -2,27 +2,40 @@
 -- transaction: nothing here commits, and the runs' NOTIFY goes out when the caller commits.
 
 -- name: enqueue_runs
--- Insert one run per request (arrays of equal length, in request order), taking priority, queue
--- and max_attempts from the job's row unless the request gives them. If any requested job has no
--- row in `jobs`, nothing is inserted and the unknown names come back. A request whose dedup_key
--- matches a queued run of its job inserts nothing: the queued run is returned instead.
+-- Insert one run per request, in request order, taking priority, queue and max_attempts from the
+-- job's row unless the request gives them. If any requested job has no row in `jobs`, nothing is
+-- inserted and the unknown names come back. A request whose dedup_key matches a queued run of its
+-- job inserts nothing: the queued run is returned instead.
 -- Rows come back as (kind, id, job, dedup_key) with kind 'inserted', 'existing' or 'unknown';
 -- the ids of inserted rows ascend in request order, being drawn as the ordered rows go in.
--- Parameters are bound in binary (far cheaper to send than quoted text arrays); JSON travels as
--- text and is parsed row by row.
+-- The requests come as ONE jsonb document, an object of columns (an array per field, keyed
+-- job, payload, parameters, run_at, priority, queue, dedup_key): a single parameter, far
+-- cheaper for the client to send than a bound array per field. A column that every request
+-- leaves empty is left out, and ROWS FROM fills it with NULLs. run_at is in microseconds since
+-- the Unix epoch, split in whole seconds and the rest so that to_timestamp's double is exact;
+-- payload and parameters are nested JSON, a JSON null meaning none.
 WITH request AS (
-    SELECT r.ord, r.job, r.payload, r.parameters, r.run_at, r.priority, r.queue, r.dedup_key,
+    SELECT r.ord, r.job, nullif(r.payload, 'null') AS payload,
+           nullif(r.parameters, 'null') AS parameters,
+           to_timestamp(r.run_at::bigint / 1000000)
+               + r.run_at::bigint %% 1000000 * interval '1 microsecond' AS run_at,
+           r.priority::integer AS priority, r.queue, r.dedup_key,
            j.name IS NOT NULL AS known, j.priority AS job_priority, j.queue AS job_queue,
            j.max_attempts
-    FROM unnest(%(jobs)b::text[], %(payloads)b::text[], %(parameters)b::text[],
-                %(run_ats)b::timestamptz[], %(priorities)b::integer[], %(queues)b::text[],
-                %(dedup_keys)b::text[])
-         WITH ORDINALITY AS r(job, payload, parameters, run_at, priority, queue, dedup_key, ord)
+    FROM ROWS FROM (
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'job'),
+             jsonb_array_elements(%(requests)s::jsonb -> 'payload'),
+             jsonb_array_elements(%(requests)s::jsonb -> 'parameters'),
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'run_at'),
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'priority'),
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'queue'),
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'dedup_key')
+         ) WITH ORDINALITY AS r(job, payload, parameters, run_at, priority, queue, dedup_key, ord)
     LEFT JOIN {schema}.jobs j ON j.name = r.job
 ), inserted AS (
     INSERT INTO {schema}.runs AS runs
         (job, trigger, scheduled_for, payload, parameters, priority, queue, max_attempts, dedup_key)
-    SELECT q.job, 'enqueue', coalesce(q.run_at, now()), q.payload::jsonb, q.parameters::jsonb,
+    SELECT q.job, 'enqueue', coalesce(q.run_at, now()), q.payload, q.parameters,
            coalesce(q.priority, q.job_priority), coalesce(q.queue, q.job_queue), q.max_attempts,
            q.dedup_key
     FROM request q
