@@ -33,8 +33,12 @@ CLAIM_LIMIT = 10
 CLAIM_REPEAT = 50
 
 _SEEN = """
-SELECT count(*), count(started_at), clock_timestamp()
+SELECT count(*), clock_timestamp()
 FROM pgjobs.runs WHERE trigger = 'schedule' AND scheduled_for = %s
+"""
+
+_STARTED = """
+SELECT count(started_at) FROM pgjobs.runs WHERE trigger = 'schedule' AND scheduled_for = %s
 """
 
 _TIMES = """
@@ -72,19 +76,29 @@ def _ticks(bench: Bench) -> dict[str, Any]:
             tick = datetime.fromtimestamp(tick_epoch, UTC)
             time.sleep(max(0.0, tick_epoch - _db_epoch(conn) - 0.5))
 
-            def materialised_and_started() -> bool:
+            def materialised() -> bool:
                 for p in started:
                     p.check_alive()
                 row = conn.execute(_SEEN, [tick]).fetchone()
                 assert row is not None
-                count, started_count, at = row
-                if count >= jobs and "materialised" not in seen:
+                count, at = row
+                if count >= jobs:
                     seen["materialised"] = at.timestamp() - tick_epoch
-                return bool(started_count >= jobs)
+                return bool(count >= jobs)
 
+            def every_run_started() -> bool:
+                for p in started:
+                    p.check_alive()
+                row = conn.execute(_STARTED, [tick]).fetchone()
+                return bool(row and row[0] >= jobs)
+
+            # Materialisation is timed by this poller, so it polls every 20 ms; the starts are
+            # timed by started_at, so a slower poll only notices the end, and steals less of the
+            # CPU the replicas are using (counting 10,000 rows 50 times a second would).
             # Past the patience, the share that started in time is reported.
             with contextlib.suppress(TimeoutError):
-                wait_until(materialised_and_started, patience, f"{jobs} ticks to start", 0.02)
+                wait_until(materialised, patience, f"{jobs} ticks to be materialised", 0.02)
+                wait_until(every_run_started, patience, f"{jobs} ticks to start", 0.25)
             row = conn.execute(_TIMES, {"tick": tick}).fetchone()
     assert row is not None
     count, started_count, created_s, started_s, spread_s = row

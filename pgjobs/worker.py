@@ -40,6 +40,9 @@ log = logging.getLogger("pgjobs.worker")
 
 TICK_BATCH = 1000
 
+REAP_AFTER_TICKS = 1000
+"""A tick that inserts this many runs brings the next reap (and its statistics check) forward."""
+
 TICK_RETRY = 0.1
 """Seconds before looking again at due ticks another worker had locked (its NOTIFY comes first)."""
 
@@ -318,8 +321,13 @@ class Worker:
         timers = self._timers
         locked_due = True
         if self.settings.scheduler and not self._stopping and now >= timers.next_tick:
-            locked_due = await self._tick()
+            locked_due, inserted = await self._tick()
             timers.next_claim = 0.0  # the tick's runs are claimable now
+            if inserted >= REAP_AFTER_TICKS:
+                # So many new runs can leave runs' planner statistics far behind, and every
+                # worker's cached claim plan with them (made for a near-empty queue, it sorts the
+                # whole queue per claim); the reaper refreshes them when they are.
+                timers.next_reap = now
         if now >= timers.next_heartbeat:
             await self._heartbeat()
             timers.next_heartbeat = now + self.settings.heartbeat_interval
@@ -375,9 +383,10 @@ class Worker:
             room += self.settings.prefetch_limit
         return max(0, room - len(self._prefetched))
 
-    async def _tick(self) -> bool:
-        """Materialise every due tick of our jobs: lock, insert runs, advance watermarks. False if
-        no due job could be locked (none due, or another worker is ticking them).
+    async def _tick(self) -> tuple[bool, int]:
+        """Materialise every due tick of our jobs: lock, insert runs, advance watermarks. Returns
+        whether any due job could be locked (none due, or another worker is ticking them), and
+        how many runs were inserted.
 
         The worker that makes the ticks' runs claims what it has room for in the same
         transaction: they start as soon as it commits, without a NOTIFY and another worker's
@@ -386,12 +395,13 @@ class Worker:
         assert self.store is not None
         store = self.store
         locked_any = False
+        inserted_all = 0
         while True:
             claimed: list[ClaimedRun] = []
             async with store.conn.transaction():
                 due = await store.lock_due_jobs(TICK_BATCH)
                 if not due:
-                    return locked_any
+                    return locked_any, inserted_all
                 ticks: list[tuple[str, datetime]] = []
                 watermarks: list[tuple[str, datetime | None, datetime | None]] = []
                 # Jobs on the same schedule, due together, share one plan: with thousands of jobs
@@ -423,6 +433,7 @@ class Worker:
                         (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
                     )
                 inserted = await store.insert_ticks_advance_watermarks(ticks, watermarks)
+                inserted_all += inserted
                 room = self._claim_room()
                 if inserted and room:
                     batch = await store.finish_and_claim_runs(
@@ -432,7 +443,7 @@ class Worker:
             self._dispatch(claimed)  # committed: now they may run
             locked_any = True
             if len(due) < TICK_BATCH:
-                return True
+                return True, inserted_all
 
     async def _finish_and_claim(self, free: int) -> Batch:
         """Record every finished run's outcome and claim up to ``free`` runs, in one statement.

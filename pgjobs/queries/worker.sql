@@ -145,10 +145,13 @@ WITH outcome AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), ranked AS (
+    -- Each picked run's job by its key (OFFSET 0 keeps it a probe per run): a generic plan,
+    -- costed for an unknown LIMIT, would otherwise hash all of jobs, 10,000 rows or more.
     SELECT p.*, j.overlap, j.misfire,
            row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
     FROM picked p
-    JOIN {schema}.jobs j ON j.name = p.job
+    CROSS JOIN LATERAL (SELECT j.overlap, j.misfire FROM {schema}.jobs j
+                        WHERE j.name = p.job OFFSET 0) j
 ), locked AS (
     INSERT INTO {schema}.run_locks AS l (job, run_id, worker_id, acquired_at, lease_expires_at)
     SELECT k.job, k.id, %(worker)s, now(), now() + make_interval(secs => %(lease)s)
