@@ -10,7 +10,6 @@ returns (its late result is discarded). Long sync jobs should check ``ctx.cancel
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 from pgjobs.job import CancelSignal, JobContext, JobResult
 from pgjobs.registry import JobDefinition
-from pgjobs.runlog import capture_run_logs
+from pgjobs.runlog import JOB_LOGGER, cached_logger, capture_run_logs
 from pgjobs.store import ClaimedRun, Outcome
 
 _MAX_TRACEBACK = 16_000
@@ -38,15 +37,10 @@ class RunLogAdapter(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
-@functools.cache
-def _job_logger(job: str) -> logging.Logger:
-    return logging.getLogger(f"pgjobs.job.{job}")
-
-
 def run_logger(job: str, run_id: int, attempt: int, worker_id: str) -> RunLogAdapter:
     """The ``ctx.log`` of one run."""
     return RunLogAdapter(
-        _job_logger(job),
+        cached_logger(f"{JOB_LOGGER}.{job}"),
         {"run_id": run_id, "job": job, "attempt": attempt, "worker_id": worker_id},
     )
 
@@ -104,8 +98,7 @@ class RunExecution:
         """
         with capture_run_logs(self.run.id) as captured:
             outcome = await self._execute()
-        logs = captured.text()
-        outcome.logs = logs
+        outcome.logs = captured.text()
         return outcome
 
     async def _execute(self) -> Outcome:

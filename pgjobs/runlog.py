@@ -249,7 +249,7 @@ def capture_run_logs(run_id: int, logger: str | logging.Logger = JOB_LOGGER) -> 
     A logger that inherits its level (the default) is set to INFO, so a run's INFO lines are kept
     even in a process whose logging shows only warnings; an explicitly set level is respected.
     """
-    target = logger if isinstance(logger, logging.Logger) else _logger(logger)
+    target = logger if isinstance(logger, logging.Logger) else cached_logger(logger)
     router = _router_for(target)
     logs = RunLogs(run_id)
     router.runs[run_id] = logs
@@ -286,7 +286,8 @@ _routers_guard = threading.Lock()
 
 
 @functools.cache
-def _logger(name: str) -> logging.Logger:
+def cached_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` without its lock on every call: loggers are never replaced."""
     return logging.getLogger(name)
 
 
