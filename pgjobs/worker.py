@@ -385,8 +385,8 @@ class Worker:
 
     async def _tick(self) -> tuple[bool, int]:
         """Materialise every due tick of our jobs: lock, insert runs, advance watermarks. Returns
-        whether any due job could be locked (none due, or another worker is ticking them), and
-        how many runs were inserted.
+        whether any due job could be locked (False: none is due, or another worker is ticking
+        them) and how many runs were inserted.
 
         The worker that makes the ticks' runs claims what it has room for in the same
         transaction: they start as soon as it commits, without a NOTIFY and another worker's
@@ -585,13 +585,14 @@ class Worker:
         if beat.registered_jobs == 0 and self.registered:
             log.warning("worker %s was taken for dead; registering its jobs again", self.id)
             await self._register()
-        held = self._prefetched
-        self._prefetched = deque(h for h in held if h.run.id in beat.owned)
-        for h in held:
+        kept: deque[_Prefetched] = deque()
+        for h in self._prefetched:
             if h.run.id in beat.cancel_requested:
                 # Never started: recorded as cancelled without running.
                 self._outcomes.append(Outcome(h.run.id, "cancelled", 0.0, "cancelled by operator"))
-                self._prefetched.remove(h)
+            elif h.run.id in beat.owned:
+                kept.append(h)  # a run no longer ours (reaped) is dropped
+        self._prefetched = kept
         for run_id, entry in list(self._running.items()):
             if run_id in beat.cancel_requested:
                 entry.execution.cancel("cancelled by operator")
