@@ -55,6 +55,23 @@ def wait_status(dsn: str, run_id: int, statuses: set[str], timeout: float) -> di
     return wait_until(done, timeout, f"run {run_id} to reach {statuses}")
 
 
+def wait_succeeded_after(dsn: str, after: object, count: int, timeout: float, what: str) -> None:
+    """Until ``count`` runs scheduled after ``after`` (a database time) have succeeded."""
+    wait_until(
+        lambda: (
+            scalar(
+                dsn,
+                "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded' "
+                "AND scheduled_for > %s",
+                after,
+            )
+            >= count
+        ),
+        timeout,
+        what,
+    )
+
+
 def test_a_tick_runs_once_with_eight_workers(dsn: str, workers: Workers) -> None:
     workers.run_until_succeeded(["t-tick"], replicas=8, succeeded=62, timeout=120)
 
@@ -159,19 +176,7 @@ def test_workers_reconnect_after_their_connections_are_killed(dsn: str, workers:
     )
     assert killed >= 2
     after = scalar(dsn, "SELECT now()")
-    wait_until(
-        lambda: (
-            scalar(
-                dsn,
-                "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded' "
-                "AND scheduled_for > %s",
-                after,
-            )
-            >= 3
-        ),
-        30,
-        "ticks to resume",
-    )
+    wait_succeeded_after(dsn, after, 3, 30, "ticks to resume")
     assert all(p.proc.poll() is None for p in procs)
     for p in procs:
         assert p.stop() == 0, p.log()
@@ -380,19 +385,7 @@ def test_a_rolling_deploy_with_a_changed_schedule_does_not_flap(dsn: str, worker
     workers.wait_registered(new)
     deployed_at = scalar(dsn, "SELECT now()")
     assert scalar(dsn, "SELECT schedule FROM pgjobs.jobs WHERE name = 't-tick'") == "*/2 * * * * *"
-    wait_until(
-        lambda: (
-            scalar(
-                dsn,
-                "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded' "
-                "AND scheduled_for > %s",
-                deployed_at,
-            )
-            >= 4
-        ),
-        20,
-        "four ticks",
-    )
+    wait_succeeded_after(dsn, deployed_at, 4, 20, "four ticks")
     seconds = [
         t.second
         for (t,) in rows(
@@ -435,19 +428,7 @@ def test_a_worker_taken_for_dead_registers_again_and_a_stopped_one_leaves_nothin
         w.id,
     )
     revived_at = scalar(dsn, "SELECT now()")
-    wait_until(
-        lambda: (
-            scalar(
-                dsn,
-                "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded' "
-                "AND scheduled_for > %s",
-                revived_at,
-            )
-            >= 2
-        ),
-        15,
-        "ticks after the worker registered again",
-    )
+    wait_succeeded_after(dsn, revived_at, 2, 15, "ticks after the worker registered again")
     assert scalar(dsn, "SELECT state FROM pgjobs.workers WHERE id = %s", w.id) == "running"
     assert scalar(dsn, "SELECT count(*) FROM pgjobs.worker_jobs WHERE worker_id = %s", w.id) >= 1
     assert "registering its jobs again" in w.log()
