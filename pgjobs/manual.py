@@ -173,7 +173,7 @@ async def _execute(store: WorkerStore, execution: RunExecution, lease: float) ->
             done, _ = await asyncio.wait({task}, timeout=lease / 3)
             if done:
                 return task.result()
-            beat = await store.heartbeat(ttl=lease, lease=lease)
+            beat = await store.heartbeat(held=[run_id], since=None, ttl=lease, lease=lease)
             if run_id in beat.cancel_requested:
                 execution.cancel("cancelled by operator")
             elif run_id not in beat.owned:

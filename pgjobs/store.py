@@ -156,12 +156,14 @@ class DueJob:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """What a heartbeat learned: the runs this worker still owns, which to cancel, and how
-    many jobs it has registered (none after a reaper took it for dead)."""
+    """What a heartbeat learned: which of the runs this worker holds it still owns, which to
+    cancel, how many jobs it has registered (none after a reaper took it for dead), and how many
+    runs the database had it own that it did not hold (handed back to the queue)."""
 
     owned: frozenset[int]
     cancel_requested: frozenset[int]
     registered_jobs: int
+    handed_back: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,10 @@ class WorkerStore:
         concurrency: int,
         jobs: Sequence[RegisteredJob],
         ttl: float,
-    ) -> None:
-        """Upsert the worker's row, then its registered jobs (the worker's rows of others go)."""
-        await self.conn.execute(
+    ) -> datetime:
+        """Upsert the worker's row, then its registered jobs (the worker's rows of others go).
+        Returns when the worker registered, by the database clock."""
+        cur = await self.conn.execute(
             self.q["register_worker"],
             {
                 "worker": self.worker_id,
@@ -210,6 +213,8 @@ class WorkerStore:
                 "ttl": ttl,
             },
         )
+        row = await cur.fetchone()
+        assert row is not None
         await self.conn.execute(
             self.q["register_worker_jobs"],
             {
@@ -219,6 +224,7 @@ class WorkerStore:
                 "timezones": [j.timezone for j in jobs],
             },
         )
+        return row[0]  # type: ignore[no-any-return]
 
     async def lock_registered_jobs(
         self, names: list[str]
@@ -305,19 +311,34 @@ class WorkerStore:
         batch = await self.finish_and_claim_runs([outcome], queues=[], limit=0, lease=0)
         return outcome.run_id in batch.finished, batch.retried.get(outcome.run_id)
 
-    async def heartbeat(self, *, ttl: float, lease: float) -> Heartbeat:
+    async def heartbeat(
+        self, *, held: Sequence[int], since: datetime | None, ttl: float, lease: float
+    ) -> Heartbeat:
+        """Extend the worker's row and the leases of the runs it ``held``; hand back the runs
+        the database says it claimed since ``since`` that it does not hold (a claim whose reply
+        was lost with the connection)."""
         cur = await self.conn.execute(
-            self.q["heartbeat"], {"worker": self.worker_id, "ttl": ttl, "lease": lease}
+            self.q["heartbeat"],
+            {
+                "worker": self.worker_id,
+                "held": list(held),
+                "since": since,
+                "ttl": ttl,
+                "lease": lease,
+            },
         )
         rows = await cur.fetchall()
         return Heartbeat(
             owned=frozenset(r[0] for r in rows if r[0] is not None),
             cancel_requested=frozenset(r[0] for r in rows if r[1]),
             registered_jobs=int(rows[0][2]),
+            handed_back=int(rows[0][3]),
         )
 
-    async def reap_expired_leases(self) -> Reaped:
-        row = await (await self.conn.execute(self.q["reap_expired_leases"])).fetchone()
+    async def reap_expired_leases(self, limit: int = 500) -> Reaped:
+        row = await (
+            await self.conn.execute(self.q["reap_expired_leases"], {"limit": limit})
+        ).fetchone()
         assert row is not None
         return Reaped(*row)
 

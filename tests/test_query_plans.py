@@ -117,8 +117,8 @@ def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded) -> None:
 # statement as a generic plan (plan_cache_mode), so each must probe runs by index whatever the
 # parameters: none may read the history.
 WORKER_STATEMENTS = {
-    "heartbeat": {"ttl": 30.0, "lease": 30.0},
-    "reap_expired_leases": {},
+    "heartbeat": {"held": [1, 2, 3], "since": datetime.now(UTC), "ttl": 30.0, "lease": 30.0},
+    "reap_expired_leases": {"limit": 500},
     "hand_back_runs": {"ids": [1, 2, 3], "message": "handed back"},
     "insert_ticks_advance_watermarks": {
         "tick_jobs": ["bench-history-00001"],

@@ -403,15 +403,13 @@ def test_a_worker_taken_for_dead_registers_again_and_a_stopped_one_leaves_nothin
 ) -> None:
     w = workers.start(["t-tick"], "--lease", "1.5")
     workers.wait_registered(w)
-    # A worker that died: its heartbeat expired, its registrations are still there.
+    # A worker that died: its heartbeat expired, its registrations are still there (one
+    # statement: a reap between two would see the worker without them).
     scalar(
         dsn,
-        "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, "
-        "expires_at) VALUES ('gone', 'h', 1, 'v', '{default}', 1, now()) RETURNING id",
-    )
-    scalar(
-        dsn,
-        "INSERT INTO pgjobs.worker_jobs (worker_id, job) VALUES ('gone', 't-tick') RETURNING job",
+        "WITH w AS (INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, "
+        "expires_at) VALUES ('gone', 'h', 1, 'v', '{default}', 1, now()) RETURNING id) "
+        "INSERT INTO pgjobs.worker_jobs (worker_id, job) SELECT id, 't-tick' FROM w RETURNING job",
     )
     wait_until(
         lambda: scalar(dsn, "SELECT state FROM pgjobs.workers WHERE id = 'gone'") == "dead",

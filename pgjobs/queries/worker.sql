@@ -13,7 +13,8 @@ VALUES (%(worker)s, %(host)s, %(pid)s, %(version)s, %(queues)s, %(concurrency)s,
 ON CONFLICT (id) DO UPDATE
 SET host = excluded.host, pid = excluded.pid, version = excluded.version,
     queues = excluded.queues, concurrency = excluded.concurrency, state = 'running',
-    started_at = now(), heartbeat_at = now(), expires_at = excluded.expires_at, stopped_at = NULL;
+    started_at = now(), heartbeat_at = now(), expires_at = excluded.expires_at, stopped_at = NULL
+RETURNING w.started_at;
 
 -- name: register_worker_jobs
 -- One row per job the worker's code registers, with the schedule and timezone it has for it:
@@ -31,9 +32,12 @@ SET schedule = excluded.schedule, timezone = excluded.timezone;
 
 -- name: lock_registered_jobs
 -- Serialises registration of the same jobs by workers starting together; returns the db clock.
+-- Rows are locked in name order (the lock is taken after the sort), and the worker upserts them
+-- in that order too: workers starting at the same instant never wait for each other in a cycle.
 SELECT j.name, j.schedule, j.timezone, j.next_fire_at, now() AS db_now
 FROM {schema}.jobs j
 WHERE j.name = ANY (%(names)s)
+ORDER BY j.name
 FOR UPDATE;
 
 -- name: db_now
@@ -209,9 +213,14 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        ) - clock_timestamp())::double precision;
 
 -- name: heartbeat
--- Extend this worker's row, its runs' leases and its locks; return the runs it still owns,
+-- Extend this worker's row, and the leases and locks of the runs it holds in memory (only
+-- those: a run nobody executes must not be kept alive); return which of them it still owns,
 -- whether an operator asked to cancel them, and how many jobs the worker has registered (none
 -- once a reaper took it for dead: it then registers them again).
+-- A run the database says this process claimed (since it registered) but that it does not hold
+-- was claimed by a statement whose reply was lost with the connection: its job never started, so
+-- it goes back to the queue without using an attempt. One claimed under the same worker id by an
+-- earlier process is left to the reaper, like any run of a dead worker.
 WITH me AS (
     UPDATE {schema}.workers
     SET heartbeat_at = now(), expires_at = now() + make_interval(secs => %(ttl)s),
@@ -221,25 +230,42 @@ WITH me AS (
 ), leases AS (
     UPDATE {schema}.runs
     SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-    WHERE status = 'running' AND worker_id = %(worker)s
+    WHERE id = ANY (%(held)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
     RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+), strays AS (
+    UPDATE {schema}.runs
+    SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,
+        lease_expires_at = NULL,
+        message = format('claimed by worker %%s, whose reply was lost; back in the queue',
+                         %(worker)s::text)
+    WHERE status = 'running' AND worker_id = %(worker)s
+      AND id <> ALL (%(held)s::bigint[]) AND started_at >= %(since)s::timestamptz
+    RETURNING id
+), unlocked AS (
+    DELETE FROM {schema}.run_locks l USING strays WHERE l.run_id = strays.id
 ), locks AS (
     UPDATE {schema}.run_locks
     SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-    WHERE worker_id = %(worker)s
+    WHERE worker_id = %(worker)s AND run_id = ANY (%(held)s::bigint[])
 )
-SELECT l.id, l.cancel_requested, registered.jobs AS registered_jobs
+SELECT l.id, l.cancel_requested, registered.jobs AS registered_jobs, handed.back AS handed_back
 FROM (SELECT count(*) AS jobs FROM {schema}.worker_jobs WHERE worker_id = %(worker)s) registered
+CROSS JOIN (SELECT count(*) AS back FROM strays) handed
 LEFT JOIN leases l ON true;
 
 -- name: reap_expired_leases
 -- Runs whose lease expired (their worker died) become abandoned, release their locks and are
 -- retried when attempts remain; workers whose heartbeat expired are marked dead.
+--
+-- After the server itself restarted (a crash, a failover), every lease counts from the moment it
+-- came back: workers were reconnecting, not dead, and get a whole lease to heartbeat again.
 WITH expired AS (
     SELECT id FROM {schema}.runs
     WHERE status = 'running' AND lease_expires_at < now()
+      AND pg_postmaster_start_time() + (lease_expires_at - coalesce(heartbeat_at, started_at))
+          < now()
     ORDER BY lease_expires_at
-    LIMIT 500
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), reaped AS (
     UPDATE {schema}.runs r

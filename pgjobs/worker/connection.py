@@ -1,0 +1,147 @@
+"""The worker's links to the database: how they are opened, how a dead one is recognised, and
+the pools its jobs use.
+
+Three kinds of connection, all with TCP keepalives and a bounded connect:
+
+- the loop's own connection (every statement of the loop, one at a time);
+- the LISTEN connection (wake-ups);
+- the jobs' pools, async and sync (``ctx.db_pool``).
+
+A connection that dies is replaced, never repaired. Which errors mean "the connection is gone"
+(the worker reconnects and carries on) and which belong to one statement (a run's outcome the
+database refused) is decided here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgjobs.worker.settings import WorkerSettings
+
+CONNECT_TIMEOUT = 5
+"""Seconds libpq may take to open a connection (a black-holed host answers nothing)."""
+
+POOL_RECONNECT_TIMEOUT = 5.0
+"""A pool stops retrying a failed connection after this long and opens one on the next demand,
+instead of backing off ever longer while the server is down (psycopg_pool's default is 5 min,
+with delays doubling up to a minute and more)."""
+
+# SQLSTATEs that mean the server went away or is not serving yet: connection exceptions (08),
+# admin/crash shutdown and "cannot connect now" (57P01-57P03), too many connections (53300).
+_CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300")
+
+# Transient conflicts between workers: deadlock, serialization failure, lock not available.
+_RETRY_STATES = ("40P01", "40001", "55P03")
+
+
+def connection_kwargs(settings: WorkerSettings) -> dict[str, Any]:
+    """libpq parameters for every connection of a worker: a bounded connect, TCP keepalives
+    that find a dead peer within about 20 s of silence, and a bound on unacknowledged data."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(settings.statement_deadline * 1000),
+    }
+
+
+def is_connection_error(exc: BaseException, conn: psycopg.AsyncConnection[Any] | None) -> bool:
+    """Whether ``exc`` means the loop's connection is gone (reconnect), rather than an error of
+    one statement on a connection that still works."""
+    if isinstance(exc, TimeoutError | psycopg.InterfaceError):
+        return True
+    if conn is None or conn.closed or conn.broken:
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate.startswith("08") or sqlstate in _CONNECTION_STATES
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the same statement may simply be tried again."""
+    return (getattr(exc, "sqlstate", None) or "") in _RETRY_STATES
+
+
+def backoff_delay(failures: int, cap: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: 0.2 s doubling up to ``cap``,
+    with jitter so that workers that lost the same server do not return in lockstep."""
+    base = min(cap, 0.2 * 2.0 ** max(0, failures - 1))
+    return base * random.uniform(0.8, 1.0)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def open_loop_connection(
+    settings: WorkerSettings, worker_id: str
+) -> psycopg.AsyncConnection[Any]:
+    """The loop's own connection, autocommit, with generic plans unless behind PgBouncer."""
+    conn = await psycopg.AsyncConnection.connect(
+        settings.dsn,
+        autocommit=True,
+        application_name=f"pgjobs-worker {worker_id}",
+        **connection_kwargs(settings),
+    )
+    if settings.listen:
+        # The worker's statements are written to plan well for any parameters, and planning
+        # the claim took longer than running it. Not through PgBouncer (--no-listen), where
+        # a session setting would stick to a server connection other clients share.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+    return conn
+
+
+async def open_listen_connection(
+    settings: WorkerSettings, worker_id: str
+) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(
+        settings.dsn,
+        autocommit=True,
+        application_name=f"pgjobs-listen {worker_id}",
+        **connection_kwargs(settings),
+    )
+
+
+def async_jobs_pool(settings: WorkerSettings, worker_id: str) -> AsyncConnectionPool:
+    """The pool of async jobs (``ctx.db_pool``); opened by the caller."""
+    deadline = settings.statement_deadline
+
+    async def check(conn: psycopg.AsyncConnection[Any]) -> None:
+        # A connection handed to a job works: a half-open one is dropped within the deadline.
+        async with asyncio.timeout(deadline):
+            await AsyncConnectionPool.check_connection(conn)
+
+    return AsyncConnectionPool(
+        settings.dsn,
+        min_size=1,
+        max_size=max(2, settings.concurrency),
+        open=False,
+        check=check,
+        kwargs=connection_kwargs(settings),
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        name=f"pgjobs-jobs-{worker_id}",
+    )
+
+
+def sync_jobs_pool(settings: WorkerSettings, worker_id: str) -> ConnectionPool:
+    """The pool of sync jobs (``ctx.db_pool``), opened at once (without waiting)."""
+    pool = ConnectionPool(
+        settings.dsn,
+        min_size=1,
+        max_size=max(2, settings.concurrency),
+        open=False,
+        check=ConnectionPool.check_connection,
+        kwargs=connection_kwargs(settings),
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        name=f"pgjobs-sync-jobs-{worker_id}",
+    )
+    pool.open(wait=False)
+    return pool

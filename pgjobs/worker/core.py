@@ -1,0 +1,105 @@
+"""What one worker holds in memory: its settings, its store, and the runs it executes.
+
+Each concern of the worker (registration, ticking, dispatch, liveness, wake-ups, the loop) is a
+class of its own module built on :class:`WorkerCore`; :class:`~pgjobs.worker.Worker` is their
+union. What the database says this worker owns is reconciled against what is here, by the
+heartbeat (see :mod:`pgjobs.worker.liveness`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgjobs.errors import PgJobsError
+from pgjobs.execution import RunExecution
+from pgjobs.metrics import WorkerMetrics
+from pgjobs.registry import Registry
+from pgjobs.store import ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
+from pgjobs.worker.settings import WorkerSettings
+
+
+@dataclass
+class Running:
+    """A run whose job executes in this process now."""
+
+    run: ClaimedRun
+    execution: RunExecution
+    task: asyncio.Task[Outcome]
+    handed_back: bool = False
+    start_delay: float = 0.0  # seconds it waited here after its claim (prefetched)
+
+
+@dataclass
+class Prefetched:
+    """A run claimed ahead of a free slot, waiting here to start."""
+
+    run: ClaimedRun
+    claimed: float  # time.monotonic()
+
+
+@dataclass
+class Timers:
+    next_tick: float = 0.0
+    next_claim: float = 0.0
+    next_heartbeat: float = 0.0
+    next_reap: float = 0.0
+    failures: int = 0
+
+
+class WorkerCore:
+    """The state every part of the worker shares."""
+
+    def __init__(
+        self, registry: Registry, settings: WorkerSettings, metrics: WorkerMetrics | None = None
+    ) -> None:
+        if settings.concurrency < 1:
+            raise PgJobsError("concurrency must be at least 1")
+        self.registry = registry
+        self.settings = settings
+        self.id = (
+            settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.queries = Queries(settings.schema)
+        self.job_names = registry.names()
+        self.registered = [
+            RegisteredJob(d.name, d.schedule if d.enabled else None, d.timezone)
+            for d in registry.definitions.values()
+        ]
+        self.queues = list(settings.queues)
+        self.store: WorkerStore | None = None
+        self.async_pool: AsyncConnectionPool | None = None
+        self.sync_pool: ConnectionPool | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="pgjobs-run"
+        )
+        self._running: dict[int, Running] = {}
+        # Runs claimed ahead of a free slot, oldest first (see Dispatch._claim_room).
+        self._prefetched: deque[Prefetched] = deque()
+        self._recent_duration: float | None = None
+        self._outcomes: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._stop_requested_at: float | None = None
+        self._timers = Timers()
+        #: When this process first registered, by the database clock: runs claimed under this
+        #: worker's id before it were claimed by an earlier process with the same id.
+        self._registered_at: datetime | None = None
+        #: What this worker did, for Prometheus (served by ``pgjobs worker --metrics-port``).
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+
+    def held_run_ids(self) -> list[int]:
+        """Every run this process holds: executing, prefetched, or ended with its outcome not
+        yet recorded. The heartbeat extends exactly these leases."""
+        held = list(self._running)
+        held.extend(p.run.id for p in self._prefetched)
+        held.extend(o.run_id for o in self._outcomes)
+        return held

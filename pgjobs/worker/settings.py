@@ -1,0 +1,73 @@
+"""How one worker runs: its settings and the constants of its loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TICK_BATCH = 1000
+"""Due jobs locked and ticked per transaction."""
+
+REAP_AFTER_TICKS = 1000
+"""A tick that inserts this many runs brings the next reap (and its statistics check) forward."""
+
+TICK_RETRY = 0.1
+"""Seconds before looking again at due ticks another worker had locked (its NOTIFY comes first)."""
+
+PREFETCH_WHEN_SHORTER = 0.05
+"""Prefetch only while recent runs took less than this many seconds on average."""
+
+PREFETCH_HOLD = 1.0
+"""A prefetched run not started within this many seconds goes back to the queue."""
+
+
+@dataclass
+class WorkerSettings:
+    """How one worker runs. Every duration is in seconds.
+
+    ``lease``: how long a claimed run stays ours without a heartbeat; a worker that dies loses
+    its runs to the reaper after at most ``lease`` + ``reap_interval`` (default: ``lease``).
+    Heartbeats come every ``lease / 3``. ``poll_interval`` caps every sleep, so polling alone
+    runs everything when ``listen`` is off (PgBouncer in transaction mode). ``misfire_grace``:
+    a tick older than this when it is materialised counts as missed and follows the job's
+    misfire policy.
+
+    ``backoff_max``: the longest wait between two attempts to reach the database, at start and
+    after a lost connection; jobs resume within about this long of the server accepting
+    connections again. ``db_timeout``: the longest a statement of the worker's loop may go
+    without a reply before its connection is taken for dead (a half-open connection: a network
+    partition, a frozen host); default ``max(10, lease / 3)``.
+    """
+
+    dsn: str = ""
+    schema: str = "pgjobs"
+    concurrency: int = 10
+    queues: tuple[str, ...] = ("default",)
+    grace: float = 30.0
+    lease: float = 30.0
+    poll_interval: float = 5.0
+    listen: bool = True
+    worker_id: str | None = None
+    misfire_grace: float = 5.0
+    scheduler: bool = True
+    reap_interval: float | None = None
+    backoff_max: float = 2.0
+    prefetch: int | None = None
+    db_timeout: float | None = None
+
+    @property
+    def prefetch_limit(self) -> int:
+        """How many claimed runs may wait for a free slot (default: ``concurrency``)."""
+        return self.concurrency if self.prefetch is None else self.prefetch
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.lease / 3
+
+    @property
+    def reap_every(self) -> float:
+        return self.reap_interval if self.reap_interval is not None else self.lease
+
+    @property
+    def statement_deadline(self) -> float:
+        """Seconds a statement of the loop may take before its connection is taken for dead."""
+        return self.db_timeout if self.db_timeout is not None else max(10.0, self.lease / 3)

@@ -1,0 +1,56 @@
+"""Wake-ups: LISTEN/NOTIFY on the pgjobs channel, and sleeping until the next due time.
+
+The LISTEN connection is checked with a statement whenever it has been quiet for a lease: a
+half-open connection (a partition, a frozen host) would otherwise wait for NOTIFYs forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from pgjobs.worker.connection import backoff_delay, first_line, open_listen_connection
+from pgjobs.worker.core import WorkerCore
+
+log = logging.getLogger("pgjobs.worker")
+
+
+class Wakeups(WorkerCore):
+    async def _sleep(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True if something woke us before that."""
+        if self._wake.is_set():
+            return True
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        return self._wake.is_set()
+
+    async def _listen(self) -> None:
+        """Turn NOTIFYs on the pgjobs channel into wake-ups; reconnect when the link drops."""
+        failures = 0
+        deadline = self.settings.statement_deadline
+        while True:
+            try:
+                async with asyncio.timeout(deadline):
+                    conn = await open_listen_connection(self.settings, self.id)
+                async with conn:
+                    async with asyncio.timeout(deadline):
+                        await conn.execute(f'LISTEN "{self.queries.channel}"')
+                    if failures:
+                        log.info("listening for wake-ups again")
+                    failures = 0
+                    self._timers.next_tick = 0.0  # catch up on what we may have missed
+                    self._wake.set()
+                    while True:
+                        async for _ in conn.notifies(timeout=self.settings.lease):
+                            self._timers.next_tick = 0.0  # a schedule may have changed: look
+                            self._wake.set()
+                        async with asyncio.timeout(deadline):  # quiet for a lease: still there?
+                            await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure of the link: reconnect
+                failures += 1
+                log.debug("listen connection lost: %s", first_line(exc))
+                await asyncio.sleep(backoff_delay(failures, self.settings.backoff_max))
