@@ -10,20 +10,17 @@ returns (its late result is discarded). Long sync jobs should check ``ctx.cancel
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import traceback
 from collections.abc import MutableMapping
 from concurrent.futures import Executor
 from typing import Any
 
-from pgjobs.job import CancelSignal, JobContext, JobResult
+from pgjobs.job import CancelSignal, JobContext
+from pgjobs.outcomes import exception_outcome, result_outcome, safe_outcome, with_logs
 from pgjobs.registry import JobDefinition
 from pgjobs.runlog import JOB_LOGGER, cached_logger, capture_run_logs
 from pgjobs.store import ClaimedRun, Outcome
-
-_MAX_TRACEBACK = 16_000
 
 
 class RunLogAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -94,12 +91,13 @@ class RunExecution:
         """Run the job; the outcome carries the last lines it logged through ``ctx.log``.
 
         An async job runs in the task that awaits this, not in a task of its own: one task per
-        run is all a no-op job should cost.
+        run is all a no-op job should cost. Whatever the job does or hands back, this returns an
+        outcome the database accepts (see :mod:`pgjobs.outcomes`); only the worker's own
+        cancellation at shutdown propagates.
         """
         with capture_run_logs(self.run.id) as captured:
             outcome = await self._execute()
-        outcome.logs = captured.text()
-        return outcome
+        return with_logs(outcome, captured.text())
 
     async def _execute(self) -> Outcome:
         started = time.perf_counter()
@@ -115,30 +113,35 @@ class RunExecution:
             if timer is None or not timer.expired():  # raised by the job itself
                 return self._failed(exc, started)
             self.signal.set("timed out")
-            return self._outcome(
+            return safe_outcome(
+                self.run.id,
                 "timed_out",
-                started,
+                time.perf_counter() - started,
                 message=f"timed out after {timeout:g}s",
                 error_type="TimeoutError",
                 error_message=f"run exceeded its timeout of {timeout:g}s",
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if self.signal.is_set and self.signal.reason != "worker shutting down":
-                return self._outcome("cancelled", started, message=self.signal.reason)
-            raise
-        except Exception as exc:
+                return safe_outcome(
+                    self.run.id,
+                    "cancelled",
+                    time.perf_counter() - started,
+                    message=self.signal.reason,
+                )
+            task = asyncio.current_task()
+            if self.signal.is_set or (task is not None and task.cancelling()):
+                raise  # the worker cancels this run: it hands it back
+            return self._failed(exc, started)  # raised by the job, nobody cancelled it
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt of a job too
             return self._failed(exc, started)
-        return self._from_result(result, started)
+        cancelled = self.signal.is_set and self.signal.reason == "cancelled by operator"
+        return result_outcome(
+            self.run.id, result, time.perf_counter() - started, cancelled=cancelled
+        )
 
     def _failed(self, exc: BaseException, started: float) -> Outcome:
-        return self._outcome(
-            "failed",
-            started,
-            message=f"{type(exc).__name__}: {exc}",
-            error_type=type(exc).__qualname__,
-            error_message=str(exc),
-            error_traceback="".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:],
-        )
+        return exception_outcome(self.run.id, exc, time.perf_counter() - started)
 
     async def _call(self) -> Any:
         job = self.definition.job
@@ -152,44 +155,3 @@ class RunExecution:
                 self._in_job = False
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, job.execute, self.context)  # type: ignore[attr-defined]
-
-    def _from_result(self, result: Any, started: float) -> Outcome:
-        if result is None:
-            result = JobResult.success()
-        if not isinstance(result, JobResult):
-            return self._outcome(
-                "failed",
-                started,
-                message=f"execute returned {type(result).__name__}, not JobResult",
-                error_type="TypeError",
-                error_message=f"execute must return a JobResult, got {result!r:.200}",
-            )
-        data = dict(result.data)
-        try:
-            if data:
-                json.dumps(data, allow_nan=False)  # jsonb takes neither NaN nor Infinity
-        except (TypeError, ValueError) as exc:
-            return self._outcome(
-                "failed",
-                started,
-                message=result.message,
-                error_type="TypeError",
-                error_message=f"result data is not JSON-serialisable: {exc}",
-            )
-        if self.signal.is_set and self.signal.reason == "cancelled by operator":
-            status = "cancelled"
-        else:
-            status = "succeeded" if result.ok else "failed"
-        return self._outcome(
-            status,
-            started,
-            message=result.message,
-            data=data,
-            processed=result.processed,
-            failed=result.failed,
-        )
-
-    def _outcome(self, status: str, started: float, **fields: Any) -> Outcome:
-        return Outcome(
-            run_id=self.run.id, status=status, duration=time.perf_counter() - started, **fields
-        )

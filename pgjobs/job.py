@@ -8,6 +8,7 @@ module knows nothing of the worker or the database tables: it is the part users 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,9 @@ Trigger = Literal["schedule", "manual", "enqueue", "retry"]
 
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
 MISFIRE_POLICIES: tuple[str, ...] = ("coalesce", "skip", "backfill")
+
+MAX_COUNT = 2**31 - 1
+"""The largest item count a run can record (``runs.items_processed`` is a 32-bit integer)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,28 @@ class JobResult:
         return replace(self, data={**self.data, **data})
 
     def with_stats(self, processed: int, failed: int = 0) -> JobResult:
-        """The same result with item counts: how many the run processed and how many failed."""
-        return replace(self, processed=processed, failed=failed)
+        """The same result with item counts: how many the run processed and how many failed.
+
+        Each must be an ``int`` from 0 to :data:`MAX_COUNT`: anything else raises ``TypeError``
+        or ``ValueError`` here, in the job, where the mistake is (so the run fails saying so).
+        """
+        return replace(
+            self, processed=_count("processed", processed), failed=_count("failed", failed)
+        )
+
+
+def _count(name: str, value: object) -> int:
+    """``value`` as a plain int (anything with ``__index__`` but bool), within the column."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"with_stats: {name} must be an int, got {type(value).__name__}") from None
+    if not 0 <= number <= MAX_COUNT:
+        shown = str(number) if number.bit_length() <= 64 else f"a {number.bit_length()}-bit int"
+        raise ValueError(f"with_stats: {name} must be from 0 to {MAX_COUNT}, got {shown}")
+    return int(number)
 
 
 class CancelSignal:
