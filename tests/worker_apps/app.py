@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pgjobs import Extension, Job, JobContext, JobResult, RetryBackoff
@@ -108,6 +109,92 @@ class Echo(Job):
         )
 
 
+class BrokenStr(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("str() of the exception")
+
+
+class NoNotes(Exception):
+    """An exception whose traceback cannot be formatted (its notes raise)."""
+
+    @property
+    def __notes__(self) -> list[str]:
+        raise RuntimeError("notes exploded")
+
+
+class HostileResult(JobResult):
+    """A result whose message cannot be read."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "message":
+            raise SystemExit("message")
+        return super().__getattribute__(name)
+
+    def __repr__(self) -> str:
+        return "<HostileResult>"
+
+
+def _log_nul(ctx: JobContext) -> JobResult:
+    ctx.log.info("line with a NUL \x00 in it")
+    return JobResult.failure("logged a NUL")
+
+
+def _raise(
+    exc: Callable[[], BaseException],
+) -> Callable[[JobContext], JobResult]:
+    def job(ctx: JobContext) -> JobResult:
+        raise exc()
+
+    return job
+
+
+HUGE = 300_000_000
+
+# What a hostile job does, by the "kind" in its payload: each once stopped its worker.
+HOSTILE: dict[str, Callable[[JobContext], Any]] = {
+    "nul-message": lambda ctx: JobResult.failure("read \x00 from the socket"),
+    "nul-success": lambda ctx: JobResult.success("read \x00 from the socket"),
+    "nul-data": lambda ctx: JobResult.failure("bad data").with_data(**{"k\x00": "v\x00"}),
+    "nul-exception": _raise(lambda: RuntimeError("boom \x00")),
+    "nul-log": _log_nul,
+    "bytes-message": lambda ctx: JobResult.failure(b"raw \xff bytes"),  # type: ignore[arg-type]
+    "object-message": lambda ctx: JobResult.failure(object()),  # type: ignore[arg-type]
+    "stats-str": lambda ctx: JobResult.success().with_stats("x"),  # type: ignore[arg-type]
+    "stats-huge": lambda ctx: JobResult.success().with_stats(10**30),
+    "stats-unchecked": lambda ctx: JobResult(ok=True, processed=10**30),
+    "nan-data": lambda ctx: JobResult.success().with_data(x=float("nan")),
+    "huge": lambda ctx: JobResult.failure("x" * HUGE).with_data(blob="y" * HUGE),
+    "broken-str": _raise(lambda: BrokenStr("payload")),
+    "broken-traceback": _raise(lambda: NoNotes("no notes")),
+    "hostile-result": lambda ctx: HostileResult(ok=True, message="hidden"),
+    "keyboard-interrupt": _raise(lambda: KeyboardInterrupt()),
+    "system-exit": _raise(lambda: SystemExit(3)),
+    "cancelled-error": _raise(lambda: asyncio.CancelledError()),
+}
+
+
+class Hostile(Job):
+    """Does what ``HOSTILE[payload["kind"]]`` does, on the event loop."""
+
+    name = "t-hostile"
+    overlap = "allow"
+
+    async def execute(self, ctx: JobContext) -> JobResult:
+        return HOSTILE[(ctx.payload or {})["kind"]](ctx)  # type: ignore[no-any-return]
+
+
+class HostileSync(Job):
+    """Does what ``HOSTILE[payload["kind"]]`` does, in a thread."""
+
+    name = "t-hostile-sync"
+    overlap = "allow"
+
+    def execute(self, ctx: JobContext) -> JobResult:
+        return HOSTILE[(ctx.payload or {})["kind"]](ctx)  # type: ignore[no-any-return]
+
+
 def _misfire_job(policy: str) -> type[Job]:
     attrs: dict[str, Any] = {
         "name": f"t-misfire-{policy}",
@@ -134,6 +221,8 @@ ALL: list[type[Job]] = [
     SyncDb,
     AsyncDb,
     Echo,
+    Hostile,
+    HostileSync,
     _misfire_job("coalesce"),
     _misfire_job("skip"),
     _misfire_job("backfill"),
