@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
@@ -50,26 +51,87 @@ def describe_target(dsn: str) -> str:
 
 def connection_error(dsn: str, exc: BaseException) -> DatabaseError:
     """A one-line :class:`DatabaseError` for a failed connection, without the password."""
-    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    password = _password(dsn)
-    if password:
-        reason = reason.replace(password, "***")
-    return DatabaseError(f"cannot connect to {describe_target(dsn)}: {reason}")
+    return DatabaseError(
+        f"cannot connect to {describe_target(dsn)}: {redact(first_line(exc), dsn)}"
+    )
 
 
-def _password(dsn: str) -> str | None:
+def invalid_dsn_error(dsn: str, exc: BaseException) -> ConfigError:
+    """A one-line :class:`ConfigError` for a DSN libpq cannot parse, without the password.
+
+    libpq quotes the offending part of the DSN, sometimes the whole of it, in its message.
+    """
+    return ConfigError(f"invalid DSN: {redact(first_line(exc), dsn)}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, else its type's name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# -- keeping the password out of messages -------------------------------------------------------
+# By text, before any parser: the DSN to hide may be one libpq rejects.
+
+# scheme://[userinfo@]rest: the userinfo ends at the last "@" (a password may hold "@" or "/").
+_URI_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@", re.DOTALL)
+# password=... in key/value form (quoted or not) and in a URI's query string.
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<key>(?:^|[\s?&])password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^\s&]*)", re.IGNORECASE
+)
+REDACTED = "***"
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, whether or not libpq can parse it."""
+    redacted = _KEYWORD_PASSWORD.sub(lambda m: m.group("key") + REDACTED, dsn)
+    uri = _URI_USERINFO.match(redacted)
+    if uri and ":" in uri.group("userinfo"):
+        user = uri.group("userinfo").split(":", 1)[0]
+        redacted = f"{uri.group('scheme')}{user}:{REDACTED}@{redacted[uri.end() :]}"
+    return redacted
+
+
+def redact(text: str, dsn: str) -> str:
+    """``text`` (a message about ``dsn``) with the DSN and every form of its password hidden."""
+    if not dsn:
+        return text
+    text = text.replace(dsn, redact_dsn(dsn))
+    for secret in sorted(_secrets(dsn), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _secrets(dsn: str) -> set[str]:
+    """Every spelling of the DSN's password(s) a message could quote: as written, unquoted,
+    percent-decoded, and as libpq parsed it."""
+    found: set[str] = set()
+    uri = _URI_USERINFO.match(dsn)
+    if uri and ":" in uri.group("userinfo"):
+        found.add(uri.group("userinfo").split(":", 1)[1])
+    for match in _KEYWORD_PASSWORD.finditer(dsn):
+        value = match.group("value")
+        found.add(value)
+        if value.startswith("'"):
+            found.add(value[1:].removesuffix("'"))
+            found.add(re.sub(r"\\(.)", r"\1", value[1:].removesuffix("'")))
+    found |= {unquote(secret) for secret in found}
     try:
-        return psycopg.conninfo.conninfo_to_dict(dsn).get("password")  # type: ignore[return-value]
+        parsed = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
     except psycopg.ProgrammingError:
-        return None
+        parsed = None
+    if isinstance(parsed, str):
+        found.add(parsed)
+    return {secret for secret in found if secret}
 
 
 def connect(dsn: str | None = None, *, autocommit: bool = True) -> psycopg.Connection[object]:
-    """A sync connection, with connection failures turned into one-line :class:`DatabaseError`."""
+    """A sync connection, with connection failures turned into one-line :class:`DatabaseError`
+    and an unparsable DSN into a one-line :class:`ConfigError`, neither showing the password."""
     target = resolve_dsn(dsn)
     try:
         return psycopg.connect(target, autocommit=autocommit, connect_timeout=10)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid DSN: {exc}") from exc
+        raise invalid_dsn_error(target, exc) from exc
     except psycopg.OperationalError as exc:
         raise connection_error(target, exc) from exc

@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
+from pgjobs.db import redact
 from pgjobs.errors import PgJobsError
 
 
 class PgJobsGroup(click.Group):
-    """Turns every :class:`PgJobsError` into one line on stderr and its exit code."""
+    """Turns every :class:`PgJobsError` into one line on stderr and its exit code.
+
+    The line never shows the password of a DSN given with ``--dsn`` or ``PGJOBS_DSN``, whichever
+    code wrote the message.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["pgjobs.args"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        args: list[str] = ctx.meta.get("pgjobs.args", [])
         try:
             return super().invoke(ctx)
         except PgJobsError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            message = str(exc)
+            for dsn in _dsns(args):
+                message = redact(message, dsn)
+            click.echo(f"error: {message}", err=True)
             sys.exit(exc.exit_code)
+
+
+def _dsns(args: list[str]) -> Iterator[str]:
+    """The DSNs of a command line: ``--dsn X``, ``--dsn=X`` and ``PGJOBS_DSN``."""
+    yield os.environ.get("PGJOBS_DSN", "")
+    for i, arg in enumerate(args):
+        if arg == "--dsn" and i + 1 < len(args):
+            yield args[i + 1]
+        elif arg.startswith("--dsn="):
+            yield arg.removeprefix("--dsn=")
 
 
 @click.group(cls=PgJobsGroup)
