@@ -155,7 +155,12 @@ def upgrade(
     With ``sql=True`` nothing connects to a database (``dsn`` is ignored): the DDL of the
     migrations from base to ``revision``, rendered for ``schema``, is returned as text (for a DBA
     to review or apply with ``psql``).
+
+    A schema already at ``revision`` or past it is left alone before alembic runs: the check only
+    reads the version table, so a role without DDL rights (a worker's) may call this at start-up.
     """
+    if not sql and is_up_to_date(current(dsn, schema), revision):
+        return None
     from alembic import command
 
     output = io.StringIO() if sql else None
@@ -163,6 +168,16 @@ def upgrade(
     with _alembic_command():
         command.upgrade(config, revision, sql=sql)
     return output.getvalue() if output is not None else None
+
+
+def is_up_to_date(found: str | None, revision: str = "head") -> bool:
+    """True if a schema at revision ``found`` needs no upgrade to reach ``revision``: it is
+    there already, or past it (an upgrade never goes down)."""
+    known = _known_revisions()
+    target = head() if revision == "head" else revision
+    if found is None or found not in known or target not in known:
+        return False
+    return known.index(target) <= known.index(found)
 
 
 def downgrade(dsn: str, revision: str, schema: str = "pgjobs") -> None:

@@ -348,7 +348,14 @@ class WorkerStore:
         Called when a reap found the statistics missing or far behind: autovacuum normally keeps
         them fresh; this covers servers where it is off or lagging, which would otherwise see
         every claim sort the whole queue.
+
+        False, without trying, when the worker's role may not analyze the table (it is not the
+        owner's, as a least-privilege worker role is not): PostgreSQL would skip the ANALYZE
+        with a mere warning. The owner keeps the statistics fresh then (docs/security.md).
         """
+        allowed = await (await self.conn.execute(self.q["can_analyze_runs"])).fetchone()
+        if not allowed or not allowed[0]:
+            return False
         table = f"{self.q.schema}.runs"
         async with self.conn.transaction():
             cur = await self.conn.execute(self.q["analyze_runs_once"], {"table": table})

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -444,7 +445,7 @@ def test_db_commands_upgrade_show_and_downgrade_the_schema(empty_dsn: str) -> No
     steps = [
         (["current"], "none (run `pgjobs db upgrade`)\n"),
         (["upgrade"], f'schema "pgjobs" upgraded: none -> {HEAD}\n'),
-        (["upgrade"], f'schema "pgjobs" already at {HEAD}\n'),
+        (["upgrade"], f'schema "pgjobs" already at {HEAD}: nothing to do\n'),
         (["current"], f"{HEAD}\n"),
         (["downgrade", "base"], f'schema "pgjobs" downgraded: {HEAD} -> base\n'),
         (["current"], "none (run `pgjobs db upgrade`)\n"),
@@ -528,3 +529,42 @@ def test_the_revision_files_form_the_linear_history_alembic_sees() -> None:
     assert history == list(migrations._known_revisions())
     assert migrations.head() == script.get_current_head() == history[-1]
     assert [int(r) for r in history] == list(range(1, len(history) + 1))
+
+
+@pytest.mark.parametrize(
+    ("found", "revision", "expected"),
+    [
+        (HEAD, "head", True),
+        (HEAD, "0002", True),  # an upgrade never goes down
+        ("0003", "head", HEAD == "0003"),
+        (None, "head", False),
+        ("9999", "head", False),  # from a newer pgjobs: let alembic say what it thinks
+        (HEAD, "+1", False),  # relative revisions are alembic's to resolve
+    ],
+)
+def test_is_up_to_date_tells_when_an_upgrade_has_nothing_to_do(
+    found: str | None, revision: str, expected: bool
+) -> None:
+    assert migrations.is_up_to_date(found, revision) is expected
+
+
+def test_upgrade_of_a_current_schema_neither_locks_nor_writes(dsn: str) -> None:
+    # Another session holds the migrations' lock: an upgrade that took it would wait.
+    with psycopg.connect(dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext('pgjobs.migrations.pgjobs'))")
+        before = holder.execute("SELECT xmin::text FROM pgjobs.alembic_version").fetchone()
+        done = threading.Event()
+
+        def upgrade() -> None:
+            migrations.upgrade(dsn)
+            migrations.upgrade(dsn, revision="0002")
+            done.set()
+
+        thread = threading.Thread(target=upgrade, daemon=True)
+        thread.start()
+        finished = done.wait(20)
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        thread.join(20)
+        assert finished, "upgrade of a current schema waited for the migrations' lock"
+        after = holder.execute("SELECT xmin::text FROM pgjobs.alembic_version").fetchone()
+    assert after == before

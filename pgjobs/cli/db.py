@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pgjobs import migrations
+from pgjobs import grants, migrations
 from pgjobs.cli.options import database_options
 from pgjobs.db import resolve_schema
+from pgjobs.errors import ConfigError
 
 
 @click.group()
@@ -29,10 +30,14 @@ def upgrade(dsn: str, schema: str, revision: str, as_sql: bool) -> None:
         click.echo(migrations.upgrade(dsn, name, revision, sql=True), nl=False)
         return
     before = migrations.current(dsn, name)
+    if migrations.is_up_to_date(before, revision):
+        # Nothing to lock, create or write: this works for a role without DDL rights too.
+        click.echo(f'schema "{name}" already at {before}: nothing to do')
+        return
     migrations.upgrade(dsn, name, revision)
     after = migrations.current(dsn, name)
     if before == after:
-        click.echo(f'schema "{name}" already at {after}')
+        click.echo(f'schema "{name}" already at {after}: nothing to do')
     else:
         click.echo(f'schema "{name}" upgraded: {before or "none"} -> {after}')
 
@@ -58,3 +63,35 @@ def current(dsn: str, schema: str) -> None:
     """Print the revision of the pgjobs schema in the database."""
     name = resolve_schema(schema)
     click.echo(migrations.current(dsn, name) or f"none (run `{migrations.upgrade_command(name)}`)")
+
+
+@db.command()
+@database_options
+@click.option("--role", help="The database role to grant to (it must exist).")
+@click.option(
+    "--as",
+    "kind",
+    metavar="|".join(grants.ROLE_KINDS),
+    help="migrator: owns the schema, runs `db upgrade`; worker: reads and writes rows, no DDL; "
+    "reader: reads only (CLI read commands, dashboard pages, metrics).",
+)
+@click.option("--sql", "as_sql", is_flag=True, help="Print the statements instead of running them.")
+def grant(dsn: str, schema: str, role: str | None, kind: str | None, as_sql: bool) -> None:
+    """Grant a database role the rights of a pgjobs migrator, worker or reader.
+
+    Run it as the schema's owner or a superuser. Grants cover the tables that exist and, through
+    default privileges, those the owner creates later; running it again after `db upgrade`
+    changes nothing and is always safe. See docs/security.md.
+    """
+    if not role:
+        raise ConfigError("--role is required: the database role to grant to")
+    if not kind:
+        raise ConfigError(f"--as is required: one of {', '.join(grants.ROLE_KINDS)}")
+    name = resolve_schema(schema)
+    grants.validate_role(role)
+    grants.validate_kind(kind)
+    if as_sql:
+        click.echo(grants.print_grant(dsn, name, role, kind).script(), nl=False)
+        return
+    done = grants.apply_grant(dsn, name, role, kind)
+    click.echo(f'granted {kind} rights on schema "{name}" to role "{done.role}"')
