@@ -20,14 +20,17 @@ passes through here first:
 
 Data or counts that cannot be stored make the run ``failed``, with an error that says why: the
 result as the job meant it cannot be recorded. Building an outcome never raises: any error on the
-way (a hostile ``__str__``, a property of a ``JobResult`` subclass that raises) ends in an
-outcome too, and :func:`failed_outcome` is the minimal one that is accepted whatever happened.
-The caps, in UTF-8 bytes, are the :class:`Caps` defaults (see :data:`CAPS`).
+way (a hostile ``__str__``, a property of a ``JobResult`` subclass that raises, ``SystemExit``
+included, since it comes from the job's objects) ends in an outcome too. :func:`failed_outcome`
+is the minimal outcome that is accepted whatever happened, for the worker to record a run with
+when the database still rejects its outcome (:func:`is_outcome_rejection`). The caps, in UTF-8
+bytes, are the :class:`Caps` defaults (see :data:`CAPS`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import traceback
 from dataclasses import dataclass
@@ -120,6 +123,8 @@ def safe_text(value: object, cap: int, *, keep_end: bool = False) -> str | None:
     """``None`` stays ``None``; anything else becomes clean text within ``cap`` bytes."""
     if value is None:
         return None
+    if type(value) is str and len(value) * 4 <= cap and value.isascii() and "\x00" not in value:
+        return value  # most texts: short plain ASCII, nothing to do
     try:
         return cap_text(as_text(value), cap, keep_end=keep_end)
     except BaseException:  # MemoryError and the like: still an answer
@@ -161,14 +166,16 @@ def safe_data(data: object, cap: int) -> dict[str, Any] | None:
     raises :class:`Unstorable` when it is not a mapping JSON can hold."""
     if data is None:
         return None
+    if type(data) is dict and not data:
+        return {}
     try:
-        mapping = dict(data)  # type: ignore[call-overload]
+        mapping: dict[Any, Any] = dict(data)  # type: ignore[call-overload]
     except BaseException as exc:
         raise Unstorable(
             "TypeError", f"result data must be a mapping of JSON values: {_describe(exc)}"
         ) from None
     if not mapping:
-        return None
+        return {}
     try:
         dumped = json.dumps(mapping, allow_nan=False)  # jsonb takes neither NaN nor Infinity
         if len(dumped) > cap:  # escaped as ASCII: never shorter than its UTF-8 form
@@ -243,9 +250,9 @@ def safe_outcome(
     """
     try:
         try:
-            stored_data = safe_data(data, caps.data)
-            items_processed = safe_count("processed", processed)
-            items_failed = safe_count("failed", failed)
+            stored_data = None if data is None else safe_data(data, caps.data)
+            items_processed = None if processed is None else safe_count("processed", processed)
+            items_failed = None if failed is None else safe_count("failed", failed)
         except Unstorable as problem:
             status, stored_data, items_processed, items_failed = "failed", None, None, None
             error_type, error_message = problem.error_type, str(problem)
@@ -319,6 +326,8 @@ def _short_repr(value: object) -> str:
 
 
 def _finite(seconds: object) -> float:
+    if type(seconds) is float and math.isfinite(seconds):
+        return seconds
     try:
         value = float(seconds)  # type: ignore[arg-type]
     except BaseException:
@@ -379,12 +388,8 @@ def result_outcome(
                 error_message=f"execute must return a JobResult, got {_short_repr(result)}",
                 caps=caps,
             )
-        fields = {
-            "message": result.message,
-            "data": result.data,
-            "processed": result.processed,
-            "failed": result.failed,
-        }
+        message, data = result.message, result.data
+        processed, failed = result.processed, result.failed
         ok = bool(result.ok)
     except BaseException as exc:  # a hostile result is still an outcome
         return safe_outcome(
@@ -397,7 +402,16 @@ def result_outcome(
             caps=caps,
         )
     status = "cancelled" if cancelled else "succeeded" if ok else "failed"
-    return safe_outcome(run_id, status, duration, caps=caps, **fields)
+    return safe_outcome(
+        run_id,
+        status,
+        duration,
+        message=message,
+        data=data,
+        processed=processed,
+        failed=failed,
+        caps=caps,
+    )
 
 
 def with_logs(outcome: Outcome, logs: object, *, caps: Caps = CAPS) -> Outcome:

@@ -299,6 +299,11 @@ def test_a_result_that_is_no_job_result_is_a_failed_run_even_if_its_repr_raises(
     assert row["error_message"].startswith("execute must return a JobResult, got <")
 
 
+def test_a_result_without_data_stores_an_empty_object(dsn: str) -> None:
+    row = record(dsn, result_outcome(running_run(dsn), JobResult.success("plain"), 0.1))
+    assert (row["status"], row["message"], row["data"]) == ("succeeded", "plain", {})
+
+
 def test_a_succeeded_result_keeps_its_status_once_made_safe(dsn: str) -> None:
     result = JobResult.success("read \x00 from the file").with_data(raw="\x00").with_stats(3, 1)
     row = record(dsn, result_outcome(running_run(dsn), result, 0.1))
