@@ -10,6 +10,7 @@ import sys
 import threading
 
 import click
+import psycopg
 
 from pgjobs.db import resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError
@@ -92,6 +93,13 @@ from pgjobs.worker import Worker, WorkerSettings
     help="Age in seconds after which a tick is missed.",
 )
 @click.option(
+    "--db-timeout",
+    envvar="PGJOBS_DB_TIMEOUT",
+    type=click.FloatRange(min=0.5),
+    help="Seconds a statement of the worker may go unanswered before its connection is taken "
+    "for dead (a half-open connection) [default: max(10, lease/3)].",
+)
+@click.option(
     "--id", "worker_id", envvar="PGJOBS_WORKER_ID", help="Worker id (default host-pid-random)."
 )
 @click.option(
@@ -135,6 +143,7 @@ def worker(
     poll_interval: float,
     no_listen: bool,
     misfire_grace: float,
+    db_timeout: float | None,
     worker_id: str | None,
     log_level: str,
     log_format: str,
@@ -156,6 +165,7 @@ def worker(
         listen=not no_listen,
         worker_id=worker_id,
         misfire_grace=misfire_grace,
+        db_timeout=db_timeout,
         scheduler=registry.scheduler_enabled,
     )
     _check_database(settings)
@@ -183,11 +193,25 @@ def worker(
 
 
 def _check_database(settings: WorkerSettings) -> None:
-    from pgjobs.db import connect
+    """Wait for the database (a line per attempt, while it is down or refusing connections),
+    then check that its schema is the one this pgjobs needs."""
+    from pgjobs.backoff import Backoff, wait_for_database
+    from pgjobs.db import invalid_dsn_error
     from pgjobs.migrations import check_schema
 
-    with connect(settings.dsn) as conn:
-        check_schema(conn, settings.schema)
+    try:
+        conn = wait_for_database(
+            settings.dsn,
+            what="worker",
+            log=logging.getLogger("pgjobs.worker"),
+            check=lambda c: check_schema(c, settings.schema),
+            backoff=Backoff(0.2, settings.backoff_max),
+        )
+    except psycopg.ProgrammingError as exc:
+        raise invalid_dsn_error(settings.dsn, exc) from exc
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # Ctrl-C while waiting: nothing started, nothing to say
+    conn.close()
 
 
 async def _serve(registry: object, settings: WorkerSettings, metrics: WorkerMetrics) -> int:

@@ -15,7 +15,6 @@ database refused) is decided here, once.
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 import psycopg
@@ -57,6 +56,8 @@ def is_connection_error(exc: BaseException, conn: psycopg.AsyncConnection[Any] |
     one statement on a connection that still works."""
     if isinstance(exc, TimeoutError | psycopg.InterfaceError):
         return True
+    if not isinstance(exc, psycopg.Error):
+        return False  # refused before it was sent (a value the driver cannot dump)
     if conn is None or conn.closed or conn.broken:
         return True
     sqlstate = getattr(exc, "sqlstate", None) or ""
@@ -66,19 +67,6 @@ def is_connection_error(exc: BaseException, conn: psycopg.AsyncConnection[Any] |
 def is_transient_conflict(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the same statement may simply be tried again."""
     return (getattr(exc, "sqlstate", None) or "") in _RETRY_STATES
-
-
-def backoff_delay(failures: int, cap: float) -> float:
-    """Seconds to wait after ``failures`` consecutive failures: 0.2 s doubling up to ``cap``,
-    with jitter so that workers that lost the same server do not return in lockstep."""
-    base = min(cap, 0.2 * 2.0 ** max(0, failures - 1))
-    return base * random.uniform(0.8, 1.0)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's text, or its type when it has none."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 async def open_loop_connection(

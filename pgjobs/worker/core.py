@@ -19,12 +19,13 @@ from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from pgjobs.backoff import Backoff
 from pgjobs.errors import PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import Registry
 from pgjobs.store import ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
-from pgjobs.worker.settings import WorkerSettings
+from pgjobs.worker.settings import RECONNECT_FIRST, WorkerSettings
 
 
 @dataclass
@@ -52,7 +53,6 @@ class Timers:
     next_claim: float = 0.0
     next_heartbeat: float = 0.0
     next_reap: float = 0.0
-    failures: int = 0
 
 
 class WorkerCore:
@@ -90,6 +90,8 @@ class WorkerCore:
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._timers = Timers()
+        #: Waits between attempts to reach the database, at start and after a lost connection.
+        self._backoff = Backoff(RECONNECT_FIRST, settings.backoff_max)
         #: When this process first registered, by the database clock: runs claimed under this
         #: worker's id before it were claimed by an earlier process with the same id.
         self._registered_at: datetime | None = None

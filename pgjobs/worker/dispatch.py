@@ -18,9 +18,11 @@ from collections import deque
 
 import psycopg
 
+from pgjobs.db import first_line
 from pgjobs.execution import RunExecution
+from pgjobs.outcomes import failed_outcome
 from pgjobs.store import Batch, ClaimedRun, Outcome
-from pgjobs.worker.connection import first_line, is_connection_error, sync_jobs_pool
+from pgjobs.worker.connection import is_connection_error, sync_jobs_pool
 from pgjobs.worker.core import Prefetched, Running, WorkerCore
 from pgjobs.worker.settings import PREFETCH_WHEN_SHORTER
 
@@ -62,7 +64,7 @@ class Dispatch(WorkerCore):
                 limit=free,
                 lease=self.settings.lease,
             )
-        except psycopg.Error as exc:
+        except (psycopg.Error, TypeError, ValueError) as exc:
             self._outcomes[:0] = outcomes  # write them with the next statement
             if not outcomes or is_connection_error(exc, self.store.conn):
                 raise
@@ -85,7 +87,7 @@ class Dispatch(WorkerCore):
                 batch = await self.store.finish_and_claim_runs(
                     [outcome], queues=[], limit=0, lease=0
                 )
-            except psycopg.Error as exc:
+            except (psycopg.Error, TypeError, ValueError) as exc:
                 if is_connection_error(exc, self.store.conn):
                     raise
                 log.error(
@@ -98,8 +100,8 @@ class Dispatch(WorkerCore):
                     f"the database refused this run's outcome: {first_line(exc)}",
                     duration=outcome.duration,
                 )
-                if outcome.retry_delay is not None:
-                    replacement.retry_delay = outcome.retry_delay
+                replacement.retry_delay = outcome.retry_delay
+                replacement.start_delay = outcome.start_delay
                 batch = await self.store.finish_and_claim_runs(
                     [replacement], queues=[], limit=0, lease=0
                 )
@@ -200,11 +202,3 @@ class Dispatch(WorkerCore):
             outcome.start_delay = entry.start_delay
         self._outcomes.append(outcome)
         self._wake.set()
-
-
-def failed_outcome(run_id: int, reason: str, duration: float = 0.0) -> Outcome:
-    """A plain ``failed`` outcome the database always accepts."""
-    text = reason.replace("\x00", "\\0")[:2000]
-    return Outcome(
-        run_id, "failed", duration, message=text, error_type="OutcomeRefused", error_message=text
-    )

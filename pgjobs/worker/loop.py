@@ -23,10 +23,9 @@ import time
 import psycopg
 
 from pgjobs import __version__
+from pgjobs.db import first_line
 from pgjobs.worker.connection import (
     async_jobs_pool,
-    backoff_delay,
-    first_line,
     is_connection_error,
     open_loop_connection,
 )
@@ -73,9 +72,13 @@ class Worker(Ticking, Liveness, Wakeups):
                         if self._stopping and await self._drain_for_shutdown():
                             break
                         timeout = await self._iterate(woken)
-                    self._timers.failures = 0
+                    self._backoff.reset()
                 except (psycopg.Error, TimeoutError) as exc:
                     timeout = await self._on_error(exc)
+                except Exception:
+                    # A defect, not a fault of the database: say where, and keep serving.
+                    log.exception("unexpected error in the worker loop; going on")
+                    timeout = self._backoff.next_delay()
                 woken = await self._sleep(timeout)
         finally:
             await self._close()
@@ -96,19 +99,18 @@ class Worker(Ticking, Liveness, Wakeups):
                     await self._register()
                 break
             except (psycopg.Error, TimeoutError) as exc:
-                self._timers.failures += 1
-                delay = backoff_delay(self._timers.failures, self.settings.backoff_max)
+                delay = self._backoff.next_delay()
                 log.warning(
                     "worker %s cannot start yet (attempt %d: %s); retrying in %.1fs",
                     self.id,
-                    self._timers.failures,
+                    self._backoff.attempt,
                     first_line(exc),
                     delay,
                 )
                 await self._drop_connection()
                 if await self._sleep(delay) and self._stopping:
                     return False
-        self._timers.failures = 0
+        self._backoff.reset()
         self.metrics.worker_info(
             worker_id=self.id,
             host=socket.gethostname(),
@@ -154,7 +156,7 @@ class Worker(Ticking, Liveness, Wakeups):
             return
         conn = await open_loop_connection(self.settings, self.id)
         self.store = WorkerStore(conn, self.queries, self.id)
-        if self._timers.failures:
+        if self._backoff.attempt:
             log.info("database connection restored")
             self._refresh_pools()
 
@@ -168,8 +170,7 @@ class Worker(Ticking, Liveness, Wakeups):
         how long to wait before the next iteration."""
         self._timers.next_claim = 0.0
         conn = self.store.conn if self.store is not None else None
-        self._timers.failures += 1
-        delay = backoff_delay(self._timers.failures, self.settings.backoff_max)
+        delay = self._backoff.next_delay()
         if is_connection_error(exc, conn):
             log.warning(
                 "database connection lost (%s); reconnecting in %.1fs", first_line(exc), delay

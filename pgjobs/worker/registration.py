@@ -22,8 +22,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pgjobs import __version__
+from pgjobs.db import first_line
 from pgjobs.registry import JobDefinition
-from pgjobs.worker.connection import first_line, is_transient_conflict
+from pgjobs.worker.connection import is_transient_conflict
 from pgjobs.worker.core import WorkerCore
 
 log = logging.getLogger("pgjobs.worker")

@@ -19,6 +19,9 @@ PREFETCH_WHEN_SHORTER = 0.05
 PREFETCH_HOLD = 1.0
 """A prefetched run not started within this many seconds goes back to the queue."""
 
+RECONNECT_FIRST = 0.2
+"""Seconds before the second attempt to reach the database; then doubling to ``backoff_max``."""
+
 
 @dataclass
 class WorkerSettings:

@@ -10,8 +10,11 @@ import asyncio
 import contextlib
 import logging
 
-from pgjobs.worker.connection import backoff_delay, first_line, open_listen_connection
+from pgjobs.backoff import Backoff
+from pgjobs.db import first_line
+from pgjobs.worker.connection import open_listen_connection
 from pgjobs.worker.core import WorkerCore
+from pgjobs.worker.settings import RECONNECT_FIRST
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -28,7 +31,7 @@ class Wakeups(WorkerCore):
 
     async def _listen(self) -> None:
         """Turn NOTIFYs on the pgjobs channel into wake-ups; reconnect when the link drops."""
-        failures = 0
+        backoff = Backoff(RECONNECT_FIRST, self.settings.backoff_max)
         deadline = self.settings.statement_deadline
         while True:
             try:
@@ -37,9 +40,9 @@ class Wakeups(WorkerCore):
                 async with conn:
                     async with asyncio.timeout(deadline):
                         await conn.execute(f'LISTEN "{self.queries.channel}"')
-                    if failures:
+                    if backoff.attempt:
                         log.info("listening for wake-ups again")
-                    failures = 0
+                    backoff.reset()
                     self._timers.next_tick = 0.0  # catch up on what we may have missed
                     self._wake.set()
                     while True:
@@ -51,6 +54,5 @@ class Wakeups(WorkerCore):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure of the link: reconnect
-                failures += 1
                 log.debug("listen connection lost: %s", first_line(exc))
-                await asyncio.sleep(backoff_delay(failures, self.settings.backoff_max))
+                await asyncio.sleep(backoff.next_delay())
