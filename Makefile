@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench
+.PHONY: test lint demo bench chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,11 @@ demo: $(BIN)/python
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# Chaos rounds: real workers against a throwaway PostgreSQL 15 cluster (initdb in a temp dir,
+# never the shared server) through restarts, crashes, terminations, start storms, a black-holed
+# network and a 30 s outage; prints a table per fault. `make chaos ROUNDS=3 ARGS='--only crash'`.
+ROUNDS ?= 20
+chaos: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m tests.chaos --rounds $(ROUNDS) $(ARGS)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_APP = "tests.worker_apps.app:extension"
 T = TypeVar("T")
 
 
@@ -30,6 +31,7 @@ class WorkerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         name: str = "w",
+        app: str = DEFAULT_APP,
     ) -> None:
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         full_env = {
@@ -50,7 +52,7 @@ class WorkerProcess:
                 "--dsn",
                 dsn,
                 "--app",
-                "tests.worker_apps.app:extension",
+                app,
                 "--id",
                 name,
                 *args,
@@ -101,10 +103,13 @@ class Workers:
         *args: str,
         name: str | None = None,
         env: dict[str, str] | None = None,
+        app: str = DEFAULT_APP,
     ) -> WorkerProcess:
         name = name or f"w{len(self.started) + 1}"
         defaults = ("--lease", "3", "--poll-interval", "1", "--grace", "5")
-        proc = WorkerProcess(self.dsn, jobs, self.log_dir, *defaults, *args, env=env, name=name)
+        proc = WorkerProcess(
+            self.dsn, jobs, self.log_dir, *defaults, *args, env=env, name=name, app=app
+        )
         self.started.append(proc)
         return proc
 

@@ -1,0 +1,85 @@
+"""SPEC §9 under faults, with real workers and a PostgreSQL cluster this module owns.
+
+The reduced set of tests/chaos.py: one round of each fault at the CI scale, the start storm
+``PGJOBS_CHAOS_ROUNDS`` times (default 3). The 30 s outage and the half-open connections (whose
+round lasts its whole settle time when the worker never notices) run only with
+``PGJOBS_CHAOS_FULL=1``, which also switches to the full scale; ``make chaos`` runs everything,
+many rounds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import chaos
+from tests.pgcluster import PgCluster, available, pg_cluster
+
+FULL = os.environ.get("PGJOBS_CHAOS_FULL") == "1"
+SCALE = chaos.FULL if FULL else chaos.CI
+STORM_ROUNDS = int(os.environ.get("PGJOBS_CHAOS_ROUNDS", "3"))
+
+pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+
+@pytest.fixture(scope="module")
+def chaos_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chaos-logs")
+
+
+@pytest.fixture(scope="module")
+def cluster(chaos_logs: Path) -> Iterator[PgCluster]:
+    """A migrated cluster with the chaos jobs registered; stopped and removed afterwards."""
+    with pg_cluster() as c:
+        chaos.prepare(c, chaos_logs)
+        yield c
+
+
+def _check(result: chaos.RoundResult) -> None:
+    assert result.ok, result.report()
+
+
+def test_workers_recover_from_a_fast_restart(cluster: PgCluster, chaos_logs: Path) -> None:
+    _check(chaos.fast_restart(cluster, chaos_logs, SCALE))
+
+
+def test_workers_recover_from_a_crash(cluster: PgCluster, chaos_logs: Path) -> None:
+    _check(chaos.crash(cluster, chaos_logs, SCALE))
+
+
+def test_workers_survive_a_restart_during_their_start(cluster: PgCluster, chaos_logs: Path) -> None:
+    _check(chaos.restart_at_startup(cluster, chaos_logs, SCALE))
+
+
+def test_workers_survive_their_backends_terminated_every_second(
+    cluster: PgCluster, chaos_logs: Path
+) -> None:
+    _check(chaos.terminate_backends(cluster, chaos_logs, SCALE))
+
+
+@pytest.mark.parametrize("round_", range(1, STORM_ROUNDS + 1))
+def test_eight_workers_starting_at_the_same_instant_all_start(
+    cluster: PgCluster, chaos_logs: Path, round_: int
+) -> None:
+    _check(chaos.start_storm(cluster, chaos_logs, SCALE))
+
+
+def test_workers_recover_from_a_black_holed_network(cluster: PgCluster, chaos_logs: Path) -> None:
+    _check(chaos.black_hole(cluster, chaos_logs, SCALE))
+
+
+@pytest.mark.skipif(not FULL, reason="runs with PGJOBS_CHAOS_FULL=1 (make chaos)")
+def test_workers_give_up_connections_that_stay_half_open(
+    cluster: PgCluster, chaos_logs: Path
+) -> None:
+    _check(chaos.black_hole_stale(cluster, chaos_logs, SCALE))
+
+
+@pytest.mark.skipif(not FULL, reason="the 30 s outage runs with PGJOBS_CHAOS_FULL=1 (make chaos)")
+def test_workers_recover_from_an_outage_longer_than_the_lease(
+    cluster: PgCluster, chaos_logs: Path
+) -> None:
+    _check(chaos.outage(cluster, chaos_logs, SCALE))
