@@ -25,7 +25,7 @@ from pgjobs.errors import ConfigError
 from tests.test_runlog import XSS
 from tests.workers import ROOT
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-tests"
 
 SEED = """
 INSERT INTO pgjobs.jobs (name, extension, description, schedule, timezone, next_fire_at, paused)
@@ -175,6 +175,36 @@ def test_run_detail_shows_message_data_error_traceback_and_logs(
     assert call(readonly, "/runs/999999").status == 404
 
 
+def test_runs_are_paged_with_next_and_previous_links(seeded: str, readonly: Server) -> None:
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgjobs.runs (job, trigger, status, finished_at, message)"
+            " SELECT 'obs-cleanup', 'manual', 'succeeded', now(), 'bulk ' || i"
+            " FROM generate_series(1, 245) i"
+        )
+        rows = conn.execute(
+            "SELECT id FROM pgjobs.runs WHERE job = 'obs-cleanup' ORDER BY id DESC"
+        ).fetchall()
+    ids = [int(row[0]) for row in rows]
+
+    def shown(page: str) -> list[int]:
+        return [int(i) for i in re.findall(r'<tr><td><a href="/runs/(\d+)">', page)]
+
+    first = call(readonly, "/runs?job=obs-cleanup").text
+    second = call(readonly, "/runs?job=obs-cleanup&page=2").text
+    last = call(readonly, "/runs?job=obs-cleanup&page=3").text
+
+    assert shown(first) == ids[:100] and shown(second) == ids[100:200]
+    assert shown(last) == ids[200:]
+    assert (
+        'rel="next" href="/runs?job=obs-cleanup&amp;page=2"' in first and 'rel="prev"' not in first
+    )
+    assert 'rel="prev" href="/runs?job=obs-cleanup"' in second
+    assert 'rel="next" href="/runs?job=obs-cleanup&amp;page=3"' in second
+    assert 'rel="prev" href="/runs?job=obs-cleanup&amp;page=2"' in last and 'rel="next"' not in last
+    assert shown(call(readonly, "/runs?job=obs-cleanup&page=x").text) == ids[:100]
+
+
 def test_the_runs_workers_and_queues_pages(readonly: Server) -> None:
     runs = call(readonly, "/runs?job=obs-report&status=failed").text
     workers = call(readonly, "/workers").text
@@ -193,6 +223,33 @@ def test_everything_a_job_wrote_is_escaped(readonly: Server, seeded: str) -> Non
         assert "&lt;script&gt;document.title=&#x27;pwned&#x27;" in text, path
         assert "<script>document" not in text, path
         assert text.count("<script") == 1, path  # only the dashboard's own script
+
+
+def test_refusals_and_errors_say_nothing_of_the_database(seeded: str) -> None:
+    dbname = psycopg.conninfo.conninfo_to_dict(seeded)["dbname"]
+    with serving(seeded) as readonly:
+        assert dbname in call(readonly, "/").text  # the reader may see where the data is from
+        assert dbname not in call(readonly, "/nowhere").text
+    with serving(seeded, host="0.0.0.0", token=TOKEN) as guarded:
+        # Bound to every interface; reached here over loopback.
+        locked = call(guarded, "/")
+        assert locked.status == 401
+        assert dbname not in locked.text and "127.0.0.1:5432" not in locked.text
+
+
+def test_only_the_dashboards_own_messages_are_shown(actions: Server, seeded: str) -> None:
+    done = call(actions, "/actions/pause", {"job": "obs-report", "token": TOKEN, "next": "/"})
+    assert "Paused obs-report" in call(actions, done.headers["Location"]).text
+
+    forged = [
+        "/?done=paused&ref=your+account+is+locked%2C+call+555-0100",
+        "/?done=paused&ref=obs-report",
+        done.headers["Location"].replace("obs-report", "obs-cleanup"),
+    ]
+    for path in forged:
+        page = call(actions, path).text
+        assert "Paused" not in page and "555-0100" not in page, path
+        assert 'class="flash"' not in page, path
 
 
 def test_every_response_carries_the_security_headers(readonly: Server) -> None:
@@ -306,9 +363,31 @@ def test_a_non_loopback_bind_needs_a_token() -> None:
     for host in ("0.0.0.0", "::", "192.168.1.20", "example.com"):
         with pytest.raises(ConfigError, match="without --token"):
             check_bind(host, None)
-        check_bind(host, "t")
+        check_bind(host, "t" * 16)
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
         check_bind(host, None)
+
+
+@pytest.mark.parametrize("token", ["t", "", "fifteen-chars-x"])
+def test_a_short_token_is_refused_with_one_clear_line(dsn: str, token: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pgjobs", "dashboard", "--token", token, "--dsn", dsn],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: --token is too short ({len(token)} characters, at least 16): use a long random "
+        "value, e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+    ]
+
+
+def test_a_token_a_cookie_cannot_carry_is_refused() -> None:
+    for token in ("a" * 16 + "; Path=/", "a" * 16 + "\r\nX: y", "a" * 16 + " b"):
+        with pytest.raises(ConfigError, match="may only hold letters, digits"):
+            check_bind("127.0.0.1", token)
 
 
 def test_the_command_refuses_a_non_loopback_host_without_a_token(dsn: str) -> None:

@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,24 @@ class Chromium:
             before = self._loaded()
         self.page("Page.navigate", {"url": url})
         self._until_loaded(before)
+
+    def goto_and_follow(self, url: str) -> None:
+        """Open ``url``, a page that navigates on by itself at once, and wait for the page it
+        leads to to be complete."""
+        self.js("window.__left_behind = true")  # a new document does not have it
+        self.page("Page.navigate", {"url": url})
+        arrived = (
+            f"window.__left_behind === undefined && location.href !== {json.dumps(url)}"
+            " && document.readyState === 'complete'"
+        )
+
+        def moved_on() -> bool:
+            try:
+                return bool(self.js(arrived))
+            except AssertionError:  # evaluated while the page was being replaced
+                return False
+
+        wait_until(moved_on, 20, f"the page {url} to lead to another")
 
     def js(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page."""
@@ -349,3 +369,85 @@ def test_a_page_refreshes_itself(browser: Chromium, real_runs: str) -> None:
         finally:
             with psycopg.connect(real_runs, autocommit=True) as conn:
                 conn.execute("DELETE FROM pgjobs.jobs WHERE name = 'obs-late'")
+
+
+# -- another site's page ------------------------------------------------------------------------
+
+
+class _Attacker(BaseHTTPRequestHandler):
+    """A page of another origin whose form, submitted on load, posts to the dashboard."""
+
+    server: _AttackerSite
+
+    def do_GET(self) -> None:
+        self.server.visited.append(self.path)
+        if not self.path.startswith("/attack"):
+            body = b"<p>landed on the attacker's site</p>"
+        else:
+            fields = {"next": self.server.next_field}
+            inputs = "".join(
+                f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
+                for k, v in fields.items()
+            )
+            body = (
+                f'<form method="post" action="{escape(self.server.target)}">{inputs}</form>'
+                "<script>document.forms[0].submit()</script>"
+            ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _AttackerSite(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, target: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Attacker)
+        self.target = target
+        self.next_field = "/"
+        self.visited: list[str] = []
+
+    @property
+    def origin(self) -> str:
+        # "localhost" is another site than the dashboard's 127.0.0.1 for the browser.
+        return f"http://localhost:{self.server_address[1]}"
+
+
+@pytest.fixture
+def attacker(dashboard: Server) -> Iterator[_AttackerSite]:
+    site = _AttackerSite(f"{dashboard.url}logout")
+    thread = threading.Thread(target=site.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        site.shutdown()
+        site.server_close()
+        thread.join(5)
+
+
+def test_another_sites_page_can_neither_set_a_cookie_nor_redirect_through_logout(
+    browser: Chromium, dashboard: Server, attacker: _AttackerSite
+) -> None:
+    host, port = attacker.origin.removeprefix("http://").split(":")
+    attacks = [
+        # A header of the attacker's choosing: a token cookie for the pages under /runs.
+        "/\r\nSet-Cookie: pgjobs_token=evil; Path=/runs",
+        f"/\t/{host}:{port}/landed",  # "//localhost:…" once the browser drops the tab
+    ]
+    for next_field in attacks:
+        attacker.next_field = next_field
+        browser.goto_and_follow(f"{attacker.origin}/attack")
+
+        cookies = browser.send("Storage.getCookies")["cookies"]
+        assert [c for c in cookies if c["value"] == "evil"] == [], next_field
+        assert "/landed" not in attacker.visited, next_field
+        location = browser.js("location.href")
+        assert location.startswith(dashboard.url), (next_field, location)
+        assert "cross-site request refused" in browser.text(), next_field
+    browser.screenshot("cross-site-logout-refused")

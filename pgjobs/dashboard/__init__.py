@@ -8,7 +8,16 @@ when enabled and always need the dashboard's token (see :mod:`~pgjobs.dashboard.
 
 from __future__ import annotations
 
-from pgjobs.dashboard.app import Dashboard, DashboardSettings, check_bind, is_loopback
+from pgjobs.dashboard.app import Dashboard, DashboardSettings
+from pgjobs.dashboard.guards import check_bind, check_token, is_loopback
 from pgjobs.dashboard.server import Server, make_server
 
-__all__ = ["Dashboard", "DashboardSettings", "Server", "check_bind", "is_loopback", "make_server"]
+__all__ = [
+    "Dashboard",
+    "DashboardSettings",
+    "Server",
+    "check_bind",
+    "check_token",
+    "is_loopback",
+    "make_server",
+]

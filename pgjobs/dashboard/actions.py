@@ -2,17 +2,21 @@
 
 The server checks that actions are allowed and that the request carries the token; this module
 only turns a checked form into one guarded statement and says what happened, as the query string
-of the page the browser goes back to (``done=paused&ref=my-job``, shown by :func:`flash_text`).
+of the page the browser goes back to (``done=paused&ref=my-job&sig=…``, shown by
+:func:`flash_text`). The ``sig`` is an HMAC of the message with a key only this dashboard process
+knows, so a link cannot make the dashboard show text of someone else's choosing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
 from pgjobs.dashboard.data import DashboardStore
 
-FLASH_PARAMS = ("done", "ref")
+FLASH_PARAMS = ("done", "ref", "sig")
 """Query parameters that only carry the message of the last action."""
 
 _MESSAGES = {
@@ -69,16 +73,27 @@ ACTIONS: dict[str, Callable[[DashboardStore, Mapping[str, str]], tuple[str, obje
 """Action name (the path after ``/actions/``) to its implementation."""
 
 
-def perform(store: DashboardStore, name: str, form: Mapping[str, str]) -> str | None:
-    """Do action ``name`` with ``form``; the flash query string, or None if nothing was done."""
+def _signature(key: bytes, done: str, ref: str) -> str:
+    return hmac.new(key, f"{done}\0{ref}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def perform(store: DashboardStore, name: str, form: Mapping[str, str], key: bytes) -> str | None:
+    """Do action ``name`` with ``form``; the flash query string (signed with ``key``), or None
+    if nothing was done."""
     outcome = ACTIONS[name](store, form)
     if outcome is None:
         return None
-    done, ref = outcome
-    return urlencode({"done": done, "ref": str(ref)})
+    done, ref = outcome[0], str(outcome[1])
+    return urlencode({"done": done, "ref": ref, "sig": _signature(key, done, ref)})
 
 
-def flash_text(query: Mapping[str, str]) -> str | None:
-    """The sentence for a ``done=…&ref=…`` query string (plain text, escaped when shown)."""
-    template = _MESSAGES.get(query.get("done", ""))
-    return None if template is None else template.format(ref=query.get("ref", ""))
+def flash_text(query: Mapping[str, str], key: bytes) -> str | None:
+    """The sentence for a ``done=…&ref=…&sig=…`` query string that :func:`perform` made with
+    ``key`` (plain text, escaped when shown); None for anything else."""
+    done, ref = query.get("done", ""), query.get("ref", "")
+    template = _MESSAGES.get(done)
+    if template is None or not hmac.compare_digest(
+        query.get("sig", "").encode(), _signature(key, done, ref).encode()
+    ):
+        return None
+    return template.format(ref=ref)

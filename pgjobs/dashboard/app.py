@@ -8,15 +8,20 @@ Rules the dashboard enforces:
 - Actions (run now, pause, resume, retry, cancel) exist only with ``allow_actions``. Each is a POST
   that must carry the token itself (form field ``token`` or the bearer header); the cookie alone
   is not enough, so another site cannot make a browser act. Anything else is 403.
+- Every POST (login and logout included) that a browser says comes from another origin
+  (``Origin``, ``Sec-Fetch-Site``) is refused, and a form's ``next`` must be a path on this
+  server (:mod:`pgjobs.dashboard.guards`).
 - On loopback, a request whose ``Host`` is not a loopback name is refused (DNS rebinding).
+- Pages that refuse or fail (401, 403, 404, 503) say nothing of the database (host, name,
+  reason); the reason of a database failure goes to the log.
 
-The HTTP server around it (:mod:`pgjobs.dashboard.server`) adds the security headers.
+The HTTP server around it (:mod:`pgjobs.dashboard.server`) adds the security headers and the
+limits on connections, request bodies and time.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -26,16 +31,15 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg_pool import PoolTimeout
 
 from pgjobs.dashboard import pages
 from pgjobs.dashboard.actions import ACTIONS, FLASH_PARAMS, flash_text, perform
-from pgjobs.dashboard.data import DashboardStore
+from pgjobs.dashboard.data import DashboardStore, DatabaseUnavailable
+from pgjobs.dashboard.guards import check_bind, cross_site, is_loopback, safe_next
 from pgjobs.dashboard.markup import Markup, html, join, render_template, url, when
 from pgjobs.dashboard.pages import Page, PageContext
 from pgjobs.dashboard.timeline import DEFAULT_HOURS, HOURS, timeline_page
 from pgjobs.db import describe_target
-from pgjobs.errors import ConfigError
 
 log = logging.getLogger("pgjobs.dashboard")
 
@@ -48,26 +52,14 @@ _NAV = (
     ("/workers", "Workers"),
     ("/queues", "Queues"),
 )
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+RUNS_PAGE = 100
+"""Runs per page of ``/runs``."""
 
+MAX_RUNS_OFFSET = 5000
+"""How far back ``/runs`` pages go (``?page=`` is capped so a page reads at most this many rows
+plus one page; the CLI's ``pgjobs runs list`` reaches further)."""
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    name = host.strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve beyond loopback without a token (:class:`ConfigError`, exit code 2)."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"refusing to serve the dashboard on non-loopback host {host!r} without --token"
-        )
+_DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
 
 
 @dataclass
@@ -81,6 +73,10 @@ class DashboardSettings:
     allow_actions: bool = False
     token: str | None = None
     refresh: float = 5.0
+    request_timeout: float = 10.0
+    """Seconds a connection may stay silent before the server closes it."""
+    max_connections: int = 32
+    """Connections served at once; one more is answered 503."""
 
 
 @dataclass
@@ -104,12 +100,6 @@ class Request:
     form: dict[str, str] = field(default_factory=dict)
 
 
-def _safe_next(target: str | None) -> str:
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return "/"
-    return target
-
-
 class Dashboard:
     """Routes requests to pages and actions; knows nothing of sockets."""
 
@@ -122,6 +112,8 @@ class Dashboard:
         )
         self.protect_reads = not is_loopback(settings.host)
         self.target = describe_target(settings.dsn)
+        # Signs the messages of actions (see pgjobs.dashboard.actions); new on every start.
+        self.flash_key = secrets.token_bytes(32)
 
     # -- the token -------------------------------------------------------------------------
 
@@ -162,6 +154,9 @@ class Dashboard:
         """Answer one request; never raises for a database failure (503 instead)."""
         if not self._host_ok(request):
             return self._message(403, "Refused", "unexpected Host header for a loopback dashboard")
+        if request.method == "POST" and (why := cross_site(request.headers)):
+            log.warning("refused a cross-site POST to %s (%s)", request.path, why)
+            return self._message(403, "Refused", "cross-site request refused")
         if request.method == "GET" and request.path.startswith("/static/"):
             return self._static(request.path.removeprefix("/static/"))
         try:
@@ -169,10 +164,14 @@ class Dashboard:
                 return self._post(request)
             if request.method == "GET":
                 return self._get(request)
-        except (psycopg.Error, PoolTimeout) as exc:
+        except _DB_ERRORS as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning("database error: %s", reason)
-            return self._message(503, "Database unavailable", f"database unavailable: {reason}")
+            log.warning("database unavailable: %s", reason)
+            page = pages.message_page(
+                "Database unavailable",
+                "the database is not answering; this page works again once it is back",
+            )
+            return self._render(503, page, request, read_summary=False)
         return self._message(405, "Method not allowed", "use GET for pages and POST for actions")
 
     def _get(self, request: Request) -> Response:
@@ -180,7 +179,7 @@ class Dashboard:
             if not self._matches(request.query["token"]):
                 return self._message(403, "Forbidden", "wrong token")
             clean = url(request.path, **{k: v for k, v in request.query.items() if k != "token"})
-            return Response(303, headers=[("Location", clean), self._set_cookie()])
+            return Response(303, headers=[("Location", safe_next(clean)), self._set_cookie()])
         unlocked = self._holds_token(request)
         if self.protect_reads and not unlocked:
             return self._message(
@@ -218,7 +217,13 @@ class Dashboard:
         if path == "/runs":
             status = query.get("status") if query.get("status") in pages.STATUSES else None
             job = query.get("job") or None
-            return pages.runs_page(ctx, self.store.runs(job, status), job, status)
+            page = int(query["page"]) if query.get("page", "").isdigit() else 1
+            page = max(1, min(page, MAX_RUNS_OFFSET // RUNS_PAGE + 1))
+            offset = (page - 1) * RUNS_PAGE
+            # One row past the page says whether there is a next one.
+            rows = self.store.runs(job, status, limit=offset + RUNS_PAGE + 1)[offset:]
+            more = len(rows) > RUNS_PAGE and offset + RUNS_PAGE <= MAX_RUNS_OFFSET
+            return pages.runs_page(ctx, rows[:RUNS_PAGE], job, status, page=page, has_next=more)
         if path.startswith("/runs/") and path.removeprefix("/runs/").isdigit():
             run = self.store.run(int(path.removeprefix("/runs/")))
             return None if run is None else pages.run_page(ctx, run)
@@ -229,7 +234,7 @@ class Dashboard:
         return None
 
     def _post(self, request: Request) -> Response:
-        next_page = _safe_next(request.form.get("next"))
+        next_page = safe_next(request.form.get("next"))
         if request.path == "/login":
             if not self._matches(request.form.get("token")):
                 return self._message(403, "Forbidden", "wrong token", request)
@@ -254,7 +259,7 @@ class Dashboard:
                 "this action needs the dashboard's token (missing or wrong token)",
                 request,
             )
-        done = perform(self.store, name, request.form)
+        done = perform(self.store, name, request.form, self.flash_key)
         if done is None:
             return self._message(
                 409,
@@ -281,16 +286,23 @@ class Dashboard:
         return self._render(status, pages.message_page(title, text), request)
 
     def _render(
-        self, status: int, page: Page, request: Request, summary: dict[str, Any] | None = None
+        self,
+        status: int,
+        page: Page,
+        request: Request,
+        summary: dict[str, Any] | None = None,
+        *,
+        read_summary: bool = True,
     ) -> Response:
         title, body = page
         unlocked = self._holds_token(request)
-        if summary is None and (unlocked or not self.protect_reads):
+        allowed = unlocked or not self.protect_reads
+        if summary is None and allowed and read_summary:
             try:
                 summary = self.store.summary()
-            except (psycopg.Error, PoolTimeout):
+            except _DB_ERRORS:
                 summary = None
-        flash = flash_text(request.query) if request.method == "GET" else None
+        flash = flash_text(request.query, self.flash_key) if request.method == "GET" else None
         document = render_template(
             "layout.html",
             title=title,
@@ -308,7 +320,8 @@ class Dashboard:
             lock=self._lock(unlocked, request),
             flash=html('<p class="flash">{0}</p>', flash) if flash else "",
             updated=when(summary["db_now"]) if summary else "-",
-            target=self.target,
+            # Where the data comes from, only on pages that show data to a reader who may see it.
+            target=self.target if status < 400 and allowed else "the database",
             refresh=f"{self.settings.refresh:g}",
             refresh_note=html(
                 'refreshes every {0}s <button type="button" id="toggle-refresh">pause</button>',

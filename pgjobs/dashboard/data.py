@@ -1,17 +1,19 @@
 """What the dashboard reads and changes, through the named queries of ``dashboard.sql``.
 
-One small connection pool serves the server's request threads. Every action is one guarded
-statement followed by a NOTIFY on the pgjobs channel, so listening workers see it at once.
+A few connections serve the server's request threads (:class:`Connections`). Every action is one
+guarded statement followed by a NOTIFY on the pgjobs channel, so listening workers see it at once.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from pgjobs.store import Queries
 
@@ -20,37 +22,104 @@ Row = dict[str, Any]
 OUTCOMES_PER_JOB = 12
 """How many of each job's last finished runs the jobs page shows as squares."""
 
+CONNECT_TIMEOUT = 3
+"""Seconds a request waits for a new connection before its page says the database is down."""
+
+
+class DatabaseUnavailable(Exception):
+    """No connection to the database could be had for a request (down, or every one busy)."""
+
+
+class Connections:
+    """At most ``size`` connections for the request threads, made when a request needs one.
+
+    Unlike a pool that reconnects in the background with a growing delay, this one connects on
+    the request's own thread: while the database is down a page fails at once (the server is
+    refused at once) and the first request after it is back connects again. An idle connection
+    is checked with an empty statement before it is lent, so one left broken by a restart is
+    replaced rather than failing a page.
+    """
+
+    def __init__(self, dsn: str, size: int = 4, wait: float = 5.0) -> None:
+        self.dsn = dsn
+        self.wait = wait
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[psycopg.Connection[Row]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _take(self) -> psycopg.Connection[Row]:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return psycopg.connect(
+                    self.dsn,
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    application_name="pgjobs-dashboard",
+                )
+            try:
+                conn.execute("")
+                return conn
+            except psycopg.Error:
+                conn.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Row]]:
+        """A connection for one request; :class:`DatabaseUnavailable` if none can be had."""
+        if self._closed or not self._slots.acquire(timeout=self.wait):
+            raise DatabaseUnavailable("every database connection is busy")
+        try:
+            try:
+                conn = self._take()
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(str(exc)) from exc
+            try:
+                yield conn
+            finally:
+                with self._lock:
+                    keep = (
+                        not (self._closed or conn.closed or conn.broken)
+                        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                    )
+                    if keep:
+                        self._idle.append(conn)
+                if not keep:
+                    conn.close()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when their request ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
 
 class DashboardStore:
     """The dashboard's reads and actions on one database and schema."""
 
     def __init__(self, dsn: str, schema: str = "pgjobs", *, max_connections: int = 4) -> None:
         self.queries = Queries(schema)
-        self.pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_connections,
-            open=False,
-            timeout=5,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            connection_class=psycopg.Connection[Row],
-            name="pgjobs-dashboard",
-        )
+        self.connections = Connections(dsn, max_connections)
 
     def open(self) -> None:
-        """Open the pool (connections are made in the background)."""
-        self.pool.open(wait=False)
+        """Nothing to do: connections are made when a request needs one."""
 
     def close(self) -> None:
         """Close every connection."""
-        self.pool.close(timeout=2)
+        self.connections.close()
 
     def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        with self.pool.connection() as conn:
+        with self.connections.connection() as conn:
             return conn.execute(self.queries[name], params).fetchall()
 
     def _one(self, name: str, params: dict[str, Any] | None = None) -> Row | None:
-        with self.pool.connection() as conn:
+        with self.connections.connection() as conn:
             return conn.execute(self.queries[name], params).fetchone()
 
     # -- reads -----------------------------------------------------------------------------
@@ -90,7 +159,7 @@ class DashboardStore:
     # -- actions ---------------------------------------------------------------------------
 
     def _act(self, name: str, params: dict[str, Any]) -> Row | None:
-        with self.pool.connection() as conn, conn.transaction():
+        with self.connections.connection() as conn, conn.transaction():
             row = conn.execute(self.queries[name], params).fetchone()
             if row is not None:
                 conn.execute(

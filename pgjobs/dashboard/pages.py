@@ -212,8 +212,29 @@ def jobs_page(ctx: PageContext, jobs: list[Row]) -> Page:
     return "Jobs", body
 
 
-def runs_page(ctx: PageContext, runs: list[Row], job: str | None, status: str | None) -> Page:
-    """Recent runs, newest first, with links to filter by job and status."""
+def _pager(job: str | None, status: str | None, page: int, has_next: bool) -> Markup:
+    links = []
+    if page > 1:
+        newer = url("/runs", job=job, status=status, page=page - 1 if page > 2 else None)
+        links.append(html('<a rel="prev" href="{0}">&larr; newer</a>', newer))
+    links.append(html('<span class="muted">page {0}</span>', page))
+    if has_next:
+        older = url("/runs", job=job, status=status, page=page + 1)
+        links.append(html('<a rel="next" href="{0}">older &rarr;</a>', older))
+    return html('<nav class="pager">{0}</nav>', join(links, " "))
+
+
+def runs_page(
+    ctx: PageContext,
+    runs: list[Row],
+    job: str | None,
+    status: str | None,
+    *,
+    page: int = 1,
+    has_next: bool = False,
+) -> Page:
+    """One page of runs, newest first, with links to filter by job and status and to the
+    newer (``rel=prev``) and older (``rel=next``) pages."""
     filters = join(
         html(
             '<a class="{0}" href="{1}">{2}</a>',
@@ -243,10 +264,11 @@ def runs_page(ctx: PageContext, runs: list[Row], job: str | None, status: str | 
     body = html(
         '<nav class="filters">{0}{1}</nav><table class="grid"><thead><tr><th>Run</th><th>Job</th>'
         "<th>Status</th><th>Trigger</th><th>Attempt</th><th>When</th><th>Took</th>"
-        "<th>Message</th></tr></thead><tbody>{2}</tbody></table>",
+        "<th>Message</th></tr></thead><tbody>{2}</tbody></table>{3}",
         html("<strong>{0}</strong> · ", job) if job else "",
         filters,
         join(rows) if rows else html('<tr><td colspan="8" class="empty">No runs.</td></tr>'),
+        _pager(job, status, page, has_next) if page > 1 or has_next else "",
     )
     return (f"Runs of {job}" if job else "Runs"), body
 
