@@ -25,12 +25,18 @@ extensions:
 This module checks the file's shape and types, and keeps the line of every value so that the
 registry, which knows the extensions, can report a bad cron or an unknown job at its line too.
 Every error is a one-line :class:`~pgjobs.errors.ProfileError` starting with ``file:line:``.
+
+Whatever passes here can be stored by a worker: numbers fit their integer columns and the ranges
+in :data:`SETTING_RANGES`, no string holds a NUL (Postgres text cannot), and only plain YAML types
+are accepted (a ``!!python/...`` or other tag is an error at its line, never constructed). A
+profile larger than :data:`MAX_PROFILE_BYTES` is refused before it is parsed. ``pgjobs check``
+and ``pgjobs worker`` both load the profile through :func:`load_profile` and
+``Registry.build``, so they accept and refuse the same files.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -63,6 +69,48 @@ _SCHEDULER_KEYS = ("enabled", "jobs")
 _ENTRY_KEYS = ("extension", "job", "name", *OVERRIDE_KEYS)
 
 _TAG = "tag:yaml.org,2002:"
+# The YAML types a profile may use: plain data. Anything else (python/..., a local !tag) is
+# refused at its line instead of being constructed.
+_PLAIN_TAGS = frozenset(
+    f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+MAX_PROFILE_BYTES = 1024 * 1024
+"""A profile over this many bytes (1 MiB) is refused before it is parsed: parsing YAML takes
+seconds and hundreds of MB per few MB, and a real profile is a few KB."""
+
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+
+#: The inclusive range of each integer setting of a job, in code or in the profile. Priority
+#: fills the database's ``integer`` column; ``max_attempts`` beyond 1000 would overflow the
+#: exponential retry back-off; ``backfill_cap`` bounds how many missed ticks one tick creates.
+SETTING_RANGES: dict[str, tuple[int, int]] = {
+    "priority": (_INT4_MIN, _INT4_MAX),
+    "max_attempts": (1, 1000),
+    "backfill_cap": (1, 10_000),
+}
+
+#: The longest timeout accepted, in seconds (about 31,700 years: "no timeout" is ``null``).
+MAX_TIMEOUT_SECONDS = 1e12
+
+
+def setting_range_error(key: str, value: object) -> str | None:
+    """Why ``value`` is not a valid ``priority``, ``max_attempts`` or ``backfill_cap``, or None.
+
+    The one check of these settings, shared by the profile and by jobs defined in code.
+    """
+    low, high = SETTING_RANGES[key]
+    if not isinstance(value, int) or isinstance(value, bool) or (key != "priority" and value < low):
+        return f"{key} must be {_integer_kind(key)}, got {value!r}"
+    if not low <= value <= high:
+        if key == "priority":
+            return f"priority must be from {low} to {high} (a 32-bit integer), got {value}"
+        return f"{key} must be at most {high}, got {value}"
+    return None
+
+
+def _integer_kind(key: str) -> str:
+    return "an integer" if key == "priority" else f"an integer >= {SETTING_RANGES[key][0]}"
 
 
 def profile_error(path: str, line: int, where: str, reason: str) -> ProfileError:
@@ -142,11 +190,18 @@ class Profile:
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
-    """Read and check the profile at ``path``; raise :class:`ProfileError` on any problem."""
+    """Read and check the profile at ``path``; raise :class:`ProfileError` on any problem.
+
+    At most :data:`MAX_PROFILE_BYTES` (plus one, to tell) are read: a larger file is refused
+    without being read whole or parsed.
+    """
     shown = os.fspath(path)
     try:
-        with open(shown, encoding="utf-8") as stream:
-            text = stream.read()
+        with open(shown, "rb") as stream:
+            data = stream.read(MAX_PROFILE_BYTES + 1)
+        if len(data) > MAX_PROFILE_BYTES:
+            raise ProfileError(_too_large(shown))
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ProfileError(f"{shown}: profile not found") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -157,6 +212,11 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
 
 def parse_profile(text: str, path: str = "<profile>") -> Profile:
     """Check the profile in ``text``; ``path`` is only used in error messages."""
+    # A character is at least one UTF-8 byte and at most four: encode only when it can matter.
+    if len(text) > MAX_PROFILE_BYTES or (
+        len(text) * 4 > MAX_PROFILE_BYTES and len(text.encode("utf-8")) > MAX_PROFILE_BYTES
+    ):
+        raise ProfileError(_too_large(path))
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -166,7 +226,19 @@ def parse_profile(text: str, path: str = "<profile>") -> Profile:
         raise ProfileError(f"{path}:{line}: invalid YAML: {problem}") from None
     except yaml.YAMLError as err:
         raise ProfileError(f"{path}:1: invalid YAML: {_first_line(str(err))}") from None
-    return _Reader(path).profile(root)
+    except RecursionError:
+        raise ProfileError(f"{path}:1: invalid YAML: nested too deeply") from None
+    reader = _Reader(path)
+    if root is not None:
+        reader.check_plain(root)
+    return reader.profile(root)
+
+
+def _too_large(path: str) -> str:
+    return (
+        f"{path}: profile is larger than {MAX_PROFILE_BYTES} bytes (1 MiB); "
+        "a profile holds overrides and settings, not data"
+    )
 
 
 class _Reader:
@@ -177,6 +249,37 @@ class _Reader:
 
     def fail(self, node: Node, where: str, reason: str) -> ProfileError:
         return profile_error(self.path, _line(node), where, reason)
+
+    def check_plain(self, root: Node) -> None:
+        """Refuse any node of a type other than plain data, and any string holding a NUL.
+
+        One walk over the distinct nodes (an alias is visited once), without recursion, so a
+        deeply nested or self-referencing document cannot exhaust the stack.
+        """
+        seen: set[int] = set()
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.tag not in _PLAIN_TAGS:
+                shown = node.tag.replace(_TAG, "!!", 1) if node.tag.startswith(_TAG) else node.tag
+                raise self.fail(
+                    node, "", f"the YAML tag {shown} is not allowed (only plain data is)"
+                )
+            if isinstance(node, ScalarNode):
+                if "\x00" in node.value:
+                    raise self.fail(
+                        node,
+                        "",
+                        "a value contains a NUL character (\\0), which Postgres cannot store",
+                    )
+            elif isinstance(node, MappingNode):
+                for key, value in node.value:
+                    stack.extend((value, key))
+            else:
+                stack.extend(reversed(node.value))
 
     def profile(self, root: Node | None) -> Profile:
         if root is None or _is_null(root):
@@ -234,8 +337,7 @@ class _Reader:
             return self.parameters(node, f"{where}.parameters")
         if key == "timeout":
             return None if _is_null(node) else self.seconds(node, where, key)
-        minimum = None if key == "priority" else 1
-        return self.integer(node, where, key, minimum)
+        return self.setting(node, where, key)
 
     def parameters(self, node: Node, where: str) -> dict[str, str]:
         if _is_null(node):
@@ -269,7 +371,7 @@ class _Reader:
         for key_node, value_node in node.value:
             name = self.key(key_node, "extensions", seen)
             seen[name] = True
-            config: Any = {} if _is_null(value_node) else _construct(value_node)
+            config: Any = {} if _is_null(value_node) else self.construct(value_node, "extensions")
             if not isinstance(config, dict):
                 raise self.fail(
                     value_node,
@@ -306,22 +408,43 @@ class _Reader:
     def boolean(self, node: Node, where: str, key: str) -> bool:
         if _tag(node) != "bool":
             raise self.fail(node, where, f"{key} must be true or false, got {_describe(node)}")
-        return bool(_construct(node))
+        return bool(self.construct(node, where))
 
     def seconds(self, node: Node, where: str, key: str) -> float:
-        value = _construct(node) if _tag(node) in ("int", "float") else None
-        if not isinstance(value, int | float) or not 0 < value < math.inf:
+        value = self.construct(node, where) if _tag(node) in ("int", "float") else None
+        if not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT_SECONDS:
             raise self.fail(
-                node, where, f"{key} must be a positive number of seconds, got {_describe(node)}"
+                node,
+                where,
+                f"{key} must be a positive number of seconds, got {_describe(node)}"
+                + (
+                    f" (at most {MAX_TIMEOUT_SECONDS:g})"
+                    if _over(value, MAX_TIMEOUT_SECONDS)
+                    else ""
+                ),
             )
         return float(value)
 
-    def integer(self, node: Node, where: str, key: str, minimum: int | None) -> int:
-        value = _construct(node) if _tag(node) == "int" else None
-        if not isinstance(value, int) or (minimum is not None and value < minimum):
-            expected = "an integer" if minimum is None else f"an integer >= {minimum}"
-            raise self.fail(node, where, f"{key} must be {expected}, got {_describe(node)}")
+    def setting(self, node: Node, where: str, key: str) -> int:
+        """``priority``, ``max_attempts`` or ``backfill_cap``: an integer in its range."""
+        value = self.construct(node, where) if _tag(node) == "int" else None
+        reason = setting_range_error(key, value)
+        if reason is not None:
+            raise self.fail(node, where, reason if value is not None else _not_int(key, node))
+        assert isinstance(value, int)
         return value
+
+    def construct(self, node: Node, where: str) -> Any:
+        """The Python value of plain-data ``node``; a value YAML cannot build fails at its line."""
+        try:
+            return SafeConstructor().construct_object(node, deep=True)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else _line(node)
+            problem = getattr(err, "problem", None) or _first_line(str(err))
+            raise profile_error(self.path, line, where, f"invalid value: {problem}") from None
+        except (ValueError, OverflowError) as err:
+            raise self.fail(node, where, f"invalid value: {err}") from None
 
 
 def _line(node: Node) -> int:
@@ -339,8 +462,12 @@ def _is_null(node: Node) -> bool:
     return _tag(node) == "null"
 
 
-def _construct(node: Node) -> Any:
-    return SafeConstructor().construct_object(node, deep=True)
+def _over(value: Any, limit: float) -> bool:
+    return isinstance(value, int | float) and value > limit
+
+
+def _not_int(key: str, node: Node) -> str:
+    return f"{key} must be {_integer_kind(key)}, got {_describe(node)}"
 
 
 def _describe(node: Node) -> str:

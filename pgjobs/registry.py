@@ -28,7 +28,7 @@ from pgjobs.job import (
     Overlap,
     RetryBackoff,
 )
-from pgjobs.profile import Profile, ProfileEntry, load_profile
+from pgjobs.profile import Profile, ProfileEntry, load_profile, setting_range_error
 from pgjobs.schedule import CronSchedule, validate_timezone
 
 ScheduleSource = Literal["code", "profile"]
@@ -291,17 +291,19 @@ def _define(ext_name: str, job: Job, config: dict[str, Any]) -> JobDefinition:
         ("enabled", isinstance(attrs.enabled, bool), "True or False"),
         ("tags", _is_str_seq(attrs.tags), "a list or tuple of strings"),
         ("timeout", attrs.timeout is None or _positive(attrs.timeout), "None or seconds > 0"),
-        ("max_attempts", _is_int(attrs.max_attempts, 1), "an integer >= 1"),
         ("retry_backoff", isinstance(attrs.retry_backoff, RetryBackoff), "a RetryBackoff"),
         ("overlap", attrs.overlap in OVERLAP_POLICIES, f"one of {_quoted(OVERLAP_POLICIES)}"),
         ("misfire", attrs.misfire in MISFIRE_POLICIES, f"one of {_quoted(MISFIRE_POLICIES)}"),
-        ("backfill_cap", _is_int(attrs.backfill_cap, 1), "an integer >= 1"),
-        ("priority", _is_int(attrs.priority), "an integer"),
         ("queue", isinstance(attrs.queue, str) and attrs.queue.strip(), "a non-empty string"),
         ("timezone", isinstance(attrs.timezone, str) and attrs.timezone, "a timezone name"),
     ):
         if not ok:
             raise fail(f"{key} must be {expected}, got {getattr(attrs, key)!r}")
+    # The same ranges as the profile's: what passes here fits the database's columns.
+    for key in ("max_attempts", "backfill_cap", "priority"):
+        reason = setting_range_error(key, getattr(attrs, key))
+        if reason is not None:
+            raise fail(reason)
     schedule = attrs.schedule
     if schedule is not None and not isinstance(schedule, str):
         raise fail(f"schedule must be a cron string or None, got {schedule!r}")
@@ -419,11 +421,6 @@ def _entry_target(
 
 def _is_str_seq(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-
-
-def _is_int(value: Any, minimum: int | None = None) -> bool:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    return ok and (minimum is None or value >= minimum)
 
 
 def _positive(value: Any) -> bool:

@@ -516,3 +516,170 @@ def test_the_profile_app_and_entry_points_are_combined(
     monkeypatch.setattr(discovery, "_entry_points", lambda *, group: points)
     registry = load_registry(profile_path=write("app: apps.good:extension\n"), builtin=False)
     assert [extension.name for extension in registry.extensions] == ["good", "other"]
+
+
+# --- what passes is what a worker can store ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      priority: 2147483648\n",
+            ":4: scheduler.jobs[0]: priority must be from -2147483648 to 2147483647 "
+            "(a 32-bit integer), got 2147483648",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      priority: -2147483649\n",
+            ":4: scheduler.jobs[0]: priority must be from -2147483648 to 2147483647 "
+            "(a 32-bit integer), got -2147483649",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      max_attempts: 99999999999\n",
+            ":4: scheduler.jobs[0]: max_attempts must be at most 1000, got 99999999999",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      backfill_cap: 10001\n",
+            ":4: scheduler.jobs[0]: backfill_cap must be at most 10000, got 10001",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      timeout: 1.0e+300\n",
+            ":4: scheduler.jobs[0]: timeout must be a positive number of seconds, got 1.0e+300 "
+            "(at most 1e+12)",
+        ),
+        (
+            'scheduler:\n  jobs:\n    - job: good-cleanup\n      parameters: {a: "x\\0y"}\n',
+            ":4: a value contains a NUL character (\\0), which Postgres cannot store",
+        ),
+        (
+            'scheduler:\n  jobs:\n    - job: good-cleanup\n      queue: "re\\0ports"\n',
+            ":4: a value contains a NUL character (\\0), which Postgres cannot store",
+        ),
+        (
+            "extensions:\n  good: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
+            ":2: the YAML tag !!python/object/apply:os.system is not allowed (only plain data is)",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      queue: !!python/name:os.system\n",
+            ":4: the YAML tag !!python/name:os.system is not allowed (only plain data is)",
+        ),
+        (
+            "extensions:\n  good: {key: !secret value}\n",
+            ":2: the YAML tag !secret is not allowed (only plain data is)",
+        ),
+        (
+            "extensions:\n  good: {when: 2026-02-30}\n",
+            ":2: extensions: invalid value: day is out of range for month",
+        ),
+    ],
+)
+def test_a_value_the_database_cannot_hold_is_reported_at_its_line(
+    write: WriteProfile, text: str, expected: str
+) -> None:
+    assert profile_error(write(text)) == expected
+
+
+def test_the_largest_accepted_settings_are_the_ranges_limits(write: WriteProfile) -> None:
+    path = write(
+        """\
+        scheduler:
+          jobs:
+            - job: good-cleanup
+              priority: -2147483648
+              max_attempts: 1000
+              backfill_cap: 10000
+              timeout: 1000000000000
+        """
+    )
+    definition = build(path).get("good-cleanup")
+    assert (definition.priority, definition.max_attempts, definition.backfill_cap) == (
+        -(2**31),
+        1000,
+        10_000,
+    )
+
+
+def test_code_and_profile_share_the_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apps import good
+
+    from pgjobs.errors import RegistrationError
+
+    monkeypatch.setattr(good.CleanupJob, "priority", 2**31)
+    with pytest.raises(RegistrationError, match=r"priority must be from -2147483648 to "):
+        Registry.build([good.GoodExtension()])
+
+
+def test_a_profile_over_one_mebibyte_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    from pgjobs.profile import MAX_PROFILE_BYTES, parse_profile
+
+    path = tmp_path / "profile.yaml"
+    # Far larger than the limit: only the limit's worth is ever read.
+    path.write_text("extensions:\n  good:\n" + "    k: v\n" * (4 * MAX_PROFILE_BYTES // 9))
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert str(info.value) == (
+        f"{path}: profile is larger than 1048576 bytes (1 MiB); "
+        "a profile holds overrides and settings, not data"
+    )
+    # The limit is on bytes: 300,000 three-byte characters are 900,000 + 2 characters of text.
+    with pytest.raises(ProfileError, match="larger than 1048576 bytes"):
+        parse_profile("a: " + "€" * 400_000)
+    assert parse_profile("app: " + "x" * (MAX_PROFILE_BYTES - 6) + "\n").app is not None
+
+
+def test_deep_nesting_and_self_reference_are_errors_not_crashes(write: WriteProfile) -> None:
+    deep = write("extensions:\n  good: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    assert profile_error(deep) == ":1: invalid YAML: nested too deeply"
+    looped = write("extensions:\n  good: &a {self: *a}\n")
+    assert profile_error(looped) == (
+        ":2: extensions: invalid value: found unconstructable recursive node"
+    )
+
+
+def test_check_and_the_worker_refuse_the_same_profile_with_the_same_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    from tests.cli import APP, run_pgjobs
+
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        'scheduler:\n  jobs:\n    - job: t-echo\n      parameters: {batch: "1\\0"}\n'
+        "      priority: 99999999999\n"
+    )
+    expected = f"{profile}:4: a value contains a NUL character (\\0), which Postgres cannot store"
+    check = run_pgjobs(dsn, "check", "--app", APP, "--profile", str(profile), jobs="t-echo")
+    assert check.returncode == 1
+    assert f"ERR  code: {expected}" in check.stdout.splitlines()
+    assert "Traceback" not in check.stdout + check.stderr
+    worker = run_pgjobs(dsn, "worker", "--app", APP, "--profile", str(profile), jobs="t-echo")
+    assert worker.returncode == 2
+    assert worker.stderr.strip() == f"error: {expected}"
+
+    profile.write_text("scheduler:\n  jobs:\n    - job: t-echo\n      priority: 99999999999\n")
+    worker = run_pgjobs(dsn, "worker", "--app", APP, "--profile", str(profile), jobs="t-echo")
+    assert worker.returncode == 2
+    assert worker.stderr.strip().startswith(f"error: {profile}:4: scheduler.jobs[0]: priority")
+
+
+def test_a_worker_stores_the_extremes_a_profile_accepts(dsn: str, tmp_path: Path) -> None:
+    from tests.workers import scalar, wait_until, worker_pool
+
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        "scheduler:\n  jobs:\n    - job: t-echo\n      priority: 2147483647\n"
+        "      max_attempts: 1000\n      backfill_cap: 10000\n      queue: reports\n"
+    )
+    with worker_pool(dsn, tmp_path) as workers:
+        proc = workers.start(["t-echo"], "--profile", str(profile))
+        workers.wait_registered(proc)
+        row = wait_until(
+            lambda: scalar(
+                dsn,
+                "SELECT array[priority, max_attempts, backfill_cap] FROM pgjobs.jobs "
+                "WHERE name = 't-echo'",
+            ),
+            10,
+            "t-echo to be registered",
+        )
+        assert row == [2**31 - 1, 1000, 10_000]
+        assert proc.stop() == 0, proc.log()
