@@ -10,6 +10,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgjobs.dashboard import DashboardSettings, make_server
 from pgjobs.enqueue import enqueue_sync
-from pgjobs.grants import ROLE_KINDS
 from pgjobs.metrics import cluster_registry
-from pgjobs.migrations import head
+from pgjobs.migrations import ROLE_KINDS, head
 from pgjobs.store import Queries, WorkerStore
 from tests.cli import add_job, add_run, add_worker, invoke, one_line_error, run_pgjobs
 from tests.workers import scalar, wait_until, worker_pool
@@ -60,8 +60,8 @@ def role_dsn(dsn: str, role: str) -> str:
     return f"postgresql://{role}@{host}:{port}/{info['dbname']}"
 
 
-@pytest.fixture
-def bare_roles(dsn: str) -> Iterator[Roles]:
+@contextmanager
+def new_roles(dsn: str) -> Iterator[Roles]:
     """Three new login roles with no pgjobs rights; the server is shared, so the names are
     unique to this process and test, and the roles are dropped afterwards."""
     tag = f"pgjobs_t{os.getpid()}_{next(_ids)}"
@@ -81,6 +81,12 @@ def bare_roles(dsn: str) -> Iterator[Roles]:
                 )
                 admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
                 admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def bare_roles(dsn: str) -> Iterator[Roles]:
+    with new_roles(dsn) as roles:
+        yield roles
 
 
 @pytest.fixture
@@ -192,6 +198,27 @@ def test_the_migrator_owns_the_schema_and_migrates_it(roles: Roles) -> None:
     assert (code, out) == (0, f'schema "pgjobs" upgraded: 0003 -> {head()}\n')
 
 
+def test_a_migrator_with_create_on_the_database_builds_the_schema_it_owns(
+    empty_dsn: str,
+) -> None:
+    with new_roles(empty_dsn) as roles:
+        m, worker = roles.dsns["migrator"], roles.names["worker"]
+        with psycopg.connect(empty_dsn, autocommit=True) as admin:
+            database = admin.execute("SELECT current_database()").fetchone()
+            assert database is not None
+            admin.execute(
+                sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                    sql.Identifier(database[0]), sql.Identifier(roles.names["migrator"])
+                )
+            )
+        code, out, err = pgjobs(m, "db", "upgrade")
+        assert (code, out) == (0, f'schema "pgjobs" upgraded: none -> {head()}\n'), err
+        assert pgjobs(m, "db", "grant", "--role", worker, "--as", "worker")[0] == 0
+        assert pgjobs(roles.dsns["worker"], "jobs", "list")[0] == 0
+        assert roles.has("worker", "INSERT")
+        assert not roles.has("reader", "SELECT")
+
+
 def test_tables_a_later_migration_adds_are_covered_by_default_privileges(roles: Roles) -> None:
     with psycopg.connect(roles.dsns["migrator"], autocommit=True) as conn:
         conn.execute("CREATE TABLE pgjobs.later (id bigint GENERATED ALWAYS AS IDENTITY)")
@@ -217,6 +244,10 @@ def test_the_worker_role_runs_the_commands_that_change_rows(roles: Roles) -> Non
     assert code == 0, err
     queued = int(re.findall(r"\d+", out)[0])
     assert pgjobs(w, "runs", "cancel", str(queued))[0] == 0
+    code, out, err = pgjobs(w, "runs", "retry", str(queued))
+    assert code == 0, err
+    retried = int(re.findall(r"as run (\d+)", out)[0])
+    assert pgjobs(w, "runs", "cancel", str(retried))[0] == 0
     assert pgjobs(w, "jobs", "pause", "t-sleep")[0] == 0
     assert pgjobs(w, "jobs", "resume", "t-sleep")[0] == 0
     assert pgjobs(w, "runs", "prune", "--older-than", "1d")[0] == 0
@@ -228,8 +259,8 @@ def test_the_worker_role_runs_the_commands_that_change_rows(roles: Roles) -> Non
         .execute("SELECT id, status FROM pgjobs.runs")
         .fetchall()
     )
-    assert statuses == {queued: "cancelled", enqueued: "queued"}  # `finished` was pruned
-    assert finished not in statuses
+    assert statuses == {queued: "cancelled", retried: "cancelled", enqueued: "queued"}
+    assert finished not in statuses  # pruned
 
 
 def test_the_worker_role_is_refused_ddl_in_one_line(roles: Roles) -> None:
@@ -316,6 +347,9 @@ def test_the_reader_role_runs_every_read_command(seeded: tuple[Roles, int]) -> N
         ("jobs", "show", "t-sleep"),
         ("jobs", "status"),
         ("jobs", "status", "t-sleep"),
+        ("jobs", "history", "--job", "t-sleep"),
+        ("jobs", "next", "t-sleep", *APP),
+        ("check", *APP),
         ("runs", "list"),
         ("runs", "show", str(run_id)),
         ("workers", "list"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pgjobs import grants, migrations
+from pgjobs import migrations
 from pgjobs.cli.options import database_options
 from pgjobs.db import resolve_schema
 from pgjobs.errors import ConfigError
@@ -71,7 +71,7 @@ def current(dsn: str, schema: str) -> None:
 @click.option(
     "--as",
     "kind",
-    metavar="|".join(grants.ROLE_KINDS),
+    metavar="|".join(migrations.ROLE_KINDS),
     help="migrator: owns the schema, runs `db upgrade`; worker: reads and writes rows, no DDL; "
     "reader: reads only (CLI read commands, dashboard pages, metrics).",
 )
@@ -86,12 +86,12 @@ def grant(dsn: str, schema: str, role: str | None, kind: str | None, as_sql: boo
     if not role:
         raise ConfigError("--role is required: the database role to grant to")
     if not kind:
-        raise ConfigError(f"--as is required: one of {', '.join(grants.ROLE_KINDS)}")
+        raise ConfigError(f"--as is required: one of {', '.join(migrations.ROLE_KINDS)}")
     name = resolve_schema(schema)
-    grants.validate_role(role)
-    grants.validate_kind(kind)
+    migrations.validate_role(role)
+    migrations.validate_kind(kind)
     if as_sql:
-        click.echo(grants.print_grant(dsn, name, role, kind).script(), nl=False)
+        click.echo(migrations.print_grant(dsn, name, role, kind).script(), nl=False)
         return
-    done = grants.apply_grant(dsn, name, role, kind)
+    done = migrations.apply_grant(dsn, name, role, kind)
     click.echo(f'granted {kind} rights on schema "{name}" to role "{done.role}"')

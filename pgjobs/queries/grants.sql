@@ -1,9 +1,9 @@
 -- The privileges of pgjobs' three database roles (docs/security.md), applied or printed by
--- `pgjobs db grant --role NAME --as migrator|worker|reader` (pgjobs/grants.py).
+-- `pgjobs db grant --role NAME --as migrator|worker|reader` (pgjobs/migrations.py).
 --
 -- Like every named query these are rendered for the schema first ({schema}). The grant blocks
 -- hold three more identifiers, written with doubled braces so that they survive that first
--- rendering and are filled in by pgjobs.grants: {{role}} (the role granted to, validated and
+-- rendering and are filled in by pgjobs.migrations: {{role}} (the role granted to, validated and
 -- quoted), {{owner}} (the schema's owner, whose future tables the default privileges cover) and
 -- {{database}} (the current database); {{role_literal}} is the role as a string literal.
 --
