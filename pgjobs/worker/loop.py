@@ -23,7 +23,7 @@ import time
 import psycopg
 
 from pgjobs import __version__
-from pgjobs.db import first_line
+from pgjobs.db import first_line, redact
 from pgjobs.worker.connection import (
     async_jobs_pool,
     is_connection_error,
@@ -104,7 +104,7 @@ class Worker(Ticking, Liveness, Wakeups):
                     "worker %s cannot start yet (attempt %d: %s); retrying in %.1fs",
                     self.id,
                     self._backoff.attempt,
-                    first_line(exc),
+                    self._reason(exc),
                     delay,
                 )
                 await self._drop_connection()
@@ -138,7 +138,7 @@ class Worker(Ticking, Liveness, Wakeups):
                 async with asyncio.timeout(self.settings.statement_deadline):
                     await self.store.deregister_worker()
             except (psycopg.Error, TimeoutError) as exc:
-                log.warning("could not mark worker %s stopped: %s", self.id, first_line(exc))
+                log.warning("could not mark worker %s stopped: %s", self.id, self._reason(exc))
             await self.store.conn.close()
         if self.async_pool is not None:
             await self.async_pool.close(timeout=1)
@@ -173,15 +173,19 @@ class Worker(Ticking, Liveness, Wakeups):
         delay = self._backoff.next_delay()
         if is_connection_error(exc, conn):
             log.warning(
-                "database connection lost (%s); reconnecting in %.1fs", first_line(exc), delay
+                "database connection lost (%s); reconnecting in %.1fs", self._reason(exc), delay
             )
             await self._drop_connection()
             # The first statement on the new connection is the heartbeat: it extends this
             # worker's leases and reconciles what it owns before anything else.
             self._timers.next_heartbeat = 0.0
         else:
-            log.error("database error (%s); trying again in %.1fs", first_line(exc), delay)
+            log.error("database error (%s); trying again in %.1fs", self._reason(exc), delay)
         return delay
+
+    def _reason(self, exc: BaseException) -> str:
+        """The first line of a database error, without the DSN's password."""
+        return redact(first_line(exc), self.settings.dsn)
 
     def _refresh_pools(self) -> None:
         """After an outage, have the jobs' pools replace their broken connections now, rather
