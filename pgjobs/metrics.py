@@ -39,14 +39,18 @@ import bisect
 import itertools
 import logging
 import math
+import socket
+import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Info, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -64,6 +68,11 @@ LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 90
 
 OVERDUE_AFTER = 60.0
 """Seconds past its next fire time after which an active job counts as overdue."""
+
+METRICS_HOST = "127.0.0.1"
+"""Where ``/metrics`` binds unless told otherwise: loopback, since the endpoint has no
+authentication and names every job, queue and worker. Expose it with an explicit host
+(``0.0.0.0``, or the address of the interface the scraper reaches)."""
 
 
 @dataclass
@@ -240,11 +249,11 @@ class WorkerMetrics:
         if n:
             self._retried.inc(n)
 
-    def start_http(self, port: int, host: str = "0.0.0.0") -> int:
-        """Serve ``/metrics`` on ``host:port`` from a daemon thread; return the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._server = server
-        return int(server.server_port)
+    def start_http(self, port: int, host: str = METRICS_HOST) -> int:
+        """Serve ``/metrics`` on ``host:port`` (loopback unless told otherwise) from a daemon
+        thread; return the bound port."""
+        self._server = serve_metrics(self.registry, port, host)
+        return int(self._server.server_port)
 
     def stop_http(self) -> None:
         """Stop serving ``/metrics``."""
@@ -357,6 +366,48 @@ def _worker_families(rows: list[dict[str, Any]]) -> list[Metric]:
     )
     alive.add_metric([], counts["running"])
     return [by_state, alive]
+
+
+METRICS_TIMEOUT = 10.0
+"""Seconds a scraper's connection may stay silent before ``/metrics`` closes it."""
+
+
+class _MetricsHandler(WSGIRequestHandler):
+    """prometheus_client's handler, silent, with a timeout on the socket: a client that opens
+    connections and sends nothing cannot keep a thread each for ever."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(METRICS_TIMEOUT)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that timed out or went away is not worth a traceback on stderr.
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("metrics connection from %s ended: %s", client_address[0], error)
+        else:
+            log.exception("error serving metrics to %s", client_address[0])
+
+
+class _MetricsServer6(_MetricsServer):
+    address_family = socket.AF_INET6
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, host: str = METRICS_HOST) -> WSGIServer:
+    """Serve ``registry`` on ``http://host:port/metrics`` (loopback unless told otherwise) from
+    a daemon thread; the server (``server_port`` is the bound port, ``shutdown()`` stops it).
+    Raises OSError if it cannot bind."""
+    server_class = _MetricsServer6 if ":" in host else _MetricsServer
+    server = make_server(host, port, make_wsgi_app(registry), server_class, _MetricsHandler)
+    threading.Thread(target=server.serve_forever, name="pgjobs-metrics", daemon=True).start()
+    return server
 
 
 def cluster_registry(

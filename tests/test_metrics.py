@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,8 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgjobs.metrics import ClusterCollector, WorkerMetrics, cluster_registry
+import pgjobs.metrics
+from pgjobs.metrics import ClusterCollector, WorkerMetrics, cluster_registry, serve_metrics
 from tests.test_runlog import enqueue
 from tests.workers import ROOT, wait_until, worker_pool
 
@@ -103,6 +106,39 @@ def test_worker_metrics_are_served_on_http() -> None:
     finally:
         metrics.stop_http()
     assert samples[("pgjobs_runs_claimed_total", ())] == 3
+
+
+def test_metrics_bind_to_loopback_unless_told_otherwise() -> None:
+    metrics = WorkerMetrics()
+    metrics.start_http(0)
+    try:
+        assert metrics._server is not None
+        assert metrics._server.server_address[0] == "127.0.0.1"
+    finally:
+        metrics.stop_http()
+    server = serve_metrics(metrics.registry, 0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_silent_connection_to_metrics_is_closed(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pgjobs.metrics, "METRICS_TIMEOUT", 0.5)
+    server = serve_metrics(WorkerMetrics().registry, 0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+            started = time.monotonic()
+            assert sock.recv(1024) == b""
+            assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_worker_serves_metrics_and_logs_json_lines(dsn: str, tmp_path: Path) -> None:
@@ -250,6 +286,22 @@ def test_pgjobs_metrics_serves_the_cluster_on_http(cluster: str) -> None:
         proc.wait(10)
     assert samples[("pgjobs_up", ())] == 1
     assert samples[("pgjobs_job_overdue", (("job", "obs-overdue"),))] == 1
+
+
+def test_pgjobs_metrics_binds_to_loopback_by_default(cluster: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgjobs", "metrics", "--dsn", cluster, "--port", "0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert re.match(r"pgjobs metrics on http://127\.0\.0\.1:\d+/metrics$", line), line
 
 
 def test_pgjobs_metrics_on_a_database_without_the_schema_says_how_to_fix_it(

@@ -6,11 +6,15 @@ import logging
 import sys
 
 import click
+import psycopg
 
+from pgjobs.backoff import wait_for_database
 from pgjobs.dashboard import DashboardSettings, check_bind, make_server
-from pgjobs.db import connect, resolve_dsn, resolve_schema
+from pgjobs.db import resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError
 from pgjobs.migrations import check_schema
+
+log = logging.getLogger("pgjobs.dashboard")
 
 
 @click.command()
@@ -28,7 +32,8 @@ from pgjobs.migrations import check_schema
 @click.option(
     "--token",
     envvar="PGJOBS_DASHBOARD_TOKEN",
-    help="Token for actions and for a non-loopback bind (generated with --allow-actions).",
+    help="Token (16+ characters) for actions and for a non-loopback bind "
+    "(generated with --allow-actions).",
 )
 @click.option(
     "--refresh",
@@ -46,7 +51,11 @@ def dashboard(
     token: str | None,
     refresh: float,
 ) -> None:
-    """Serve the web dashboard: jobs, timeline, runs, workers and queues."""
+    """Serve the web dashboard: jobs, timeline, runs, workers and queues.
+
+    If the database cannot be reached at start, waits for it (one log line per attempt);
+    while it is down later, pages answer 503 until it is back.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     check_bind(host, token)
     settings = DashboardSettings(
@@ -58,8 +67,17 @@ def dashboard(
         token=token,
         refresh=refresh,
     )
-    with connect(settings.dsn) as conn:
-        check_schema(conn, settings.schema)
+    try:
+        wait_for_database(
+            settings.dsn,
+            what="pgjobs dashboard",
+            log=log,
+            check=lambda conn: check_schema(conn, settings.schema),
+        ).close()
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid DSN: {exc}") from exc
+    except KeyboardInterrupt:
+        return
     try:
         server = make_server(settings)
     except OSError as exc:
