@@ -17,6 +17,8 @@ This module only computes; the instant a caller passes in comes from the databas
 from __future__ import annotations
 
 import copy
+import functools
+import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -112,17 +114,34 @@ def _expand_item(spec: _Field, item: str) -> list[int]:
     elif "-" in base:
         first_text, _, last_text = base.partition("-")
         first, last = _value(spec, first_text, item), _value(spec, last_text, item)
+        if first > last and spec.high > spec.cycle_high:
+            # Weekday: Sunday is 0 at a range's start and 7 at its end ('SAT-SUN', '7-1').
+            if last == spec.low:
+                last = spec.high
+            elif first == spec.high:
+                first = spec.low
+        if first > last:
+            raise _FieldError(item, _reversed_range(spec, first_text, last_text, slash))
     else:
         first = _value(spec, base, item)
         last = spec.cycle_high if slash else first
-    if first > last and first == spec.high > spec.cycle_high:
-        first = spec.low  # weekday '7-1' is Sunday to Monday
-    if first <= last:
-        walk = list(range(first, last + 1))
-    else:  # a wrapping range such as '22-2' (hours) or 'FRI-MON'
-        walk = list(range(first, spec.cycle_high + 1)) + list(range(spec.low, last + 1))
+        if first > last:  # weekday '7/2': from Sunday, 0
+            first = spec.low
     # Weekday 7 is Sunday, 0; elsewhere high == cycle_high and this changes nothing.
-    return [v % (spec.cycle_high + 1) if v > spec.cycle_high else v for v in walk[::step]]
+    return [v % (spec.cycle_high + 1) for v in range(first, last + 1, step)]
+
+
+def _reversed_range(spec: _Field, first_text: str, last_text: str, stepped: str) -> str:
+    """Why a range that runs backwards is refused, and how to write what it probably meant."""
+    reason = "is a reversed range: a range runs from low to high and does not wrap around"
+    if stepped:
+        return f"{reason}; split it into two ranges, each with its own step"
+    by_name = {v: k for k, v in spec.names.items()} if first_text.isalpha() else {}
+    top = by_name.get(spec.cycle_high, str(spec.cycle_high))
+    bottom = by_name.get(spec.low, str(spec.low))
+    upper = first_text if first_text.upper() in (top, str(spec.high)) else f"{first_text}-{top}"
+    lower = last_text if last_text.upper() == bottom else f"{bottom}-{last_text}"
+    return f"{reason}; to span the end of the field write '{upper},{lower}'"
 
 
 def _expand_field(spec: _Field, text: str) -> frozenset[int]:
@@ -188,17 +207,55 @@ def _parse(expression: object) -> _Parsed:
     return _Parsed(tuple(values))
 
 
+# Names that resolve on a host but do not name one zone everywhere: the host's own zone
+# (Debian links 'localtime' to /etc/localtime), the default rules of POSIX TZ strings, and tzdata's
+# placeholder for "zone not set". 'posix/' and 'right/' are copies of the whole database, 'right/'
+# counting leap seconds (27 s off the database's clock).
+_HOST_ZONES = {
+    "localtime": "it is the host's own zone, so workers on hosts in different zones would fire "
+    "at different instants",
+    "posixrules": "it is the host's rule for POSIX TZ strings, not a zone",
+    "Factory": "it is tzdata's placeholder for a zone that was never set",
+}
+_COPY_PREFIXES = {
+    "posix/": "a copy of",
+    "right/": "a leap-second variant of",
+}
+
+
+@functools.cache
+def _canonical_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() - _HOST_ZONES.keys()) | {"UTC"}
+
+
 def validate_timezone(name: str) -> ZoneInfo:
-    """Return the IANA zone called ``name``; raise :class:`ConfigError` if there is none."""
+    """Return the IANA zone called ``name``; raise :class:`ConfigError` if there is none.
+
+    Only names of the IANA database are accepted (``Europe/Berlin``, ``UTC``, also its links
+    such as ``US/Eastern``): names that resolve to something different on each host
+    (``localtime``, ``posixrules``, ``Factory``, ``posix/...``, ``right/...``) are refused, so
+    every replica computes the same instants.
+    """
     if not isinstance(name, str):
         raise ConfigError(f"unknown timezone {name!r}: expected an IANA name such as 'UTC'")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
+    example = "e.g. 'UTC', 'Europe/Berlin', 'America/New_York'"
+    if name in _HOST_ZONES:
         raise ConfigError(
-            f"unknown timezone '{name}': not an IANA time zone name "
-            "(e.g. 'UTC', 'Europe/Berlin', 'America/New_York')"
-        ) from None
+            f"timezone '{name}' is not allowed: {_HOST_ZONES[name]}; name the IANA zone ({example})"
+        )
+    for prefix, kind in _COPY_PREFIXES.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            raise ConfigError(
+                f"timezone '{name}' is not allowed: it is {kind} '{name[len(prefix) :]}' that "
+                f"exists on some hosts only; write '{name[len(prefix) :]}'"
+            )
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        zone = None
+    if zone is None or name not in _canonical_zones():
+        raise ConfigError(f"unknown timezone '{name}': not an IANA time zone name ({example})")
+    return zone
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -133,11 +134,12 @@ def test_seconds_field_fires_within_a_minute() -> None:
         ("0 0 0 * * SAT-SUN", "0 0 0 * * 0,6"),
         ("0 0 0 * * 7-1", "0 0 0 * * 0,1"),
         ("0 0 0 * * 3-3", "0 0 0 * * 3"),
-        ("0 0 22-2 * * *", "0 0 0,1,2,22,23 * * *"),
-        ("0 50-10/5 * * * *", "0 0,5,10,50,55 * * * *"),
+        ("0 0 0 * * FRI-SUN", "0 0 0 * * 0,5,6"),
+        ("0 0 0 * * 5-0", "0 0 0 * * 0,5,6"),
+        ("0 0 0 * * SUN-SUN", "0 0 0 * * 0"),
+        ("0 0 22-23,0-2 * * *", "0 0 0,1,2,22,23 * * *"),
         ("0 5/15 * * * *", "0 5,20,35,50 * * * *"),
         ("0 0 0 */10 * *", "0 0 0 1,11,21,31 * *"),
-        ("0 0 0 1 NOV-FEB *", "0 0 0 1 1,2,11,12 *"),
     ],
 )
 def test_equivalent_spellings_fire_at_the_same_times(spelling: str, six_fields: str) -> None:
@@ -416,6 +418,15 @@ def test_previous_fire_times_follow_the_dst_rule() -> None:
         ("0 1,,2 * * * *", "minute field '1,,2' has an empty list item"),
         ("0 1, * * * *", "minute field '1,' has an empty list item"),
         ("0 0 0 30 2 *", "day field '30' never occurs in month field '2'"),
+        ("1-0 * * * * *", "second field '1-0' is a reversed range: a range runs from low to high"),
+        ("0 1-0 * * * *", "minute field '1-0' is a reversed range"),
+        ("0 0 22-2 * * *", "hour field '22-2' is a reversed range"),
+        ("0 0 0 2-1 * *", "day field '2-1' is a reversed range"),
+        ("0 0 0 1 NOV-FEB *", "to span the end of the field write 'NOV-DEC,JAN-FEB'"),
+        ("0 0 0 * * FRI-MON", "weekday field 'FRI-MON' is a reversed range"),
+        ("0 0 0 * * 6-1", "to span the end of the field write '6,0-1'"),
+        ("0 0 1,23-0 * * *", "hour field '1,23-0': '23-0' is a reversed range"),
+        ("0 50-10/5 * * * *", "split it into two ranges, each with its own step"),
         ("0 0 0 31 APR,JUN *", "day field '31' never occurs in month field 'APR,JUN'"),
         ("@fortnightly", "unknown macro '@fortnightly' (known: @yearly,"),
         ("@reboot", "unknown macro '@reboot'"),
@@ -429,6 +440,29 @@ def test_an_invalid_expression_names_the_field_and_why(expression: str, message:
     assert text.startswith(f"invalid cron '{expression}': ")
     assert "\n" not in text
     assert isinstance(caught.value, ConfigError)
+
+
+FIELD_NAMES = ("second", "minute", "hour", "day", "month", "weekday")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_every_reversed_range_in_every_field_is_refused(data: st.DataObject) -> None:
+    """A range ``a-b`` with ``a > b`` would wrap round the field (``1-0`` is every second):
+    refused, naming the field. Weekday ranges may end on Sunday (``FRI-SUN``, ``5-0``)."""
+    index = data.draw(st.integers(0, 5))
+    low, high = FIELD_SPECS[index][:2]
+    last = data.draw(st.integers(low + (index == 5), high - 1), label="last")
+    first = data.draw(st.integers(last + 1, high), label="first")
+    step = data.draw(st.sampled_from(["", "/1", "/2"]), label="step")
+    fields = ["0", "0", "0", "*", "*", "*"]
+    item = f"{first}-{last}{step}"
+    fields[index] = f"1,{item}" if data.draw(st.booleans()) else item
+    expression = " ".join(fields)
+    with pytest.raises(CronError) as caught:
+        CronSchedule.parse(expression)
+    assert f"{FIELD_NAMES[index]} field '{fields[index]}'" in str(caught.value)
+    assert f"'{item}' is a reversed range" in str(caught.value)
 
 
 @pytest.mark.parametrize("expression", [5, None, b"0 0 * * *", ["0", "0"]])
@@ -453,6 +487,73 @@ def test_an_unknown_timezone_is_a_config_error(name: str) -> None:
 
 def test_validate_timezone_returns_the_zone() -> None:
     assert validate_timezone("Europe/Berlin") == BERLIN
+
+
+@pytest.mark.parametrize("name", ["UTC", "Etc/UTC", "Europe/Berlin", "US/Eastern", "Etc/GMT+5"])
+def test_iana_names_and_their_links_are_accepted(name: str) -> None:
+    assert validate_timezone(name).key == name
+    assert CronSchedule.parse("@daily", name).timezone == name
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("localtime", "it is the host's own zone, so workers on hosts in different zones"),
+        ("posixrules", "it is the host's rule for POSIX TZ strings, not a zone"),
+        ("Factory", "it is tzdata's placeholder for a zone that was never set"),
+        ("posix/Europe/Berlin", "it is a copy of 'Europe/Berlin' that exists on some hosts only"),
+        ("right/Europe/Berlin", "it is a leap-second variant of 'Europe/Berlin'"),
+        ("right/UTC", "write 'UTC'"),
+    ],
+)
+def test_names_that_mean_something_else_on_each_host_are_refused(name: str, reason: str) -> None:
+    """``ZoneInfo`` resolves these on Debian (``localtime`` is the host's /etc/localtime), so
+    replicas whose hosts are set to different zones would tick at different instants."""
+    for check in (validate_timezone, lambda zone: CronSchedule.parse("@daily", zone)):
+        with pytest.raises(ConfigError) as caught:
+            check(name)
+        message = str(caught.value)
+        assert message.startswith(f"timezone '{name}' is not allowed: "), message
+        assert reason in message
+        assert "\n" not in message
+
+
+def _registration_error(timezone: str) -> str:
+    from pgjobs import Extension, Job, JobContext, JobResult
+    from pgjobs.errors import RegistrationError
+    from pgjobs.registry import Registry
+
+    async def execute(self: Job, ctx: JobContext) -> JobResult:
+        return JobResult.success()
+
+    job_cls = type("TzJob", (Job,), {"name": "tz-job", "execute": execute, "timezone": timezone})
+    ext_cls = type("TzExt", (Extension,), {"name": "tz", "jobs": lambda self: [job_cls()]})
+    with pytest.raises(RegistrationError) as caught:
+        Registry.build([ext_cls()])
+    return str(caught.value)
+
+
+def test_a_job_class_with_the_hosts_zone_is_refused_at_registration() -> None:
+    message = _registration_error("localtime")
+    assert message.startswith(
+        "extension 'tz', job 'tz-job': timezone 'localtime' is not allowed: it is the host's own"
+    )
+    assert "\n" not in message
+    assert "unknown timezone 'posix/Asia/Tokyo'" not in _registration_error("posix/Asia/Tokyo")
+    assert "write 'Asia/Tokyo'" in _registration_error("posix/Asia/Tokyo")
+
+
+def test_a_profile_timezone_of_the_host_is_refused_at_its_file_and_line(
+    dsn: str, tmp_path: Path
+) -> None:
+    from tests.cli import APP, one_line_error, run_pgjobs
+
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("scheduler:\n  jobs:\n    - job: t-tick\n      timezone: localtime\n")
+    proc = run_pgjobs(dsn, "worker", "--app", APP, "--profile", str(profile), jobs="t-tick")
+    assert proc.returncode != 0
+    line = one_line_error(proc)
+    assert f"{profile}:4: scheduler.jobs[0].timezone: timezone 'localtime' is not allowed" in line
 
 
 # --- value semantics and description ----------------------------------------------------------
@@ -543,11 +644,15 @@ def field_forms(draw: st.DrawFn, index: int) -> tuple[str, frozenset[int]]:
         chosen = draw(st.lists(values, min_size=1, max_size=4))
         return ",".join(spell(v) for v in chosen), frozenset(chosen)
     if kind == "range":
-        first, last = draw(values), draw(values)
-        if weekday and first == last == 0:
-            last = 6  # '7-7' and '0-0' are one day, but '0-7' is all of them: keep it simple
-        walk = [low + (first - low + i) % size for i in range((last - first) % size + 1)]
+        first, last = sorted((draw(values), draw(values)))
+        walk = list(range(first, last + 1))
         text = f"{spell(first)}-{spell(last)}"
+        if weekday and last == 0:  # '0-7' is every day, Sunday to Sunday: spell Sunday alone
+            text = draw(st.sampled_from(["0-0", "SUN-SUN", "7-7", "7-0", "sun-0"]))
+        if weekday and first > 0 and draw(st.booleans()):
+            # A weekday range may end on Sunday, written 0, 7 or SUN: 'FRI-SUN' is 5, 6, 0.
+            walk = [*range(first, 7), 0]
+            text = f"{spell(first)}-{draw(st.sampled_from(['0', '7', 'SUN', 'sun']))}"
         if draw(st.booleans()):
             step = draw(st.integers(1, size - 1))
             return f"{text}/{step}", frozenset(walk[::step])
