@@ -33,7 +33,13 @@ from pgjobs.errors import ConfigError, PgJobsError, UnknownJobError
 from pgjobs.store import Queries
 
 #: Largest payload accepted, in bytes of its JSON text, unless ``PGJOBS_MAX_PAYLOAD_BYTES`` says.
+#: The same limit applies to ``parameters``.
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+#: Longest ``dedup_key`` accepted, in UTF-8 bytes. The key is in a B-tree index, whose entries
+#: cannot exceed about 2.7 KB; a longer key is refused here rather than by Postgres, which would
+#: abort the caller's transaction. Hash a long natural key (e.g. SHA-256 hex, 64 bytes).
+MAX_DEDUP_KEY_BYTES = 512
 
 _INT4 = 2**31
 # A (job, dedup_key) whose queued run changes state between our statements is looked up again;
@@ -75,12 +81,13 @@ async def enqueue(
 
     ``conn`` is a psycopg ``AsyncConnection`` or a SQLAlchemy ``AsyncConnection`` or
     ``AsyncSession``. ``payload`` (a JSON object, at most ``PGJOBS_MAX_PAYLOAD_BYTES``, default
-    256 KiB) is handed to the run as ``ctx.payload``; ``parameters`` (strings) are merged over the
-    profile's as ``ctx.parameters``. ``run_at`` (an aware datetime) delays the run; ``priority``
-    (lower runs first) and ``queue`` default to the job's. With a ``dedup_key`` that a queued run
-    of ``job`` already holds, nothing is inserted and that run's id is returned; once that run
-    has started, the same key queues a new run. ``schema`` defaults to ``PGJOBS_SCHEMA``, else
-    ``pgjobs``.
+    256 KiB) is handed to the run as ``ctx.payload``; ``parameters`` (strings, their JSON at
+    most the same size) are merged over the profile's as ``ctx.parameters``. ``run_at`` (an
+    aware datetime) delays the run; ``priority`` (lower runs first) and ``queue`` default to the
+    job's. With a ``dedup_key`` (at most :data:`MAX_DEDUP_KEY_BYTES`, 512 bytes) that a queued
+    run of ``job`` already holds, nothing is inserted and that run's id is returned; once that
+    run has started, the same key queues a new run. No text may hold a NUL character.
+    ``schema`` defaults to ``PGJOBS_SCHEMA``, else ``pgjobs``.
 
     Raises :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered
     ``job``, and :class:`ConfigError` for an invalid argument; neither leaves anything behind
@@ -213,6 +220,13 @@ def _as_request(item: EnqueueRequest | Mapping[str, Any]) -> EnqueueRequest:
 def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> None:
     """Check one request and append it to ``into``: a bad value fails here, before any
     statement, so it can never abort the caller's transaction."""
+    for name, given in (
+        ("job", request.job),
+        ("queue", request.queue),
+        ("dedup_key", request.dedup_key),
+    ):
+        if isinstance(given, str) and "\x00" in given:
+            raise ConfigError(f"{name} contains a NUL character, which Postgres cannot store")
     job = _text(request.job)
     if job is None or not job.strip():
         raise ConfigError(f"job must be a job name, got {request.job!r}")
@@ -233,18 +247,36 @@ def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> Non
     ):
         if given is not None and not value:
             raise ConfigError(f"{name} must be a non-empty string, got {given!r}")
+    if dedup_key is not None and _utf8_over(dedup_key, MAX_DEDUP_KEY_BYTES):
+        raise ConfigError(
+            f"dedup_key is {len(dedup_key.encode('utf-8'))} bytes, over the limit of "
+            f"{MAX_DEDUP_KEY_BYTES}: use a hash of a long key (e.g. its SHA-256 in hex)"
+        )
     into.jobs.append(job)
     into.payloads.append(
         "null" if request.payload is None else _payload_json(request.payload, limit)
     )
     into.parameters.append(
-        "null" if request.parameters is None else _parameters_json(request.parameters)
+        "null" if request.parameters is None else _parameters_json(request.parameters, limit)
     )
     # Exact, and far cheaper than ISO text: timedelta arithmetic in C.
     into.run_ats.append(None if run_at is None else (run_at - _EPOCH) // _MICROSECOND)
     into.priorities.append(priority)
     into.queues.append(queue)
     into.dedup_keys.append(dedup_key)
+
+
+def check_run_input(
+    payload: Mapping[str, Any] | None, parameters: Mapping[str, str] | None
+) -> None:
+    """Refuse, as :func:`enqueue` does, a payload or parameters that are not JSON objects of the
+    right kind, hold a NUL or are over ``PGJOBS_MAX_PAYLOAD_BYTES``: for runs that are inserted
+    by other statements (``pgjobs jobs run``), before any of them."""
+    limit = max_payload_bytes()
+    if payload is not None:
+        _payload_json(payload, limit)
+    if parameters is not None:
+        _parameters_json(parameters, limit)
 
 
 def max_payload_bytes() -> int:
@@ -273,24 +305,41 @@ def _payload_json(payload: Mapping[str, Any], limit: int) -> str:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"payload is not JSON-serialisable: {err}") from None
     _check_no_nul("payload", text)
-    if len(text) * 4 > limit:  # only then can the UTF-8 bytes be over the limit
-        size = len(text.encode("utf-8"))
-        if size > limit:
-            raise ConfigError(
-                f"payload is {size} bytes of JSON, over the limit of {limit} "
-                "(PGJOBS_MAX_PAYLOAD_BYTES): store large data elsewhere and pass its key"
-            )
+    _check_size("payload is", text, limit)
     return text
 
 
-def _parameters_json(parameters: Mapping[str, str]) -> str:
+def _parameters_json(parameters: Mapping[str, str], limit: int) -> str:
     if not isinstance(parameters, Mapping) or not all(
         type(k) is str and type(v) is str for k, v in parameters.items()
     ):
-        raise ConfigError(f"parameters must be a dict of strings to strings, got {parameters!r}")
+        raise ConfigError(
+            f"parameters must be a dict of strings to strings, got {_shown(parameters)}"
+        )
     text = json.dumps(dict(parameters), ensure_ascii=False)
     _check_no_nul("parameters", text)
+    _check_size("parameters are", text, limit)
     return text
+
+
+def _check_size(what: str, text: str, limit: int) -> None:
+    if _utf8_over(text, limit):
+        raise ConfigError(
+            f"{what} {len(text.encode('utf-8'))} bytes of JSON, over the limit of {limit} "
+            "(PGJOBS_MAX_PAYLOAD_BYTES): store large data elsewhere and pass its key"
+        )
+
+
+def _utf8_over(text: str, limit: int) -> bool:
+    """Whether ``text`` is over ``limit`` bytes in UTF-8, encoding it only when it can be (a
+    character is one to four bytes)."""
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8")) > limit)
+
+
+def _shown(value: object, width: int = 200) -> str:
+    """``repr(value)``, cut to ``width`` characters for an error line."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _text(value: object) -> str | None:

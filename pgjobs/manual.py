@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgjobs.db import connection_error, resolve_dsn
-from pgjobs.errors import DatabaseError, LockHeldError
+from pgjobs.errors import DatabaseError, LockHeldError, PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.registry import JobDefinition
 from pgjobs.store import ClaimedRun, Outcome, Queries, WorkerStore
@@ -35,6 +35,15 @@ DEFAULT_LEASE = 30.0
 """Seconds a manual run stays owned by the CLI without a heartbeat (heartbeats every third)."""
 
 FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped", "abandoned"})
+
+
+class FollowTimeout(PgJobsError):
+    """A followed run had not ended when the wait's time ran out; the run itself is left as is.
+
+    Its exit code, 124 (as ``timeout(1)``'s), tells a script this apart from a failed run (1).
+    """
+
+    exit_code = 124
 
 
 def cli_worker_id() -> str:
@@ -241,10 +250,13 @@ def follow_run(
     on_change: Callable[[dict[str, Any]], None],
     *,
     poll: float = 0.2,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Poll a run until it ends, following the retries that replace it; return its last state.
 
-    ``on_change`` gets the run's row each time its status (or the run followed) changes.
+    ``on_change`` gets the run's row each time its status (or the run followed) changes. When
+    ``deadline`` (a :func:`time.monotonic` value) passes first, :class:`FollowTimeout` is raised
+    and the run is left as it is.
     """
     seen: tuple[int, str] | None = None
     current = run_id
@@ -262,4 +274,13 @@ def follow_run(
                 return row
             current = int(row["retry_id"])
             continue
-        time.sleep(poll)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FollowTimeout(
+                    f"run {row['id']} is still {row['status']}: gave up waiting (--timeout); "
+                    f"the run goes on, see `pgjobs runs show {row['id']}`"
+                )
+            time.sleep(min(poll, left))
+        else:
+            time.sleep(poll)

@@ -237,6 +237,46 @@ def test_jobs_run_queue_it_hands_the_run_to_the_workers(conn: Conn, dsn: str) ->
     assert run["parameters"] == {"k": "v"}
 
 
+def test_jobs_run_holds_payload_and_parameters_to_the_enqueue_limit(conn: Conn, dsn: str) -> None:
+    add_job(conn, "t-echo")
+    limit = {"PGJOBS_MAX_PAYLOAD_BYTES": "20"}
+    big = '{"blob": "' + "x" * 20 + '"}'
+    for args in (("--queue-it",), ()):
+        refused = invoke(dsn, "jobs", "run", "t-echo", *args, "--payload", big, env=limit)
+        assert refused.exit_code == 2
+        assert refused.stderr.strip() == (
+            "error: payload is 31 bytes of JSON, over the limit of 20 (PGJOBS_MAX_PAYLOAD_BYTES): "
+            "store large data elsewhere and pass its key"
+        )
+    refused = invoke(dsn, "jobs", "run", "t-echo", "--queue-it", "-p", "k=" + "v" * 20, env=limit)
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: parameters are 29 bytes of JSON, over the limit")
+    assert run_rows(conn) == []
+    ok = invoke(dsn, "jobs", "run", "t-echo", "--queue-it", "--payload", '{"a": 1}', env=limit)
+    assert ok.exit_code == 0, ok.output
+    assert [run["payload"] for run in run_rows(conn)] == [{"a": 1}]
+
+
+def test_jobs_run_wait_timeout_exits_124_and_leaves_the_run_queued(conn: Conn, dsn: str) -> None:
+    add_job(conn, "t-echo")
+    result = invoke(dsn, "jobs", "run", "t-echo", "--queue-it", "--wait", "--timeout", "0.3")
+    assert result.exit_code == 124
+    [run] = run_rows(conn)
+    assert run["status"] == "queued"
+    assert "t-echo: run 1 queued" in result.stdout
+    assert result.stderr.strip() == (
+        "error: run 1 is still queued: gave up waiting (--timeout); "
+        "the run goes on, see `pgjobs runs show 1`"
+    )
+    misuse = invoke(dsn, "jobs", "run", "t-echo", "--queue-it", "--timeout", "5")
+    assert misuse.exit_code == 2
+    assert "--timeout limits --wait" in misuse.stderr
+    assert (
+        invoke(dsn, "jobs", "run", "t-echo", "--queue-it", "--wait", "--timeout", "0").exit_code
+        == 2
+    )
+
+
 def test_jobs_run_queue_it_wait_follows_a_real_worker_to_the_end(
     conn: Conn, dsn: str, workers: Workers
 ) -> None:
@@ -248,7 +288,7 @@ def test_jobs_run_queue_it_wait_follows_a_real_worker_to_the_end(
     assert "t-echo: run 1 succeeded" in ok.stdout
     assert '"payload": {"a": 1}' in ok.stdout
 
-    failed = invoke(dsn, "jobs", "run", "t-fail", "--queue-it", "--wait")
+    failed = invoke(dsn, "jobs", "run", "t-fail", "--queue-it", "--wait", "--timeout", "60")
     assert failed.exit_code == 1
     # Followed through the worker's retries to the last attempt.
     assert "retried as run" in failed.stdout

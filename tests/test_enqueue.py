@@ -412,6 +412,13 @@ def test_with_no_job_registered_the_error_says_when_a_job_becomes_known(dsn: str
         ({"queue": ""}, "queue must be a non-empty string, got ''"),
         ({"dedup_key": 7}, "dedup_key must be a non-empty string, got 7"),
         ({"parameters": {"batch": 5}}, "parameters must be a dict of strings to strings"),
+        ({"parameters": {"a": "x\x00"}}, "parameters contains a NUL character"),
+        ({"queue": "re\x00ports"}, "queue contains a NUL character, which Postgres cannot"),
+        ({"dedup_key": "k\x00"}, "dedup_key contains a NUL character, which Postgres cannot"),
+        ({"dedup_key": "k" * 513}, "dedup_key is 513 bytes, over the limit of 512: use a hash"),
+        ({"dedup_key": "é" * 257}, "dedup_key is 514 bytes, over the limit of 512"),
+        ({"dedup_key": "k" * 9000}, "dedup_key is 9000 bytes, over the limit of 512"),
+        ({"parameters": {"a": "x" * 300_000}}, "parameters are 300009 bytes of JSON, over the"),
     ],
 )
 @pytest.mark.usefixtures("jobs")
@@ -443,6 +450,35 @@ def test_a_payload_over_the_size_limit_is_refused(
         monkeypatch.setenv("PGJOBS_MAX_PAYLOAD_BYTES", "lots")
         with pytest.raises(ConfigError, match="PGJOBS_MAX_PAYLOAD_BYTES must be a positive"):
             pgjobs.enqueue_sync(conn, "t-echo")
+
+
+@pytest.mark.usefixtures("jobs")
+def test_a_refused_enqueue_leaves_the_callers_transaction_working(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("INSERT INTO orders VALUES (1)")
+        for bad in (
+            {"dedup_key": "k" * 9000},  # over what the dedup B-tree index can hold
+            {"parameters": {"blob": "x" * (256 * 1024)}},
+            {"queue": "a\x00b"},
+            {"dedup_key": "a\x00b"},
+        ):
+            with pytest.raises(ConfigError):
+                pgjobs.enqueue_sync(conn, "t-echo", **bad)  # type: ignore[arg-type]
+        kept = pgjobs.enqueue_sync(conn, "t-echo", dedup_key="k" * 512)
+        conn.execute("INSERT INTO orders VALUES (2)")
+        conn.commit()
+    assert scalar(dsn, "SELECT count(*) FROM orders") == 2
+    assert [(run[0], run[9]) for run in runs(dsn)] == [(kept, "k" * 512)]
+
+
+@pytest.mark.usefixtures("jobs")
+def test_parameters_share_the_payload_limit(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGJOBS_MAX_PAYLOAD_BYTES", "20")
+    with psycopg.connect(dsn) as conn:
+        pgjobs.enqueue_sync(conn, "t-echo", parameters={"é": "1234567890"})  # 20 bytes
+        with pytest.raises(ConfigError, match=r"^parameters are 21 bytes of JSON, over the limit"):
+            pgjobs.enqueue_sync(conn, "t-echo", parameters={"é": "12345678901"})
 
 
 def test_a_bad_request_in_a_batch_is_named_by_its_position(dsn: str) -> None:

@@ -2,13 +2,16 @@
 
 In this process the job's code is needed (``--app``, ``PGJOBS_APP`` or the profile's ``app:``);
 the run is recorded as a ``manual`` run like any other (see :mod:`pgjobs.manual`). With
-``--queue-it`` the run goes to the queue for the workers, and ``--wait`` follows it to the end.
-The exit code is 0 when every run succeeded, 1 otherwise.
+``--queue-it`` the run goes to the queue for the workers, and ``--wait`` follows it to the end
+(or for at most ``--timeout`` seconds). The exit code is 0 when every run succeeded, 1 otherwise,
+and 124 when ``--timeout`` ran out first (the runs are left as they are). The payload and the
+parameters are held to the enqueue API's limits (``PGJOBS_MAX_PAYLOAD_BYTES``).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,7 @@ from pgjobs.cli.options import (
     parse_parameters,
     parse_payload,
 )
+from pgjobs.enqueue import check_run_input
 from pgjobs.errors import ConfigError, UnknownJobError
 from pgjobs.manual import (
     ManualResult,
@@ -54,6 +58,12 @@ from pgjobs.registry import JobDefinition, Registry, load_registry, suggest
 @click.option("--payload", metavar="JSON", help="A JSON object the job gets as ctx.payload.")
 @click.option("--queue-it", is_flag=True, help="Hand the run to the workers instead.")
 @click.option("--wait", is_flag=True, help="With --queue-it: follow the run until it ends.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: stop waiting after this long (exit code 124; the run goes on).",
+)
 @click.option("--force", is_flag=True, help="Run even if another run holds the job's lock.")
 @json_option
 @code_options
@@ -66,6 +76,7 @@ def run(
     payload: str | None,
     queue_it: bool,
     wait: bool,
+    timeout: float | None,
     force: bool,
     as_json: bool,
     app: str | None,
@@ -78,14 +89,19 @@ def run(
         raise click.UsageError("name the jobs to run, or pass --all or --tag (one of them)")
     if wait and not queue_it:
         raise click.UsageError("--wait follows a queued run: use it with --queue-it")
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout limits --wait: use it with --queue-it --wait")
     if force and queue_it:
         raise click.UsageError("--force applies to runs in this process, not to queued runs")
     settings = RunSettings(
         payload=parse_payload(payload), parameters=parse_parameters(params), force=force
     )
+    check_run_input(settings.payload, settings.parameters)
     selection = _Selection(names, run_all, tag)
     if queue_it:
-        _queue(selection, settings, optional_registry(app, profile), dsn, schema, wait, as_json)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        code = optional_registry(app, profile)
+        _queue(selection, settings, code, dsn, schema, wait, deadline, as_json)
     else:
         _in_process(selection, settings, load_registry(app, profile), dsn, schema, as_json)
 
@@ -209,6 +225,7 @@ def _queue(
     dsn: str,
     schema: str,
     wait: bool,
+    deadline: float | None,
     as_json: bool,
 ) -> None:
     with open_database(dsn, schema) as db:
@@ -225,7 +242,7 @@ def _queue(
                 for name, run_id in queued:
                     click.echo(f"{name}: queued run {run_id} for the workers")
             return
-        finals = [_follow(db, name, run_id, as_json) for name, run_id in queued]
+        finals = [_follow(db, name, run_id, deadline, as_json) for name, run_id in queued]
     if as_json:
         output.emit_json(finals)
     sys.exit(0 if all(f["status"] == "succeeded" for f in finals) else 1)
@@ -249,8 +266,10 @@ def _code_target(d: JobDefinition) -> QueueTarget:
     return QueueTarget(d.name, d.max_attempts, d.priority, d.queue)
 
 
-def _follow(db: Database, name: str, run_id: int, as_json: bool) -> dict[str, Any]:
-    """Follow one queued run to its end, printing each change of state."""
+def _follow(
+    db: Database, name: str, run_id: int, deadline: float | None, as_json: bool
+) -> dict[str, Any]:
+    """Follow one queued run to its end (or to ``deadline``), printing each change of state."""
 
     def show(row: dict[str, Any]) -> None:
         line = f"{name}: run {row['id']} {row['status']}"
@@ -271,7 +290,7 @@ def _follow(db: Database, name: str, run_id: int, as_json: bool) -> dict[str, An
                 row["error_message"],
             )
 
-    final = follow_run(db.conn, db.queries, run_id, show)
+    final = follow_run(db.conn, db.queries, run_id, show, deadline=deadline)
     return {
         "job": name,
         "run_id": run_id,
