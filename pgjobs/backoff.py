@@ -33,7 +33,8 @@ class Backoff:
     Each :meth:`next_delay` counts one attempt and returns the wait before the next one:
     ``initial * factor ** (attempt - 1)``, capped at ``cap``, then moved by up to ``jitter``
     (a fraction) either way; it is never negative and never more than ``cap * (1 + jitter)``.
-    :meth:`reset` starts again from ``initial`` after a success. Not thread-safe: one per loop.
+    :meth:`reset` starts again from ``initial`` after a success. An ``initial`` above ``cap``
+    is taken as ``cap``. Not thread-safe: one per loop.
     """
 
     def __init__(
@@ -45,12 +46,12 @@ class Backoff:
         jitter: float = 0.1,
         rng: random.Random | None = None,
     ) -> None:
-        if initial <= 0 or cap < initial or factor < 1 or not 0 <= jitter < 1:
+        if initial <= 0 or cap <= 0 or factor < 1 or not 0 <= jitter < 1:
             raise ValueError(
-                "Backoff needs 0 < initial <= cap, factor >= 1 and 0 <= jitter < 1, got "
+                "Backoff needs initial > 0, cap > 0, factor >= 1 and 0 <= jitter < 1, got "
                 f"initial={initial}, cap={cap}, factor={factor}, jitter={jitter}"
             )
-        self.initial = initial
+        self.initial = min(initial, cap)
         self.cap = cap
         self.factor = factor
         self.jitter = jitter

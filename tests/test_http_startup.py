@@ -49,6 +49,11 @@ def test_jitter_moves_each_delay_by_at_most_its_fraction() -> None:
     assert len({round(d, 6) for d in delays[10:]}) > 100  # not all the same: jittered
 
 
+def test_a_first_delay_above_the_cap_is_the_cap() -> None:
+    backoff = Backoff(0.2, 0.1, jitter=0)
+    assert [backoff.next_delay() for _ in range(3)] == [0.1, 0.1, 0.1]
+
+
 def test_a_long_outage_does_not_overflow_the_delay() -> None:
     backoff = Backoff(jitter=0)
     for _ in range(5000):
@@ -57,7 +62,7 @@ def test_a_long_outage_does_not_overflow_the_delay() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [{"initial": 0}, {"initial": 2, "cap": 1}, {"factor": 0.5}, {"jitter": 1.0}]
+    "args", [{"initial": 0}, {"cap": 0}, {"factor": 0.5}, {"jitter": 1.0}, {"jitter": -0.1}]
 )
 def test_a_backoff_that_would_not_back_off_is_refused(args: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="Backoff needs"):
