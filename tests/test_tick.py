@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from pgjobs.schedule import CronSchedule
 from pgjobs.tick import MAX_TICKS, SCALED_GRACE_MAX, SCALED_GRACE_SHARE, TickPlan, plan_ticks
+from tests.workers import Workers, rows, scalar, wait_until, worker_pool
 
 SECOND = timedelta(seconds=1)
 EPSILON = timedelta(microseconds=1)
@@ -249,3 +252,49 @@ def test_every_tick_runs_once_or_is_dropped_by_the_policy(
         elif policy == "backfill":
             assert later >= cap, f"{dropped} dropped with fewer than {cap} later missed runs"
     assert watermark == cron.next_after(now)
+
+
+# --- through a worker and the database --------------------------------------------------------
+
+
+@pytest.fixture
+def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
+    with worker_pool(dsn, tmp_path) as pool:
+        yield pool
+
+
+def test_a_worker_catches_up_on_more_on_time_ticks_than_one_plan_holds(
+    dsn: str, workers: Workers
+) -> None:
+    """10,500 ticks within a 6-hour grace: the worker's first plan inserts 10,000 runs and leaves
+    the job due, its next one inserts the rest. Its queue is elsewhere, so the runs stay queued
+    and only their existence is counted: one per second, none missing."""
+    job = "t-misfire-backfill"
+    args = ("--misfire-grace", "21600", "--queue", "elsewhere")
+    first = workers.start([job], *args)
+    workers.wait_registered(first)
+    assert first.stop() == 0
+    start = scalar(
+        dsn,
+        "UPDATE pgjobs.jobs SET next_fire_at = date_trunc('second', now()) - interval '10500 s' "
+        "WHERE name = %s RETURNING next_fire_at",
+        job,
+    )
+    second = workers.start([job], *args)
+    workers.wait_registered(second)
+    wait_until(
+        lambda: scalar(dsn, "SELECT next_fire_at > now() FROM pgjobs.jobs WHERE name = %s", job),
+        60,
+        "the job to catch up",
+    )
+    assert second.stop() == 0
+    count, first_tick, last_tick = rows(
+        dsn,
+        "SELECT count(*), min(scheduled_for), max(scheduled_for) FROM pgjobs.runs "
+        "WHERE job = %s AND scheduled_for >= %s",
+        job,
+        start,
+    )[0]
+    assert first_tick == start
+    assert count > 10_500
+    assert count == (last_tick - first_tick).total_seconds() + 1  # one run a second, no gap
