@@ -205,6 +205,26 @@ def test_runs_are_paged_with_next_and_previous_links(seeded: str, readonly: Serv
     assert shown(call(readonly, "/runs?job=obs-cleanup&page=x").text) == ids[:100]
 
 
+def test_runs_pages_reach_past_the_five_thousandth_run(seeded: str, readonly: Server) -> None:
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgjobs.runs (job, trigger, status, finished_at, message)"
+            " SELECT 'obs-cleanup', 'manual', 'succeeded', now(), 'deep ' || i"
+            " FROM generate_series(1, 5250) i"
+        )
+        ids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM pgjobs.runs WHERE job = 'obs-cleanup' ORDER BY id DESC"
+            ).fetchall()
+        ]
+    assert len(ids) > 5200
+    page = call(readonly, "/runs?job=obs-cleanup&page=53").text
+    shown = [int(i) for i in re.findall(r'<tr><td><a href="/runs/(\d+)">', page)]
+    assert shown == ids[5200:5300]
+    assert ('rel="next"' in page) == (len(ids) > 5300)
+
+
 def test_the_runs_workers_and_queues_pages(readonly: Server) -> None:
     runs = call(readonly, "/runs?job=obs-report&status=failed").text
     workers = call(readonly, "/workers").text

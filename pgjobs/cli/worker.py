@@ -14,7 +14,7 @@ import psycopg
 
 from pgjobs.db import resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError
-from pgjobs.metrics import WorkerMetrics
+from pgjobs.metrics import METRICS_HOST, WorkerMetrics
 from pgjobs.registry import load_registry
 from pgjobs.runlog import LOG_FORMATS, configure_logging
 from pgjobs.worker import Worker, WorkerSettings
@@ -126,9 +126,10 @@ from pgjobs.worker import Worker, WorkerSettings
 @click.option(
     "--metrics-host",
     envvar="PGJOBS_METRICS_HOST",
-    default="0.0.0.0",
+    default=METRICS_HOST,
     show_default=True,
-    help="Address the metrics endpoint binds to.",
+    help="Address the metrics endpoint binds to (0.0.0.0 or an interface's address exposes it "
+    "beyond this host).",
 )
 def worker(
     app: str | None,

@@ -55,9 +55,9 @@ _NAV = (
 RUNS_PAGE = 100
 """Runs per page of ``/runs``."""
 
-MAX_RUNS_OFFSET = 5000
-"""How far back ``/runs`` pages go (``?page=`` is capped so a page reads at most this many rows
-plus one page; the CLI's ``pgjobs runs list`` reaches further)."""
+MAX_RUNS_PAGE = 10_000
+"""The last page ``/runs`` serves: a page reads the runs before it through the index, newest
+first, so deep pages cost more (the CLI's ``pgjobs runs list`` filters instead)."""
 
 _DB_ERRORS = (psycopg.Error, DatabaseUnavailable)
 
@@ -218,11 +218,11 @@ class Dashboard:
             status = query.get("status") if query.get("status") in pages.STATUSES else None
             job = query.get("job") or None
             page = int(query["page"]) if query.get("page", "").isdigit() else 1
-            page = max(1, min(page, MAX_RUNS_OFFSET // RUNS_PAGE + 1))
+            page = max(1, min(page, MAX_RUNS_PAGE))
             offset = (page - 1) * RUNS_PAGE
             # One row past the page says whether there is a next one.
-            rows = self.store.runs(job, status, limit=offset + RUNS_PAGE + 1)[offset:]
-            more = len(rows) > RUNS_PAGE and offset + RUNS_PAGE <= MAX_RUNS_OFFSET
+            rows = self.store.runs(job, status, limit=RUNS_PAGE + 1, offset=offset)
+            more = len(rows) > RUNS_PAGE and page < MAX_RUNS_PAGE
             return pages.runs_page(ctx, rows[:RUNS_PAGE], job, status, page=page, has_next=more)
         if path.startswith("/runs/") and path.removeprefix("/runs/").isdigit():
             run = self.store.run(int(path.removeprefix("/runs/")))

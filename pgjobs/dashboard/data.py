@@ -139,10 +139,12 @@ class DashboardStore:
         return self._all("dashboard_timeline", {"since": since, "job": job, "limit": limit})
 
     def runs(
-        self, job: str | None = None, status: str | None = None, limit: int = 100
+        self, job: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Row]:
-        """Recent runs from ``run_history``, newest first."""
-        return self._all("dashboard_runs", {"job": job, "status": status, "limit": limit})
+        """Recent runs from ``run_history``, newest first, ``offset`` rows in."""
+        return self._all(
+            "dashboard_runs", {"job": job, "status": status, "limit": limit, "offset": offset}
+        )
 
     def run(self, run_id: int) -> Row | None:
         """One run with everything it recorded, or None."""

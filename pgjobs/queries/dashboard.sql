@@ -48,7 +48,7 @@ ORDER BY r.id DESC
 LIMIT %(limit)s;
 
 -- name: dashboard_runs
--- Recent runs, newest first, optionally of one job and/or in one status.
+-- Recent runs, newest first, optionally of one job and/or in one status; a page of them.
 SELECT h.id, h.job, h.trigger, h.status, h.attempt, h.scheduled_for, h.started_at,
        h.finished_at, h.duration_seconds, h.lag_seconds, h.worker_id, h.host,
        left(h.message, 300) AS message, h.error_type
@@ -56,7 +56,7 @@ FROM {schema}.run_history h
 WHERE (%(job)s::text IS NULL OR h.job = %(job)s)
   AND (%(status)s::text IS NULL OR h.status = %(status)s)
 ORDER BY h.id DESC
-LIMIT %(limit)s;
+LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: dashboard_run
 -- One run with everything it recorded, its worker's host and pid, and the retries it led to.
