@@ -1,0 +1,165 @@
+"""What the worker owns is what it runs: reconciliation after a lost reply, outcomes the database
+refuses, the reaper's account of an expired lease, and start-up while the database is down.
+
+Real worker processes; the database faults run against a throwaway cluster the test owns.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.pgcluster import PgCluster, available, pg_cluster
+from tests.test_worker import enqueue_raw, run_row, wait_status
+from tests.workers import Workers, rows, scalar, wait_until, worker_pool
+
+
+@pytest.fixture
+def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
+    with worker_pool(dsn, tmp_path) as pool:
+        yield pool
+
+
+def test_a_run_claimed_by_a_lost_reply_goes_back_to_the_queue_and_runs(
+    dsn: str, workers: Workers
+) -> None:
+    w = workers.start(["t-echo"], "--lease", "1.5")
+    workers.wait_registered(w)
+    # What a claim whose reply was lost with the connection leaves behind: a run the database
+    # gives to this live worker, which never heard of it.
+    run_id = scalar(
+        dsn,
+        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, heartbeat_at, "
+        "lease_expires_at) VALUES ('t-echo', 'enqueue', 'running', 'w1', now(), now(), "
+        "now() + interval '1 hour') RETURNING id",
+    )
+    row = wait_status(dsn, run_id, {"succeeded"}, 15)
+    assert row["attempt"] == 1, "handed back without using an attempt"
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE retry_of = %s", run_id) == 0
+    assert "reply was lost" in w.log()
+    assert w.stop() == 0, w.log()
+
+
+def test_a_run_of_an_earlier_process_with_the_same_id_is_left_to_the_reaper(
+    dsn: str, workers: Workers
+) -> None:
+    w = workers.start(["t-echo"], "--lease", "1.5")
+    workers.wait_registered(w)
+    # Claimed under the id 'w1' before this process registered: that process died with it.
+    run_id = scalar(
+        dsn,
+        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, heartbeat_at, "
+        "lease_expires_at, max_attempts) VALUES ('t-echo', 'enqueue', 'running', 'w1', "
+        "now() - interval '1 hour', now() - interval '1 minute', now() + interval '2 seconds', 2) "
+        "RETURNING id",
+    )
+    row = wait_status(dsn, run_id, {"abandoned"}, 15)
+    assert str(row["error_message"]).startswith("lease expired at 20"), row["error_message"]
+    assert "on worker w1" in str(row["error_message"])
+    retry = wait_until(
+        lambda: scalar(dsn, "SELECT id FROM pgjobs.runs WHERE retry_of = %s", run_id), 10, "retry"
+    )
+    wait_status(dsn, retry, {"succeeded"}, 15)
+    assert w.stop() == 0, w.log()
+
+
+def test_the_reaper_says_when_and_on_which_worker_a_lease_expired(
+    dsn: str, workers: Workers
+) -> None:
+    victim = workers.start(["t-sleep"], "--lease", "1.5", name="victim")
+    reaper = workers.start(["t-sleep"], "--lease", "1.5", name="reaper")
+    workers.wait_registered(victim, reaper)
+    scalar(dsn, "DELETE FROM pgjobs.worker_jobs WHERE worker_id = 'reaper' RETURNING 1")
+    run_id = enqueue_raw(dsn, "t-sleep", {"seconds": 30})
+    wait_until(lambda: run_row(dsn, run_id)["worker_id"] == "victim", 10, "the victim's claim")
+    victim.signal(signal.SIGKILL)
+    row = wait_status(dsn, run_id, {"abandoned"}, 20)
+    message = str(row["error_message"])
+    assert "%s" not in message
+    assert message.startswith("lease expired at 20") and message.endswith("on worker victim")
+
+
+def test_an_outcome_the_database_refuses_fails_its_run_alone(dsn: str, workers: Workers) -> None:
+    # A rule of the database that no outcome of pgjobs' own can foresee.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE pgjobs.runs ADD CONSTRAINT no_refused_payload "
+            "CHECK (status <> 'succeeded' OR data IS NULL "
+            "OR (data -> 'payload' ->> 'refuse') IS NULL)"
+        )
+    w = workers.start(["t-echo"], "--prefetch", "0")
+    workers.wait_registered(w)
+    bad = enqueue_raw(dsn, "t-echo", {"refuse": "yes"})
+    good = [enqueue_raw(dsn, "t-echo", {"n": i}) for i in range(20)]
+    refused = wait_status(dsn, bad, {"failed"}, 20)
+    assert "refused this run's outcome" in str(refused["error_message"])
+    for run_id in good:
+        wait_status(dsn, run_id, {"succeeded"}, 20)
+    # The worker is alive and still claiming.
+    later = enqueue_raw(dsn, "t-echo", {"n": "later"})
+    wait_status(dsn, later, {"succeeded"}, 10)
+    assert w.stop() == 0, w.log()
+
+
+# -- faults of the database itself ---------------------------------------------------------------
+
+needs_cluster = pytest.mark.skipif(available() is not None, reason=available() or "")
+
+
+@pytest.fixture
+def cluster() -> Iterator[PgCluster]:
+    with pg_cluster() as c:
+        yield c
+
+
+@needs_cluster
+def test_a_worker_started_while_the_database_is_down_waits_then_starts(
+    cluster: PgCluster, tmp_path: Path
+) -> None:
+    with worker_pool(cluster.dsn, tmp_path) as pool:
+        cluster.stop("immediate")
+        w = pool.start(["t-echo"], "--lease", "3")
+        wait_until(lambda: w.log().count("database unavailable") >= 2, 20, "two attempts logged")
+        assert w.proc.poll() is None, w.log()
+        cluster.start()
+        pool.wait_registered(w, timeout=20)
+        run_id = enqueue_raw(cluster.dsn, "t-echo", {"n": 1})
+        wait_status(cluster.dsn, run_id, {"succeeded"}, 15)
+        assert "Traceback" not in w.log()
+        assert w.stop() == 0, w.log()
+
+
+@needs_cluster
+def test_a_crash_longer_than_the_lease_does_not_reap_live_workers_runs(
+    cluster: PgCluster, tmp_path: Path
+) -> None:
+    with worker_pool(cluster.dsn, tmp_path) as pool:
+        procs = [pool.start(["t-sleep"], "--lease", "2") for _ in range(2)]
+        pool.wait_registered(*procs)
+        ids = [enqueue_raw(cluster.dsn, "t-sleep", {"seconds": 6}) for _ in range(4)]
+        wait_until(
+            lambda: (
+                scalar(cluster.dsn, "SELECT count(*) FROM pgjobs.runs WHERE status = 'running'")
+                == 4
+            ),
+            15,
+            "four runs running",
+        )
+        cluster.stop("immediate")
+        time.sleep(3)  # the outage outlasts the 2 s lease
+        up = time.monotonic()
+        cluster.start()
+        for run_id in ids:
+            row = wait_status(cluster.dsn, run_id, {"succeeded", "abandoned"}, 30)
+            assert row["status"] == "succeeded", row
+        assert time.monotonic() - up < 15
+        assert rows(cluster.dsn, "SELECT id FROM pgjobs.runs WHERE status = 'abandoned'") == []
+        for p in procs:
+            assert p.proc.poll() is None, p.log()
+            assert "Traceback" not in p.log()
+            assert p.stop() == 0, p.log()
