@@ -4,7 +4,9 @@ A :class:`CronSchedule` is a cron expression plus an IANA time zone. Expressions
 ``second minute hour day month weekday`` (five fields mean ``second = 0``), or are one of the
 macros ``@hourly``, ``@daily``/``@midnight``, ``@weekly``, ``@monthly``, ``@yearly``/``@annually``.
 When both day and weekday are restricted (neither covers its whole range), a day matches if either
-one does, as in classic cron.
+one does. Unlike Vixie cron, which looks at whether a field starts with ``*``, what counts is the
+set of values: ``*/2`` restricts, ``1-31`` does not (docs/schedules.md). A range runs upwards and
+does not wrap around (``22-2`` is refused); in the weekday field Sunday may end a range as 0 or 7.
 
 The DST rule: a schedule fires once per wall-clock occurrence it names. A local time that does not
 exist (the spring-forward gap) fires not at all; a local time that occurs twice (fall-back) fires

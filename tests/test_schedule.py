@@ -162,6 +162,23 @@ def test_day_and_weekday_both_restricted_match_either_like_classic_cron() -> Non
     assert fires == [utc(2026, 1, 9), utc(2026, 1, 13), utc(2026, 1, 16), utc(2026, 1, 23)]
 
 
+def test_day_and_weekday_combine_by_what_the_fields_cover_not_by_how_they_are_spelled() -> None:
+    """pgjobs' rule, not Vixie cron's: '*/2' restricts the day (odd days), so it is OR'ed with
+    Monday (classic cron sees the leading '*' and ANDs: odd Mondays only); '1-31' covers every day,
+    so only the weekday restricts (classic cron sees no '*' and ORs: every day)."""
+    after = utc(2026, 5, 31, 13)  # Sunday; June 2026 starts on a Monday
+    odd_days_or_mondays = CronSchedule.parse("0 0 12 */2 * MON").fire_times(after, 6)
+    assert [t.day for t in odd_days_or_mondays] == [1, 3, 5, 7, 8, 9]
+    assert CronSchedule.parse("0 0 12 1-31 * MON").fire_times(after, 3) == [
+        utc(2026, 6, 1, 12),
+        utc(2026, 6, 8, 12),
+        utc(2026, 6, 15, 12),
+    ]
+    assert CronSchedule.parse("0 0 12 1-31 * MON").fire_times(after, 3) == CronSchedule.parse(
+        "0 0 12 * * MON"
+    ).fire_times(after, 3)
+
+
 def test_february_29th_fires_in_leap_years_only() -> None:
     fires = CronSchedule.parse("0 0 0 29 2 *").fire_times(SEED_AFTER, 2)
     assert fires == [utc(2028, 2, 29), utc(2032, 2, 29)]
@@ -297,6 +314,33 @@ def test_every_15_minutes_in_new_york_across_both_transitions() -> None:
         "2026-11-01T02:15:00-05:00",
         "2026-11-01T02:30:00-05:00",
     ]
+
+
+def test_daily_skips_the_day_whose_midnight_does_not_exist() -> None:
+    """America/Santiago springs forward at midnight: 2026-09-06 starts at 01:00, so '@daily'
+    (00:00) does not fire that day at all; the day before and after it does."""
+    santiago = ZoneInfo("America/Santiago")
+    fires = CronSchedule.parse("@daily", "America/Santiago").fire_times(utc(2026, 9, 4, 12), 3)
+    assert in_zone(fires, santiago) == [
+        "2026-09-05T00:00:00-04:00",
+        "2026-09-07T00:00:00-03:00",
+        "2026-09-08T00:00:00-03:00",
+    ]
+    assert fires[1] - fires[0] == timedelta(hours=47)
+
+
+def test_an_hourly_job_has_a_two_hour_gap_when_clocks_fall_back() -> None:
+    """Berlin, 2026-10-25: 02:00 CEST fires, the repeated 02:00 (CET) does not, 03:00 CET is
+    next: two hours of real time between two runs of an hourly job."""
+    fires = CronSchedule.parse("@hourly", "Europe/Berlin").fire_times(utc(2026, 10, 24, 22, 30), 4)
+    assert in_zone(fires, BERLIN) == [
+        "2026-10-25T01:00:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        "2026-10-25T03:00:00+01:00",
+        "2026-10-25T04:00:00+01:00",
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(fires)]
+    assert gaps == [timedelta(hours=1), timedelta(hours=2), timedelta(hours=1)]
 
 
 def test_a_month_of_a_daily_job_around_spring_forward_loses_exactly_one_run() -> None:
