@@ -90,7 +90,8 @@ from pgjobs.worker import Worker, WorkerSettings
     type=click.FloatRange(min=0),
     default=5.0,
     show_default=True,
-    help="Age in seconds after which a tick is missed.",
+    help="Age in seconds after which a tick is missed (the latest tick of an hourly or coarser "
+    "schedule: at least 1% of its interval, up to 15 min).",
 )
 @click.option(
     "--db-timeout",

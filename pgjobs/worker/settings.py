@@ -32,7 +32,8 @@ class WorkerSettings:
     Heartbeats come every ``lease / 3``. ``poll_interval`` caps every sleep, so polling alone
     runs everything when ``listen`` is off (PgBouncer in transaction mode). ``misfire_grace``:
     a tick older than this when it is materialised counts as missed and follows the job's
-    misfire policy.
+    misfire policy; the latest due tick of a coarse schedule is on time for up to 1% of its
+    interval (15 minutes at most) if that is longer.
 
     ``backoff_max``: the longest wait between two attempts to reach the database, at start and
     after a lost connection; jobs resume within about this long of the server accepting
