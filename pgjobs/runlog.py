@@ -10,6 +10,11 @@ Every record of ``ctx.log`` carries the run's ``run_id``, ``job``, ``attempt`` a
 
 A capture is attached for the duration of one run and keeps only records whose ``run_id`` is that
 run's, so runs executing side by side on one worker never see each other's lines.
+
+Console lines are written for a terminal, and a job controls part of them (its log lines, its error
+messages): both formatters neutralise terminal control characters (:func:`visible_controls`), so
+a job cannot clear the operator's screen, set a window title or plant a link. The capture keeps
+the lines exactly; whoever shows them neutralises them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 import threading
 from collections import deque
@@ -48,6 +54,31 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
+# C0 controls but tab and newline, DEL and C1 controls: what a terminal may act on. ESC starts
+# the escape sequences (clear screen, OSC window title, OSC 8 link); C1 0x9b and 0x9d are CSI
+# and OSC on their own.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SHOWN = {
+    code: f"\\x{code:02x}" for code in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))
+}
+# In JSON text C0 controls are already escaped; DEL and C1 are not (ensure_ascii=False).
+_JSON_RAW = re.compile(r"[\x7f-\x9f]")
+_JSON_SHOWN = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+def visible_controls(text: str) -> str:
+    """``text`` with each terminal control character written visibly as ``\\xNN`` (ESC as
+    ``\\x1b``); newline and tab are kept. One scan, and one translation only when needed:
+    linear in the length of ``text``."""
+    return text.translate(_SHOWN) if _CONTROL.search(text) else text
+
+
+def json_visible_controls(text: str) -> str:
+    """JSON ``text`` (from ``json.dumps(..., ensure_ascii=False)``) with DEL and C1 characters
+    escaped as ``\\u00NN``: the same JSON value, with nothing a terminal acts on."""
+    return text.translate(_JSON_SHOWN) if _JSON_RAW.search(text) else text
+
+
 def record_extras(record: logging.LogRecord) -> dict[str, Any]:
     """The ``extra`` fields of ``record`` beyond the run fields, in the order they were given."""
     return {
@@ -73,10 +104,14 @@ def _scalar(value: Any) -> str:
 
 class TextFormatter(logging.Formatter):
     """``2026-11-25T17:00:03.120Z INFO pgjobs.job.x: message run_id=7 job=x attempt=1 worker_id=w
-    deleted=3``: the run fields and ``extra`` fields follow the message as ``key=value``."""
+    deleted=3``: the run fields and ``extra`` fields follow the message as ``key=value``.
+    Terminal control characters are shown as ``\\xNN`` (:func:`visible_controls`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """One line (plus the traceback, if the record has one)."""
+        return visible_controls(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
         fields = {k: getattr(record, k) for k in RUN_FIELDS if hasattr(record, k)}
         fields.update(record_extras(record))
@@ -91,7 +126,8 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, the run fields when
-    the record has them, every ``extra`` field, and ``exc_info`` (the traceback) if any."""
+    the record has them, every ``extra`` field, and ``exc_info`` (the traceback) if any. Every
+    control character is escaped in the JSON text (:func:`json_visible_controls`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON; values JSON cannot hold are written with ``str()``."""
@@ -107,7 +143,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exc_info"] = record.exc_text
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json_visible_controls(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 def formatter_for(log_format: str) -> logging.Formatter:

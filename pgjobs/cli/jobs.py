@@ -150,7 +150,7 @@ def status(name: str | None, as_json: bool, dsn: str, schema: str) -> None:
         )
     output.print_table(t, "no jobs registered")
     if name is not None and rows and rows[0]["last_message"]:
-        click.echo(f"last message: {output.truncate(rows[0]['last_message'], 160)}")
+        output.echo(f"last message: {output.truncate(rows[0]['last_message'], 160)}")
 
 
 @jobs.command("history")

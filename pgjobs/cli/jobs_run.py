@@ -159,7 +159,7 @@ def _in_process(
     results: list[ManualResult] = []
     for definition in definitions:
         if not as_json:
-            click.echo(f"{definition.name}: running in this process...")
+            output.echo(f"{definition.name}: running in this process...")
         with database_errors():
             result = run_in_process(definition, settings, dsn=dsn, schema=schema)
         results.append(result)
@@ -189,12 +189,14 @@ def _result_json(result: ManualResult) -> dict[str, Any]:
 
 def _print_result(result: ManualResult) -> None:
     o = result.outcome
-    click.echo(f"{result.job}: run {o.run_id} {o.status} in {output.duration(o.duration)}")
+    output.echo(f"{result.job}: run {o.run_id} {o.status} in {output.duration(o.duration)}")
     _print_details(o.message, o.data, o.processed, o.failed, o.error_type, o.error_message)
     if o.error_type:
-        click.echo(f"  traceback: pgjobs runs show {o.run_id}")
+        output.echo(f"  traceback: pgjobs runs show {o.run_id}")
     if not result.recorded:
-        click.echo(f"  warning: run {o.run_id} was reaped while it ran; this outcome is not stored")
+        output.echo(
+            f"  warning: run {o.run_id} was reaped while it ran; this outcome is not stored"
+        )
 
 
 def _print_details(
@@ -206,13 +208,13 @@ def _print_details(
     error_message: str | None,
 ) -> None:
     if message:
-        click.echo(f"  message: {message}")
+        output.echo(f"  message: {message}")
     if data:
-        click.echo(f"  data: {output.compact_json(dict(data))}")
+        output.echo(f"  data: {output.compact_json(dict(data))}")
     if processed is not None or failed is not None:
-        click.echo(f"  items: {processed or 0} processed, {failed or 0} failed")
+        output.echo(f"  items: {processed or 0} processed, {failed or 0} failed")
     if error_type or error_message:
-        click.echo(f"  error: {error_type or 'error'}: {error_message or ''}")
+        output.echo(f"  error: {error_type or 'error'}: {error_message or ''}")
 
 
 # -- queued for the workers ---------------------------------------------------------------------
@@ -240,7 +242,7 @@ def _queue(
                 output.emit_json([{"job": n, "run_id": i, "status": "queued"} for n, i in queued])
             else:
                 for name, run_id in queued:
-                    click.echo(f"{name}: queued run {run_id} for the workers")
+                    output.echo(f"{name}: queued run {run_id} for the workers")
             return
         finals = [_follow(db, name, run_id, deadline, as_json) for name, run_id in queued]
     if as_json:
@@ -279,7 +281,7 @@ def _follow(
             line += f" in {output.duration(row['duration_seconds'])}"
         if row["retry_id"] is not None:
             line += f"; retried as run {row['retry_id']}"
-        click.echo(line, err=as_json)
+        click.echo(output.safe(line), err=as_json)
         if row["finished_at"] is not None and not as_json:
             _print_details(
                 row["message"],

@@ -261,7 +261,7 @@ def next_fires(
     if not fires:
         click.echo(f"{name} has no schedule: it runs only on demand")
         return
-    click.echo(f"{name}: {_schedule_text(job)}, next {len(fires)} in {job['timezone']}:")
+    output.echo(f"{name}: {_schedule_text(job)}, next {len(fires)} in {job['timezone']}:")
     for fire in fires:
         click.echo(f"  {fire['local']}  {output.relative(datetime.fromisoformat(fire['at']), now)}")
     if job["paused"] or not job["enabled"]:

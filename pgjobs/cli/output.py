@@ -3,6 +3,11 @@
 Tables humanise (``3s ago``, ``in 2m``, ``1.2s``) relative to the database clock; JSON keeps exact
 values (ISO timestamps, seconds as floats). Off a terminal the console is 200 columns wide and
 colourless, so piped and tested output is stable.
+
+Text that jobs control (messages, errors, logs, data, payloads) is shown, never obeyed: in human
+output every terminal control character is written as ``\\xNN`` (:func:`safe`) and rich markup
+in it is printed literally. JSON keeps the values exact; only DEL and C1 characters, which JSON
+leaves raw, are written as ``\\u00NN`` escapes of the same value.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from pgjobs.runlog import json_visible_controls, visible_controls
 
 STATUS_STYLES = {
     "succeeded": "green",
@@ -73,20 +81,54 @@ def print_table(t: Table, empty: str) -> None:
 
 
 def print_fields(fields: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
-    """Print ``label  value`` lines aligned in two columns (None values are left out)."""
-    t = Table(box=None, show_header=False, pad_edge=False, title=title, title_justify="left")
-    t.add_column(style="bold", no_wrap=True)
-    t.add_column(overflow="fold")
-    for label, value in fields:
-        if value is None:
-            continue
-        t.add_row(label, value if isinstance(value, Markup) else escape(str(value)))
-    render(t)
+    """Print ``label  value`` lines aligned in two columns (None values are left out).
+
+    A value's lines after its first are indented to the value column. Values are plain text
+    (made :func:`safe`, markup not interpreted) unless they are :class:`Markup`. Built with one
+    pass over each value, not by rich's layout, whose line splitting is quadratic in the number
+    of lines of a cell: a message of millions of characters prints in linear time.
+    """
+    shown = [(label, value) for label, value in fields if value is not None]
+    if not shown:
+        return
+    width = max(len(label) for label, _ in shown)
+    indent = "\n" + " " * (width + 2)
+    out = console()
+    styled = out.is_terminal and not out.no_color
+    parts = [] if title is None else [safe(title)]
+    for label, value in shown:
+        if isinstance(value, Markup):
+            body = _ansi(out, value) if styled else Text.from_markup(value).plain
+        else:
+            body = safe(str(value)).replace("\n", indent)
+        head = click.style(label.ljust(width), bold=True) if styled else label.ljust(width)
+        parts.append(f"{head}  {body}".rstrip())
+    click.echo("\n".join(parts), color=styled)
+
+
+def _ansi(out: Console, markup: str) -> str:
+    """Short markup made here (a coloured status) as the terminal's escape sequences."""
+    with out.capture() as captured:
+        out.print(Text.from_markup(markup), end="", soft_wrap=True)
+    return captured.get()
+
+
+def safe(value: str) -> str:
+    """Job-controlled ``value`` for a person's terminal: every control character but newline
+    and tab shown as ``\\xNN`` (ESC as ``\\x1b``), so it cannot clear the screen, set the window
+    title or plant a link. Linear in the length of ``value``."""
+    return visible_controls(value)
+
+
+def echo(line: str) -> None:
+    """``click.echo`` of a line that holds job-controlled text, made :func:`safe`."""
+    click.echo(safe(line))
 
 
 def text(value: Any) -> str:
-    """A cell's text: rich markup in values is escaped, None is empty."""
-    return "" if value is None else escape(str(value))
+    """A cell's text: control characters made visible (:func:`safe`), rich markup in values
+    escaped, None is empty."""
+    return "" if value is None else escape(safe(str(value)))
 
 
 def status(value: str | None) -> Markup:
@@ -182,8 +224,10 @@ def _default(value: Any) -> Any:
 
 
 def emit_json(value: Any) -> None:
-    """Print ``value`` as indented JSON: ISO timestamps, seconds as floats."""
-    click.echo(json.dumps(value, default=_default, indent=2, ensure_ascii=False))
+    """Print ``value`` as indented JSON: ISO timestamps, seconds as floats. The values are exact;
+    DEL and C1 characters are written as ``\\u00NN`` escapes (JSON escapes the others)."""
+    text = json.dumps(value, default=_default, indent=2, ensure_ascii=False)
+    click.echo(json_visible_controls(text))
 
 
 def pick(row: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:

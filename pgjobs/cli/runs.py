@@ -209,9 +209,9 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
         ]
     )
     if row["error_traceback"]:
-        click.echo("\n" + row["error_traceback"].rstrip())
+        output.echo("\n" + row["error_traceback"].rstrip())
     if row["logs"]:
-        click.echo("\nlogs (the run's last lines):\n" + row["logs"].rstrip())
+        output.echo("\nlogs (the run's last lines):\n" + row["logs"].rstrip())
 
 
 @runs.command("retry")
@@ -234,7 +234,7 @@ def retry(run_id: int, dsn: str, schema: str) -> None:
         new = db.one("retry_run", id=run_id)
         if new is None:  # its state changed between the two statements
             raise PgJobsError(f"run {run_id} cannot be retried any more; it changed meanwhile")
-    click.echo(
+    output.echo(
         f"run {run_id} ({row['job']}) queued again as run {new['id']} (attempt {new['attempt']})"
     )
 
@@ -247,7 +247,7 @@ def cancel(run_id: int, dsn: str, schema: str) -> None:
     with open_database(dsn, schema) as db:
         row = _get_run(db, run_id)
         if db.one("cancel_queued_run", id=run_id) is not None:
-            click.echo(f"run {run_id} ({row['job']}) cancelled before it started")
+            output.echo(f"run {run_id} ({row['job']}) cancelled before it started")
             return
         with db.conn.transaction():
             running = db.one("request_run_cancel", id=run_id)
@@ -256,7 +256,7 @@ def cancel(run_id: int, dsn: str, schema: str) -> None:
         if running is None:
             status = _get_run(db, run_id)["status"]
             raise PgJobsError(f"run {run_id} has already finished ({status}); nothing to cancel")
-    click.echo(
+    output.echo(
         f"cancellation of run {run_id} ({row['job']}) requested; worker {running['worker_id']} "
         "stops the job at its next heartbeat"
     )
