@@ -177,6 +177,24 @@ def test_runs_prune_deletes_old_finished_runs(conn: Conn, dsn: str) -> None:
     assert [r["id"] for r in run_rows(conn)] == ids[-1:]  # each job's latest run stays
 
 
+def test_runs_prune_under_a_day_needs_yes(conn: Conn, dsn: str) -> None:
+    ids = [add_run(conn, "t-a", status="succeeded") for _ in range(3)]
+    conn.execute("UPDATE pgjobs.runs SET created_at = now() - interval '1 hour'")
+    for age, shown in (("0d", "0s"), ("0s", "0s"), ("23h", "23h"), ("90m", "90m")):
+        refused = invoke(dsn, "runs", "prune", "--older-than", age)
+        assert refused.exit_code == 2
+        assert refused.stderr.splitlines() == [
+            f"error: --older-than {shown} deletes the history of the last day too: "
+            "pass --yes to confirm (or --dry-run to count it)"
+        ]
+    assert len(run_rows(conn)) == 3
+    dry = invoke(dsn, "runs", "prune", "--older-than", "0d", "--dry-run")
+    assert dry.exit_code == 0 and dry.stdout.startswith("would delete 2 run(s)")
+    done = invoke(dsn, "runs", "prune", "--older-than", "0d", "--yes")
+    assert done.exit_code == 0, done.output
+    assert [r["id"] for r in run_rows(conn)] == ids[-1:]
+
+
 def test_workers_list_shows_live_workers_and_all_with_all(conn: Conn, dsn: str) -> None:
     add_worker(conn, "w-live", ["t-a"])
     add_worker(conn, "w-dead", ["t-a"], live=False)

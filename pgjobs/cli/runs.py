@@ -22,9 +22,12 @@ from pgjobs.cli.options import (
     json_option,
     open_database,
 )
-from pgjobs.errors import PgJobsError
+from pgjobs.errors import ConfigError, PgJobsError
 
 RETRYABLE = ("failed", "timed_out", "abandoned", "cancelled")
+
+#: ``runs prune --older-than`` below this deletes recent history, so it needs ``--yes``.
+PRUNE_MINIMUM = timedelta(days=1)
 
 RUN_JSON_KEYS = (
     "id",
@@ -270,10 +273,19 @@ def cancel(run_id: int, dsn: str, schema: str) -> None:
     help="Delete finished runs older than this (e.g. 30d, 2w).",
 )
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option(
+    "--yes", is_flag=True, help="Confirm an --older-than under 1d (it deletes recent history)."
+)
 @database_options
-def prune(older_than: timedelta, dry_run: bool, dsn: str, schema: str) -> None:
+def prune(older_than: timedelta, dry_run: bool, yes: bool, dsn: str, schema: str) -> None:
     """Delete old finished runs; queued, running and each job's latest run are always kept."""
     from pgjobs.retention import prune_runs
+
+    if older_than < PRUNE_MINIMUM and not (yes or dry_run):
+        raise ConfigError(
+            f"--older-than {output.span(older_than.total_seconds())} deletes the history of "
+            "the last day too: pass --yes to confirm (or --dry-run to count it)"
+        )
 
     with open_database(dsn, schema) as db:
         count = prune_runs(db.conn, db.queries.schema, older_than, dry_run=dry_run)
