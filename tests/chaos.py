@@ -319,15 +319,20 @@ class Round:
 
     def _first_finish(self, up: datetime) -> None:
         try:
-            self.result.up_to_first_finish = _wait(
-                lambda: one(
-                    self.dsn,
-                    "SELECT extract(epoch FROM min(finished_at) - %s)::float FROM pgjobs.runs"
-                    " WHERE status = 'succeeded' AND finished_at >= %s AND job = ANY(%s)",
-                    up,
-                    up,
-                    list(JOBS),
-                ),
+            # A one-element list: a first finish 0.0 s after "up" is still an answer.
+            (self.result.up_to_first_finish,) = _wait(
+                lambda: [
+                    value
+                    for (value,) in sql(
+                        self.dsn,
+                        "SELECT extract(epoch FROM min(finished_at) - %s)::float FROM pgjobs.runs"
+                        " WHERE status = 'succeeded' AND finished_at >= %s AND job = ANY(%s)",
+                        up,
+                        up,
+                        list(JOBS),
+                    )
+                    if value is not None
+                ],
                 self.scale.settle,
                 "a run to finish after the server was up",
                 procs=self.procs,
@@ -458,7 +463,7 @@ def _round(
     r = Round(cluster, fault, log_dir, scale, **kwargs)
     try:
         yield r
-    except AssertionError as exc:  # the round could not even reach its fault
+    except (AssertionError, psycopg.Error) as exc:  # the round could not even reach its fault
         r.fail(f"{exc}\nworker logs: {r.log_dir}\n{r.log_excerpt()}")
     finally:
         r.close()

@@ -10,13 +10,17 @@ many rounds.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests import chaos
 from tests.pgcluster import PgCluster, available, pg_cluster
+from tests.tcpproxy import TcpProxy
+from tests.workers import wait_until
 
 FULL = os.environ.get("PGJOBS_CHAOS_FULL") == "1"
 SCALE = chaos.FULL if FULL else chaos.CI
@@ -40,6 +44,53 @@ def cluster(chaos_logs: Path) -> Iterator[PgCluster]:
 
 def _check(result: chaos.RoundResult) -> None:
     assert result.ok, result.report()
+
+
+def _query_in_thread(conn: psycopg.Connection[tuple[object, ...]]) -> threading.Event:
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            conn.execute("SELECT 1").fetchone()
+        except psycopg.Error:
+            return  # the proxy closed under it at the end of the test
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def test_the_black_hole_holds_bytes_without_closing_and_a_pass_lets_them_through(
+    cluster: PgCluster,
+) -> None:
+    proxy = TcpProxy(cluster.port)
+    try:
+        with psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True) as conn:
+            proxy.black_hole()
+            done = _query_in_thread(conn)
+            assert not done.wait(1.5), "a query went through the black hole"
+            assert not conn.closed
+            proxy.pass_through()
+            wait_until(done.is_set, 10, "the held query to complete after the pass")
+    finally:
+        proxy.close()
+
+
+def test_a_pass_without_thaw_leaves_old_connections_dead_and_lets_new_ones_through(
+    cluster: PgCluster,
+) -> None:
+    proxy = TcpProxy(cluster.port)
+    try:
+        stale = psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True)
+        proxy.black_hole()
+        proxy.pass_through(thaw=False)
+        done = _query_in_thread(stale)
+        with psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True) as fresh:
+            assert fresh.execute("SELECT 2").fetchone() == (2,)
+        assert not done.wait(1.5), "a query went through a connection left for dead"
+    finally:
+        proxy.close()
+        stale.close()
 
 
 def test_workers_recover_from_a_fast_restart(cluster: PgCluster, chaos_logs: Path) -> None:
