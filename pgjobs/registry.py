@@ -299,6 +299,12 @@ def _define(ext_name: str, job: Job, config: dict[str, Any]) -> JobDefinition:
     ):
         if not ok:
             raise fail(f"{key} must be {expected}, got {getattr(attrs, key)!r}")
+    # PostgreSQL's text cannot hold NUL: refused here, not by the worker's first statement.
+    texts = [("name", name), ("description", attrs.description), ("queue", attrs.queue)]
+    texts += [("timezone", attrs.timezone), *(("tags", t) for t in attrs.tags)]
+    for key, text in texts:
+        if "\x00" in text:
+            raise fail(f"{key} must not contain a NUL character")
     # The same ranges as the profile's: what passes here fits the database's columns.
     for key in ("max_attempts", "backfill_cap", "priority"):
         reason = setting_range_error(key, getattr(attrs, key))

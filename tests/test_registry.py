@@ -274,3 +274,22 @@ def test_valid_policies_and_limits_are_kept() -> None:
     assert definition.timeout == 30.0 and isinstance(definition.timeout, float)
     assert (definition.max_attempts, definition.backfill_cap, definition.priority) == (3, 5, -1)
     assert (definition.queue, definition.enabled) == ("reports", False)
+
+
+@pytest.mark.parametrize("attribute", ["queue", "description", "timezone"])
+def test_a_nul_in_a_jobs_text_is_refused_at_registration(attribute: str) -> None:
+    attrs: dict[str, object] = {
+        "name": "t-nul",
+        "execute": lambda self, ctx: JobResult.success(),
+        attribute: "de\x00fault",
+    }
+    job_class = type("NulJob", (Job,), attrs)
+
+    class Ext(Extension):
+        name = "t"
+
+        def jobs(self) -> list[Job]:
+            return [job_class()]
+
+    with pytest.raises(RegistrationError, match=f"{attribute} must not contain a NUL"):
+        Registry.build([Ext()])

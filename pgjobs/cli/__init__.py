@@ -11,6 +11,7 @@ import click
 
 from pgjobs.db import redact
 from pgjobs.errors import PgJobsError
+from pgjobs.runlog import visible_controls
 
 
 class PgJobsGroup(click.Group):
@@ -34,7 +35,8 @@ class PgJobsGroup(click.Group):
             message = str(exc)
             for dsn in _dsns(args):
                 message = redact(message, dsn)
-            click.echo(f"error: {message}", err=True)
+            # The message may quote job-controlled text (a name, a payload): no control codes.
+            click.echo(f"error: {visible_controls(message)}", err=True)
             sys.exit(exc.exit_code)
 
 
