@@ -214,10 +214,3 @@ def test_on_a_terminal_labels_and_status_are_styled_and_job_text_stays_inert(
     assert styles  # bold labels, a red status: ours
     assert_inert(re.sub(r"\x1b\[[0-9;]*m", "", text))
     assert MARKUP in text
-
-
-def test_an_error_line_quoting_job_text_makes_control_sequences_visible(dsn: str) -> None:
-    result = invoke(dsn, "jobs", "show", "x\x1b]0;pwned\x07\x1b[2J")
-    assert result.exit_code != 0
-    assert "\x1b" not in result.output and "\x07" not in result.output
-    assert "\\x1b]0;pwned\\x07" in result.output
