@@ -368,7 +368,7 @@ def test_the_reader_role_is_refused_every_change_in_one_line(seeded: tuple[Roles
     for args in [
         ("runs", "cancel", str(run_id)),
         ("jobs", "pause", "t-sleep"),
-        ("runs", "prune", "--older-than", "1s"),
+        ("runs", "prune", "--older-than", "1s", "--yes"),
         ("jobs", "run", "t-sleep", "--queue-it", *APP),
     ]:
         line = refused(r, *args)
