@@ -235,4 +235,12 @@ async def _serve(registry: object, settings: WorkerSettings, metrics: WorkerMetr
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     await w.run()
+    # What is left (a job or a pool task stuck in a query on a dead connection, which psycopg
+    # gives up on after seconds) must not hold the exit: asyncio.run would wait for each.
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in left:
+        task.cancel()
+    if left and (await asyncio.wait(left, timeout=2))[1]:
+        logging.shutdown()
+        os._exit(0)
     return 0

@@ -14,6 +14,7 @@ of one statement is logged and the iteration is tried again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -35,6 +36,9 @@ from pgjobs.worker.ticking import Ticking
 from pgjobs.worker.wakeups import Wakeups
 
 log = logging.getLogger("pgjobs.worker")
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds a stopping worker waits for cancelled jobs and for its pools to close."""
 
 
 class Worker(Ticking, Liveness, Wakeups):
@@ -140,8 +144,12 @@ class Worker(Ticking, Liveness, Wakeups):
             except (psycopg.Error, TimeoutError) as exc:
                 log.warning("could not mark worker %s stopped: %s", self.id, self._reason(exc))
             await self.store.conn.close()
+        # Closing a pool waits for its connections; one left half-open by a job that was
+        # cancelled mid-query can take psycopg seconds to give up. Exiting matters more.
         if self.async_pool is not None:
-            await self.async_pool.close(timeout=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.async_pool.close(timeout=1)
         if self.sync_pool is not None:
             self.sync_pool.close(timeout=1)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -275,6 +283,8 @@ class Worker(Ticking, Liveness, Wakeups):
             ids, f"handed back by worker {self.id} at shutdown after {self.settings.grace:g}s"
         )
         log.warning("grace period over: handed %d run(s) back to the queue", count)
-        await asyncio.gather(*(e.task for e in entries), return_exceptions=True)
+        # A cancelled job stuck in a query on a dead connection may take psycopg seconds to
+        # let go; its run is handed back already, so wait only a moment.
+        await asyncio.wait([e.task for e in entries], timeout=CLOSE_TIMEOUT)
         self._running.clear()
         return True

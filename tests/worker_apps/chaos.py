@@ -50,6 +50,7 @@ class Work(Job):
 
     name = WORK
     overlap = "allow"
+    timeout = 10  # a query stuck on a half-open connection ends here, and the run is retried
     max_attempts = 25
     retry_backoff = RetryBackoff(base_seconds=0.2, factor=2.0, max_seconds=2.0, jitter=0.5)
 
@@ -65,6 +66,7 @@ class Tick(Job):
     name = TICK
     schedule = "* * * * * *"
     overlap = "allow"
+    timeout = 10
 
     async def execute(self, ctx: JobContext) -> JobResult:
         await _record(ctx)
@@ -77,6 +79,7 @@ class Slow(Job):
     name = SLOW
     schedule = "* * * * * *"
     overlap = "skip"
+    timeout = 10
 
     async def execute(self, ctx: JobContext) -> JobResult:
         await _record(ctx)
