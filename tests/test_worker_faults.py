@@ -25,6 +25,20 @@ def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
         yield pool
 
 
+def running_run(dsn: str, worker: str, *, started: str, lease: str) -> int:
+    """A ``t-echo`` run the database gives to ``worker``, started and leased at the given SQL
+    times, with two attempts (as a claim leaves it, whoever made the claim)."""
+    return int(
+        scalar(
+            dsn,
+            "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, heartbeat_at, "
+            f"lease_expires_at, max_attempts) VALUES ('t-echo', 'enqueue', 'running', %s, "
+            f"{started}, {started}, {lease}, 2) RETURNING id",
+            worker,
+        )
+    )
+
+
 def test_a_run_claimed_by_a_lost_reply_goes_back_to_the_queue_and_runs(
     dsn: str, workers: Workers
 ) -> None:
@@ -32,12 +46,7 @@ def test_a_run_claimed_by_a_lost_reply_goes_back_to_the_queue_and_runs(
     workers.wait_registered(w)
     # What a claim whose reply was lost with the connection leaves behind: a run the database
     # gives to this live worker, which never heard of it.
-    run_id = scalar(
-        dsn,
-        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, heartbeat_at, "
-        "lease_expires_at) VALUES ('t-echo', 'enqueue', 'running', 'w1', now(), now(), "
-        "now() + interval '1 hour') RETURNING id",
-    )
+    run_id = running_run(dsn, "w1", started="now()", lease="now() + interval '1 hour'")
     row = wait_status(dsn, run_id, {"succeeded"}, 15)
     assert row["attempt"] == 1, "handed back without using an attempt"
     assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE retry_of = %s", run_id) == 0
@@ -51,12 +60,8 @@ def test_a_run_of_an_earlier_process_with_the_same_id_is_left_to_the_reaper(
     w = workers.start(["t-echo"], "--lease", "1.5")
     workers.wait_registered(w)
     # Claimed under the id 'w1' before this process registered: that process died with it.
-    run_id = scalar(
-        dsn,
-        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, heartbeat_at, "
-        "lease_expires_at, max_attempts) VALUES ('t-echo', 'enqueue', 'running', 'w1', "
-        "now() - interval '1 hour', now() - interval '1 minute', now() + interval '2 seconds', 2) "
-        "RETURNING id",
+    run_id = running_run(
+        dsn, "w1", started="now() - interval '1 hour'", lease="now() + interval '2 seconds'"
     )
     row = wait_status(dsn, run_id, {"abandoned"}, 15)
     assert str(row["error_message"]).startswith("lease expired at 20"), row["error_message"]
