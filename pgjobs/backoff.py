@@ -6,8 +6,9 @@ with a traceback: it waits, says so once per attempt, and goes on when the serve
 that many processes restarted together do not knock in step); :func:`wait_for_database` uses it
 to wait for a first connection.
 
-This module needs only the standard library and psycopg, so any layer (the CLI, the dashboard,
-the metrics exporter, the worker) can use it.
+This module needs only the standard library, psycopg and :mod:`pgjobs.db` (for a readable and
+redacted reason), so any layer (the CLI, the dashboard, the metrics exporter, the worker) can use
+it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+
+from pgjobs.db import first_line, redact
 
 INITIAL_DELAY = 0.5
 """Seconds before the second attempt."""
@@ -72,12 +75,6 @@ class Backoff:
         self.attempt = 0
 
 
-def _reason(exc: BaseException) -> str:
-    # libpq's first line names the server and the cause; the rest is hints.
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def wait_for_database(
     dsn: str,
     *,
@@ -115,7 +112,7 @@ def wait_for_database(
                 "%s: database unavailable (attempt %d: %s); retrying in %.1fs",
                 what,
                 delays.attempt,
-                _reason(exc),
+                redact(first_line(exc), dsn),
                 delay,
             )
             sleep(delay)

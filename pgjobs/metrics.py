@@ -56,6 +56,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
+from pgjobs.db import first_line
 from pgjobs.store import Queries
 
 log = logging.getLogger("pgjobs.metrics")
@@ -287,7 +288,7 @@ class ClusterCollector(Collector):
         try:
             families = self._families()
         except psycopg.Error as exc:
-            log.warning("scrape failed: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            log.warning("scrape failed: %s", first_line(exc))
             families = []
         up = GaugeMetricFamily("pgjobs_up", "1 if the pgjobs database answered this scrape.")
         up.add_metric([], 1.0 if families else 0.0)

@@ -270,16 +270,11 @@ def _alembic_command() -> Iterator[None]:
     except PgJobsError:
         raise
     except CommandError as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(first_line(exc)) from exc
     except sqlalchemy.exc.DBAPIError as exc:
-        raise DatabaseError(f"migration failed: {_one_line(exc.orig or exc)}") from exc
+        raise DatabaseError(f"migration failed: {first_line(exc.orig or exc)}") from exc
     except psycopg.Error as exc:
-        raise DatabaseError(f"migration failed: {_one_line(exc)}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+        raise DatabaseError(f"migration failed: {first_line(exc)}") from exc
 
 
 # -- the roles' grants ---------------------------------------------------------------------------

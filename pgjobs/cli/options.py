@@ -21,7 +21,7 @@ import click
 import psycopg
 from psycopg.rows import dict_row
 
-from pgjobs.db import connect, resolve_dsn, resolve_schema
+from pgjobs.db import connect, first_line, resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, UnknownJobError
 from pgjobs.migrations import check_schema
 from pgjobs.registry import Registry, load_registry, suggest
@@ -220,5 +220,4 @@ def database_errors() -> Iterator[None]:
     except PgJobsError:
         raise
     except psycopg.Error as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise DatabaseError(f"database error: {lines[0] if lines else type(exc).__name__}") from exc
+        raise DatabaseError(f"database error: {first_line(exc)}") from exc

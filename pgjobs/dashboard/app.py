@@ -39,7 +39,7 @@ from pgjobs.dashboard.guards import check_bind, cross_site, is_loopback, safe_ne
 from pgjobs.dashboard.markup import Markup, html, join, render_template, url, when
 from pgjobs.dashboard.pages import Page, PageContext
 from pgjobs.dashboard.timeline import DEFAULT_HOURS, HOURS, timeline_page
-from pgjobs.db import describe_target
+from pgjobs.db import describe_target, first_line
 
 log = logging.getLogger("pgjobs.dashboard")
 
@@ -165,8 +165,7 @@ class Dashboard:
             if request.method == "GET":
                 return self._get(request)
         except _DB_ERRORS as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning("database unavailable: %s", reason)
+            log.warning("database unavailable: %s", first_line(exc))
             page = pages.message_page(
                 "Database unavailable",
                 "the database is not answering; this page works again once it is back",
