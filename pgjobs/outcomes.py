@@ -23,7 +23,7 @@ result as the job meant it cannot be recorded. Building an outcome never raises:
 way (a hostile ``__str__``, a property of a ``JobResult`` subclass that raises, ``SystemExit``
 included, since it comes from the job's objects) ends in an outcome too. :func:`failed_outcome`
 is the minimal outcome that is accepted whatever happened, for the worker to record a run with
-when the database still rejects its outcome (:func:`is_outcome_rejection`). The caps, in UTF-8
+when the database still rejects its outcome (see :mod:`pgjobs.worker.dispatch`). The caps, in UTF-8
 bytes, are the :class:`Caps` defaults (see :data:`CAPS`).
 """
 
@@ -35,8 +35,6 @@ import operator
 import traceback
 from dataclasses import dataclass
 from typing import Any
-
-import psycopg
 
 from pgjobs.job import MAX_COUNT, JobResult
 from pgjobs.store import Outcome
@@ -276,7 +274,7 @@ def safe_outcome(
 def failed_outcome(run_id: int, reason: object, duration: float = 0.0) -> Outcome:
     """A ``failed`` outcome that the database accepts whatever ``reason`` is: its message and
     error message are ``reason`` as printable ASCII, at most 1,000 characters, and nothing else
-    is set. The last resort when the database rejected an outcome (:func:`is_outcome_rejection`).
+    is set. The last resort when the database rejected an outcome.
 
     NUL characters become the two characters ``\\0``, anything else outside ASCII a
     backslash escape: nothing in it depends on the database's encoding."""
@@ -291,21 +289,6 @@ def failed_outcome(run_id: int, reason: object, duration: float = 0.0) -> Outcom
         message=text,
         error_type="OutcomeNotStored",
         error_message=text,
-    )
-
-
-def is_outcome_rejection(exc: BaseException) -> bool:
-    """True when recording outcomes failed because of what they hold, not because of the
-    connection: a data error (SQLSTATE class 22: an untranslatable character, a number out of
-    range), a program limit (class 54: a jsonb string or document too long), or the driver's
-    refusal to dump a value (TypeError, ValueError). Such a batch fails the same way every time:
-    record each of its runs with :func:`failed_outcome` instead.
-
-    Check it before treating an OperationalError as a lost connection: class 54 is one.
-    """
-    return isinstance(
-        exc,
-        psycopg.errors.DataError | psycopg.errors.ProgramLimitExceeded | TypeError | ValueError,
     )
 
 

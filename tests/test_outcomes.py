@@ -20,12 +20,12 @@ from pgjobs.outcomes import (
     Caps,
     exception_outcome,
     failed_outcome,
-    is_outcome_rejection,
     result_outcome,
     safe_outcome,
     with_logs,
 )
 from pgjobs.store import Outcome, Queries, WorkerStore
+from pgjobs.worker.connection import is_connection_error
 
 Row = dict[str, Any]
 
@@ -332,15 +332,21 @@ def test_a_rejected_outcome_is_recognised_and_its_last_resort_is_accepted(dsn: s
     run = running_run(dsn)
     raw = Outcome(run_id=run, status="succeeded", duration=0.1, message="a\x00b")
 
+    lost: list[bool] = []  # whether the worker would take the refusal for a lost connection
+
     async def finish(outcome: Outcome) -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             store = WorkerStore(conn, Queries(), "w")
-            await store.finish_and_claim_runs([outcome], queues=[], limit=0, lease=0)
+            try:
+                await store.finish_and_claim_runs([outcome], queues=[], limit=0, lease=0)
+            except psycopg.Error as exc:
+                lost.append(is_connection_error(exc, conn))
+                raise
 
     with pytest.raises(psycopg.Error) as rejected:
         asyncio.run(finish(raw))
-    assert is_outcome_rejection(rejected.value)
-    assert not is_outcome_rejection(psycopg.OperationalError("connection lost"))
+    assert lost == [False], "a refused outcome belongs to its run, not to the connection"
+    assert is_connection_error(psycopg.OperationalError("connection lost"), None)
 
     reason = f"outcome rejected: {rejected.value}\x00 é"
     row = record(dsn, failed_outcome(run, reason))
