@@ -22,6 +22,7 @@ from pgjobs.dashboard import Dashboard, DashboardSettings, Server, check_bind, m
 from pgjobs.dashboard.app import Request
 from pgjobs.dashboard.data import DashboardStore
 from pgjobs.errors import ConfigError
+from tests.cli import run_pgjobs
 from tests.test_runlog import XSS
 from tests.workers import ROOT
 
@@ -390,13 +391,7 @@ def test_a_non_loopback_bind_needs_a_token() -> None:
 
 @pytest.mark.parametrize("token", ["t", "", "fifteen-chars-x"])
 def test_a_short_token_is_refused_with_one_clear_line(dsn: str, token: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pgjobs", "dashboard", "--token", token, "--dsn", dsn],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_pgjobs(None, "dashboard", "--token", token, "--dsn", dsn, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: --token is too short ({len(token)} characters, at least 16): use a long random "
@@ -411,13 +406,7 @@ def test_a_token_a_cookie_cannot_carry_is_refused() -> None:
 
 
 def test_the_command_refuses_a_non_loopback_host_without_a_token(dsn: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pgjobs", "dashboard", "--host", "0.0.0.0", "--dsn", dsn],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_pgjobs(None, "dashboard", "--host", "0.0.0.0", "--dsn", dsn, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: refusing to serve the dashboard on non-loopback host '0.0.0.0' without --token"
