@@ -26,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     TextClause,
@@ -42,8 +43,11 @@ __all__ = [
     "jobs",
     "metadata",
     "metadata_for",
+    "queues",
+    "rate_buckets",
     "run_history",
     "run_locks",
+    "run_waits",
     "runs",
     "views",
     "views_for",
@@ -91,9 +95,13 @@ RUN_STATUSES = (
 WORKER_STATES = ("running", "stopping", "stopped", "dead")
 """Values of ``workers.state``."""
 
+RATE_BUCKET_SCOPES = ("job", "queue")
+"""Values of ``rate_buckets.scope``: a job's rate limit, or a queue's."""
+
 
 def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
-    """The tables ``jobs``, ``runs``, ``run_locks`` and ``workers`` of the pgjobs schema ``schema``.
+    """The tables of the pgjobs schema ``schema``: ``jobs``, ``runs``, ``run_locks``, ``workers``,
+    ``worker_jobs``, ``queues`` and ``rate_buckets``.
 
     Each call returns a new :class:`MetaData`; look tables up with ``md.tables[f"{schema}.runs"]``.
     """
@@ -126,16 +134,21 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("registered_by", Text),
         Column("registered_at", _timestamp(), nullable=False, server_default=_now()),
         Column("updated_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("max_concurrency", Integer),
+        Column("concurrency_key", Text),
+        Column("rate_limit", Text),
         _one_of("schedule_source", ("code", "profile"), "jobs_schedule_source_check"),
         CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
         _one_of("overlap", ("skip", "allow"), "jobs_overlap_check"),
         _one_of("misfire", ("coalesce", "skip", "backfill"), "jobs_misfire_check"),
         CheckConstraint("backfill_cap >= 1", name="jobs_backfill_cap_check"),
+        CheckConstraint("max_concurrency >= 1", name="jobs_max_concurrency_check"),
         Index(
             "jobs_next_fire_at_idx",
             "next_fire_at",
             postgresql_where=text("schedule IS NOT NULL AND enabled AND NOT paused"),
         ),
+        Index("jobs_paused_idx", "name", postgresql_where=text("paused")),
     )
 
     Table(
@@ -175,6 +188,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             comment="Last lines the run logged through ctx.log (at most 200 lines / 64 KB), "
             "oldest first",
         ),
+        Column("concurrency_key", Text),
         _one_of("trigger", RUN_TRIGGERS, "runs_trigger_check"),
         _one_of("status", RUN_STATUSES, "runs_status_check"),
         Index(
@@ -207,16 +221,27 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             "scheduled_for",
             postgresql_where=text("status = 'queued' AND scheduled_for > created_at"),
         ),
+        Index(
+            "runs_tick_claim_idx",
+            "priority",
+            "scheduled_for",
+            "id",
+            postgresql_where=text("status = 'queued' AND trigger = 'schedule'"),
+        ),
     )
 
     Table(
         "run_locks",
         md,
-        Column("job", Text, primary_key=True),
+        Column("job", Text, nullable=False),
         Column("run_id", BigInteger, nullable=False),
         Column("worker_id", Text, nullable=False),
         Column("acquired_at", _timestamp(), nullable=False, server_default=_now()),
         Column("lease_expires_at", _timestamp(), nullable=False),
+        Column("lock_key", Text, nullable=False, server_default=text("''")),
+        Column("slot", Integer, nullable=False, server_default=text("1")),
+        PrimaryKeyConstraint("job", "lock_key", "slot", name="run_locks_pkey"),
+        Index("run_locks_run_id_idx", "run_id"),
     )
 
     Table(
@@ -250,11 +275,39 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
         Index("worker_jobs_job_idx", "job"),
     )
+
+    Table(
+        "queues",
+        md,
+        Column("name", Text, primary_key=True),
+        Column("paused", Boolean, nullable=False, server_default=false()),
+        Column("paused_at", _timestamp()),
+        Column("rate_limit", Text),
+        Column("updated_at", _timestamp(), nullable=False, server_default=_now()),
+        Index("queues_paused_idx", "name", postgresql_where=text("paused")),
+    )
+
+    Table(
+        "rate_buckets",
+        md,
+        Column("scope", Text, nullable=False),
+        Column("name", Text, nullable=False),
+        Column("rate", Double, nullable=False),
+        Column("burst", Double, nullable=False),
+        Column("tokens", Double, nullable=False),
+        Column("granted", Integer, nullable=False, server_default=text("0")),
+        Column("updated_at", _timestamp(), nullable=False, server_default=_now()),
+        _one_of("scope", RATE_BUCKET_SCOPES, "rate_buckets_scope_check"),
+        CheckConstraint("rate > 0", name="rate_buckets_rate_check"),
+        CheckConstraint("burst >= 1", name="rate_buckets_burst_check"),
+        PrimaryKeyConstraint("scope", "name", name="rate_buckets_pkey"),
+    )
     return md
 
 
 def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
-    """The read-only views ``job_status`` and ``run_history`` of the schema ``schema``, as tables.
+    """The read-only views ``job_status``, ``run_history`` and ``run_waits`` of the schema
+    ``schema``, as tables.
 
     Kept apart from :func:`metadata_for` so that nothing mistakes them for tables to create.
     """
@@ -312,6 +365,26 @@ def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("skipped_24h", BigInteger),
         Column("p50_seconds_24h", Double),
         Column("p95_seconds_24h", Double),
+        Column("queue", Text),
+        Column("max_concurrency", Integer),
+        Column("concurrency_key", Text),
+        Column("rate_limit", Text),
+        Column("queue_paused", Boolean),
+    )
+
+    Table(
+        "run_waits",
+        md,
+        Column("id", BigInteger),
+        Column("job", Text),
+        Column("queue", Text),
+        Column("trigger", Text),
+        Column("priority", Integer),
+        Column("scheduled_for", _timestamp()),
+        Column("concurrency_key", Text),
+        Column("waiting_for", Text),
+        Column("detail", Text),
+        Column("waiting_seconds", Double),
     )
     return md
 
@@ -329,7 +402,8 @@ runs = metadata.tables[f"{DEFAULT_SCHEMA}.runs"]
 """The queue and the history in one table: one row per attempt."""
 
 run_locks = metadata.tables[f"{DEFAULT_SCHEMA}.run_locks"]
-"""Which run holds the lock of a non-overlapping job, on which worker, until when."""
+"""The slots of limited jobs: which run holds slot ``slot`` of (job, concurrency key), on which
+worker, until when."""
 
 workers = metadata.tables[f"{DEFAULT_SCHEMA}.workers"]
 """One row per live (or recently stopped) worker process."""
@@ -337,8 +411,18 @@ workers = metadata.tables[f"{DEFAULT_SCHEMA}.workers"]
 worker_jobs = metadata.tables[f"{DEFAULT_SCHEMA}.worker_jobs"]
 """The jobs each worker's code registers, with the schedule and timezone it has for each."""
 
+queues = metadata.tables[f"{DEFAULT_SCHEMA}.queues"]
+"""Controlled queues: paused or not, and their rate limit (a queue without a row is neither)."""
+
+rate_buckets = metadata.tables[f"{DEFAULT_SCHEMA}.rate_buckets"]
+"""The token buckets of the jobs' and queues' rate limits."""
+
 job_status = views.tables[f"{DEFAULT_SCHEMA}.job_status"]
 """Per job: schedule, next fire, last outcome, running now, 24 h counts and durations."""
 
 run_history = views.tables[f"{DEFAULT_SCHEMA}.run_history"]
 """Runs for people, with worker host and pid and the lag behind schedule."""
+
+run_waits = views.tables[f"{DEFAULT_SCHEMA}.run_waits"]
+"""Per queued run: what it waits for (its time, a pause, a concurrency limit, a rate limit, a
+worker) and the detail."""
