@@ -101,11 +101,13 @@ VALUES (%(job)s, 'manual', now(), %(max_attempts)s, %(payload)s, %(parameters)s,
 RETURNING id;
 
 -- name: take_run_lock
--- The run lock of a non-overlapping job for a manual run; a lock whose lease expired (its holder
--- stopped heartbeating) is taken over. No row back means another run holds it.
-INSERT INTO {schema}.run_locks AS l (job, run_id, worker_id, acquired_at, lease_expires_at)
-VALUES (%(job)s, %(run_id)s, %(worker)s, now(), now() + make_interval(secs => %(lease)s))
-ON CONFLICT (job) DO UPDATE
+-- The run lock of a non-overlapping job for a manual run: its one slot (slot 1 of the empty key);
+-- a lock whose lease expired (its holder stopped heartbeating) is taken over. No row back means
+-- another run holds it.
+INSERT INTO {schema}.run_locks AS l
+    (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
+VALUES (%(job)s, '', 1, %(run_id)s, %(worker)s, now(), now() + make_interval(secs => %(lease)s))
+ON CONFLICT (job, lock_key, slot) DO UPDATE
 SET run_id = excluded.run_id, worker_id = excluded.worker_id, acquired_at = excluded.acquired_at,
     lease_expires_at = excluded.lease_expires_at
 WHERE l.lease_expires_at < now()
@@ -114,7 +116,7 @@ RETURNING run_id;
 -- name: run_lock_holder
 SELECT run_id, worker_id, acquired_at, lease_expires_at
 FROM {schema}.run_locks
-WHERE job = %(job)s;
+WHERE job = %(job)s AND lock_key = '' AND slot = 1;
 
 -- name: run_progress
 -- What `jobs run --wait` follows: a run's state and the retry that replaced it, if any.
