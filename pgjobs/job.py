@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import operator
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -183,6 +183,21 @@ class Job:
       ``max_attempts``, ``retry_backoff``, ``overlap`` (``skip``: one run at a time across all
       workers; ``allow``), ``misfire`` (``coalesce``, ``skip``, ``backfill``), ``backfill_cap``,
       ``priority`` (lower runs first), ``queue``.
+    - ``max_concurrency``: at most this many runs of the job run at once, across all workers
+      (per key value when a ``concurrency_key`` is set); ``None`` for no limit of its own.
+    - ``concurrency_key``: groups the runs for ``max_concurrency``: the name of a payload field
+      (``"tenant"``), or a callable of the payload that returns the key. A key without
+      ``max_concurrency`` means one run at a time per key. The key is computed when a run is
+      enqueued and stored on it; a callable key needs the job's class to compute it, so enqueue
+      ``SendMailJob`` (or pass ``concurrency_key=``) rather than its name.
+    - ``rate_limit``: at most this many runs start per period, across all workers: ``"100/m"``,
+      ``"20/s"``, ``"5/h"`` (a token bucket: a quiet spell lets that many start at once).
+
+    Overlap ``skip`` is the limit of one: a tick that finds the job (or, with a key, the key)
+    at its limit is skipped, while explicit work (enqueued, manual, retries) waits in the queue
+    until a slot frees. A job with ``max_concurrency`` or a ``concurrency_key`` has that limit
+    instead of one; with overlap ``allow`` and neither, the job is unlimited. Limits never drop
+    explicit work: a held-back run waits. The profile may override all three.
 
     ``execute(self, ctx)`` may be ``async def`` (runs on the worker's event loop) or plain
     ``def`` (runs in a thread). It returns a :class:`JobResult`; an exception is a failed run.
@@ -202,6 +217,9 @@ class Job:
     backfill_cap: ClassVar[int] = 100
     priority: ClassVar[int] = 0
     queue: ClassVar[str] = "default"
+    max_concurrency: ClassVar[int | None] = None
+    concurrency_key: ClassVar[str | Callable[[Any], Any] | None] = None
+    rate_limit: ClassVar[str | None] = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

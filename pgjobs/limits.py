@@ -13,6 +13,7 @@ and stored on the run (``runs.concurrency_key``).
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Callable
@@ -32,10 +33,16 @@ _UNITS: dict[str, float] = {
     "hour": 3600.0,
 }
 
-_RATE = re.compile(r"\s*(\d{1,9})\s*/\s*([a-z]+?)s?\s*", re.IGNORECASE)
+_RATE = re.compile(r"\s*(\d{1,9})\s*/\s*([a-z]+)\s*", re.IGNORECASE | re.ASCII)
 
 MAX_KEY_BYTES = 512
 """Longest concurrency key, in UTF-8 bytes (it is part of a B-tree key, like a ``dedup_key``)."""
+
+MAX_NAME_CHARS = 200
+"""Longest name of a concurrency key's payload field, or of a queue in the profile."""
+
+CALLABLE_PREFIX = "callable:"
+"""How ``jobs.concurrency_key`` starts for a key that only the job's code can compute."""
 
 ConcurrencyKey = str | Callable[[Any], Any]
 """A payload field's name, or a callable that returns the key of a payload."""
@@ -43,7 +50,8 @@ ConcurrencyKey = str | Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``count`` runs per ``period`` seconds: a bucket of ``count`` tokens that fills at ``rate``."""
+    """``count`` runs per ``period`` seconds: a bucket of ``count`` tokens that fills at
+    ``rate``."""
 
     count: int
     period: float
@@ -72,13 +80,60 @@ def parse_rate_limit(value: object) -> RateLimit:
         return value
     match = _RATE.fullmatch(value) if isinstance(value, str) else None
     unit = match.group(2).lower() if match else ""
+    if unit not in _UNITS and unit.endswith("s") and len(unit) > 2:
+        unit = unit[:-1]  # a word's plural ("mins", "hours"), but "ms" is not minutes
     if match is None or unit not in _UNITS or int(match.group(1)) < 1:
         raise ConfigError(
-            f"rate limit must look like '100/m' (a positive count per s, m or h), got {value!r:.80}"
+            f"rate_limit must look like '100/m' (a positive count per s, m or h), got {value!r:.80}"
         )
     count = int(match.group(1))
     short = {1.0: "s", 60.0: "m", 3600.0: "h"}[_UNITS[unit]]
     return RateLimit(count, _UNITS[unit], f"{count}/{short}")
+
+
+def name_error(key: str, value: object) -> str | None:
+    """Why ``value`` is not a valid ``key`` (a payload field's or a queue's name), or None: it
+    must be a non-empty string of at most :data:`MAX_NAME_CHARS` characters without NUL."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{key} must be a non-empty string, got {value!r:.80}"
+    if "\x00" in value:
+        return f"{key} must not contain a NUL character"
+    if len(value) > MAX_NAME_CHARS:
+        return f"{key} must be at most {MAX_NAME_CHARS} characters, got {len(value)}"
+    return None
+
+
+def concurrency_key_error(value: object) -> str | None:
+    """Why ``value`` is not a valid ``concurrency_key``, or None: a payload field's name (see
+    :func:`name_error`, and not starting with ``callable:``), or a callable of one argument."""
+    if isinstance(value, str):
+        reason = name_error("concurrency_key", value)
+        if reason is None and value.startswith(CALLABLE_PREFIX):
+            reason = f"concurrency_key must not start with {CALLABLE_PREFIX!r}, got {value!r:.80}"
+        return reason
+    if not callable(value):
+        return (
+            "concurrency_key must be a payload field's name or a callable of the payload, "
+            f"got {value!r:.80}"
+        )
+    try:
+        inspect.signature(value).bind(None)
+    except TypeError:
+        return "concurrency_key must take one argument, the payload: key(payload)"
+    except ValueError:  # some callables have no signature to check
+        pass
+    return None
+
+
+def declared_concurrency_key(job: Any) -> Any:
+    """The ``concurrency_key`` a job (class or instance) declares, as it was written: a function
+    set on the class is a callable of the payload, not a method, whichever way it is read."""
+    key = inspect.getattr_static(job, "concurrency_key", None)
+    if isinstance(key, staticmethod):
+        return key.__func__
+    if isinstance(key, classmethod):
+        return job.concurrency_key
+    return key
 
 
 def concurrency_key_label(key: ConcurrencyKey | None) -> str | None:
@@ -89,12 +144,15 @@ def concurrency_key_label(key: ConcurrencyKey | None) -> str | None:
     if isinstance(key, str):
         return key
     name = getattr(key, "__qualname__", None) or type(key).__qualname__
-    return f"callable:{getattr(key, '__module__', '?')}.{name}"
+    return f"{CALLABLE_PREFIX}{getattr(key, '__module__', '?')}.{name}"
 
 
 def concurrency_key_of(key: ConcurrencyKey, payload: Any) -> str | None:
     """The key of a run with ``payload``: the field's value (None when the payload has no such
-    field), or the callable's result (None stays None); a string as is, anything else as JSON."""
+    field), or the callable's result (None stays None); a string as is, anything else as JSON.
+
+    Whatever the callable raises propagates. The key's size and characters are checked by
+    whoever stores it (the enqueue API, against :data:`MAX_KEY_BYTES`)."""
     if isinstance(key, str):
         if not isinstance(payload, dict) or payload.get(key) is None:
             return None
@@ -104,7 +162,4 @@ def concurrency_key_of(key: ConcurrencyKey, payload: Any) -> str | None:
         if value is None:
             return None
     # As PostgreSQL's ``payload ->> field`` gives it: a string as is, anything else as JSON.
-    text = value if isinstance(value, str) else json.dumps(value)
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise ConfigError(f"concurrency key longer than {MAX_KEY_BYTES} bytes")
-    return text
+    return value if isinstance(value, str) else json.dumps(value)

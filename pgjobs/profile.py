@@ -18,9 +18,17 @@ scheduler:
       backfill_cap: 10
       priority: 5
       queue: reports
+      max_concurrency: 4               # runs at once across all workers (per key); null: none
+      concurrency_key: tenant          # a payload field grouping runs for max_concurrency
+      rate_limit: 100/m                # runs started per s, m or h; null removes the code's
 extensions:
   my-extension: {retention_days: 30}   # merged over Extension.config, handed to runs as ctx.config
+queues:
+  reports: {rate_limit: 20/s}          # runs of the queue started per period, by all its jobs
 ```
+
+The profile overrides the code; a pause (``jobs pause``, ``queues pause``) lives in the database
+and holds runs whatever the profile says.
 
 This module checks the file's shape and types, and keeps the line of every value so that the
 registry, which knows the extensions, can report a bad cron or an unknown job at its line too.
@@ -38,7 +46,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +54,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from pgjobs.errors import ProfileError
+from pgjobs.errors import ConfigError, ProfileError
 from pgjobs.job import MISFIRE_POLICIES, OVERLAP_POLICIES
+from pgjobs.limits import RateLimit, concurrency_key_error, name_error, parse_rate_limit
 
 #: Keys of a ``scheduler.jobs`` entry that override the job's definition in code.
 OVERRIDE_KEYS: tuple[str, ...] = (
@@ -62,9 +71,13 @@ OVERRIDE_KEYS: tuple[str, ...] = (
     "backfill_cap",
     "priority",
     "queue",
+    "max_concurrency",
+    "concurrency_key",
+    "rate_limit",
 )
 
-_TOP_KEYS = ("app", "scheduler", "extensions")
+_TOP_KEYS = ("app", "scheduler", "extensions", "queues")
+_QUEUE_KEYS = ("rate_limit",)
 _SCHEDULER_KEYS = ("enabled", "jobs")
 _ENTRY_KEYS = ("extension", "job", "name", *OVERRIDE_KEYS)
 
@@ -83,11 +96,13 @@ _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 
 #: The inclusive range of each integer setting of a job, in code or in the profile. Priority
 #: fills the database's ``integer`` column; ``max_attempts`` beyond 1000 would overflow the
-#: exponential retry back-off; ``backfill_cap`` bounds how many missed ticks one tick creates.
+#: exponential retry back-off; ``backfill_cap`` bounds how many missed ticks one tick creates;
+#: ``max_concurrency`` numbers the slots of a job's runs (a million is no limit in practice).
 SETTING_RANGES: dict[str, tuple[int, int]] = {
     "priority": (_INT4_MIN, _INT4_MAX),
     "max_attempts": (1, 1000),
     "backfill_cap": (1, 10_000),
+    "max_concurrency": (1, 1_000_000),
 }
 
 #: The longest timeout accepted, in seconds (about 31,700 years: "no timeout" is ``null``).
@@ -95,7 +110,8 @@ MAX_TIMEOUT_SECONDS = 1e12
 
 
 def setting_range_error(key: str, value: object) -> str | None:
-    """Why ``value`` is not a valid ``priority``, ``max_attempts`` or ``backfill_cap``, or None.
+    """Why ``value`` is not a valid ``priority``, ``max_attempts``, ``backfill_cap`` or
+    ``max_concurrency``, or None.
 
     The one check of these settings, shared by the profile and by jobs defined in code.
     """
@@ -143,6 +159,9 @@ class ProfileEntry:
     backfill_cap: int | None = None
     priority: int | None = None
     queue: str | None = None
+    max_concurrency: int | None = None
+    concurrency_key: str | None = None
+    rate_limit: RateLimit | None = None
     lines: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -174,8 +193,23 @@ class ProfileExtension:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """An item of the top-level ``queues`` map: how the runs of one queue are limited.
+
+    ``rate_limit`` holds every job of the queue together (``None``: the queue has none, which
+    removes one set earlier); ``line`` is the line of the queue's name.
+    """
+
+    rate_limit: RateLimit | None
+    line: int
+
+
+@dataclass(frozen=True)
 class Profile:
-    """A loaded profile. Names of jobs and extensions are checked by ``Registry.build``."""
+    """A loaded profile. Names of jobs and extensions are checked by ``Registry.build``.
+
+    ``queues`` maps a queue's name to its settings, for the queues the profile lists.
+    """
 
     path: str
     app: str | None = None
@@ -183,6 +217,7 @@ class Profile:
     scheduler_enabled: bool = True
     entries: list[ProfileEntry] = field(default_factory=list)
     extensions: list[ProfileExtension] = field(default_factory=list)
+    queues: dict[str, QueueSettings] = field(default_factory=dict)
 
     def error(self, line: int, where: str, reason: str) -> ProfileError:
         """A :class:`ProfileError` at ``line`` of this profile."""
@@ -298,7 +333,10 @@ class _Reader:
         extensions = []
         if "extensions" in top and not _is_null(top["extensions"]):
             extensions = self.extensions(top["extensions"])
-        return Profile(self.path, app, app_line, enabled, entries, extensions)
+        queues = {}
+        if "queues" in top and not _is_null(top["queues"]):
+            queues = self.queues(top["queues"])
+        return Profile(self.path, app, app_line, enabled, entries, extensions, queues)
 
     def entries(self, node: Node) -> list[ProfileEntry]:
         if not isinstance(node, SequenceNode):
@@ -337,6 +375,12 @@ class _Reader:
             return self.parameters(node, f"{where}.parameters")
         if key == "timeout":
             return None if _is_null(node) else self.seconds(node, where, key)
+        if key == "concurrency_key":
+            return None if _is_null(node) else self.checked(node, where, key, concurrency_key_error)
+        if key == "rate_limit":
+            return self.rate_limit(node, where)
+        if key == "max_concurrency" and _is_null(node):
+            return None
         return self.setting(node, where, key)
 
     def parameters(self, node: Node, where: str) -> dict[str, str]:
@@ -357,6 +401,28 @@ class _Reader:
                     f"got {_describe(value_node)}",
                 )
             result[name] = value_node.value
+        return result
+
+    def queues(self, node: Node) -> dict[str, QueueSettings]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(
+                node, "queues", f"must be a map of queue names to settings, got {_describe(node)}"
+            )
+        result: dict[str, QueueSettings] = {}
+        for key_node, value_node in node.value:
+            name = self.checked(key_node, "queues", "queue name", _queue_name_error)
+            if name in result:
+                raise self.fail(key_node, "queues", f"duplicate key {name!r}")
+            where = f"queues.{name}"
+            settings = (
+                {}
+                if _is_null(value_node)
+                else self.mapping(value_node, where, _QUEUE_KEYS, "a queue's settings")
+            )
+            rate_limit = None
+            if "rate_limit" in settings:
+                rate_limit = self.rate_limit(settings["rate_limit"], where)
+            result[name] = QueueSettings(rate_limit, _line(key_node))
         return result
 
     def extensions(self, node: Node) -> list[ProfileExtension]:
@@ -410,6 +476,27 @@ class _Reader:
             raise self.fail(node, where, f"{key} must be true or false, got {_describe(node)}")
         return bool(self.construct(node, where))
 
+    def checked(
+        self, node: Node, where: str, key: str, error: Callable[[object], str | None]
+    ) -> str:
+        """A string that ``error`` (which says why a value is wrong, or None) accepts."""
+        value = node.value if _tag(node) == "str" else _describe(node)
+        reason = error(value) if _tag(node) == "str" else f"{key} must be a string, got {value}"
+        if reason is not None:
+            raise self.fail(node, where, reason)
+        return str(value)
+
+    def rate_limit(self, node: Node, where: str) -> RateLimit | None:
+        """``"100/m"`` and the like, parsed here so that a bad one fails at its line; or null."""
+        if _is_null(node):
+            return None
+        try:
+            return parse_rate_limit(
+                node.value if _tag(node) == "str" else self.construct(node, where)
+            )
+        except ConfigError as err:
+            raise self.fail(node, where, str(err)) from None
+
     def seconds(self, node: Node, where: str, key: str) -> float:
         value = self.construct(node, where) if _tag(node) in ("int", "float") else None
         if not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT_SECONDS:
@@ -426,7 +513,8 @@ class _Reader:
         return float(value)
 
     def setting(self, node: Node, where: str, key: str) -> int:
-        """``priority``, ``max_attempts`` or ``backfill_cap``: an integer in its range."""
+        """``priority``, ``max_attempts``, ``backfill_cap`` or ``max_concurrency``: an integer in
+        its range."""
         value = self.construct(node, where) if _tag(node) == "int" else None
         reason = setting_range_error(key, value)
         if reason is not None:
@@ -445,6 +533,10 @@ class _Reader:
             raise profile_error(self.path, line, where, f"invalid value: {problem}") from None
         except (ValueError, OverflowError) as err:
             raise self.fail(node, where, f"invalid value: {err}") from None
+
+
+def _queue_name_error(value: object) -> str | None:
+    return name_error("queue name", value)
 
 
 def _line(node: Node) -> int:

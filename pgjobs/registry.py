@@ -28,7 +28,21 @@ from pgjobs.job import (
     Overlap,
     RetryBackoff,
 )
-from pgjobs.profile import Profile, ProfileEntry, load_profile, setting_range_error
+from pgjobs.limits import (
+    ConcurrencyKey,
+    RateLimit,
+    concurrency_key_error,
+    concurrency_key_label,
+    declared_concurrency_key,
+    parse_rate_limit,
+)
+from pgjobs.profile import (
+    Profile,
+    ProfileEntry,
+    QueueSettings,
+    load_profile,
+    setting_range_error,
+)
 from pgjobs.schedule import CronSchedule, validate_timezone
 
 ScheduleSource = Literal["code", "profile"]
@@ -41,6 +55,12 @@ class JobDefinition:
     ``schedule_source`` says where ``schedule`` came from; ``code_schedule`` is what the code
     says; ``overrides`` names the fields the profile set. ``config`` is the extension's
     configuration (code, then profile), handed to each run as ``ctx.config``.
+
+    ``max_concurrency`` is how many runs may run at once across all workers, per value of
+    ``concurrency_key`` when there is one; a key without a limit of its own has 1, so with a key
+    it is never None. None means one at a time with overlap ``skip`` (a tick finding the job at
+    its limit is skipped, explicit work waits) and no limit with ``allow``. ``rate_limit`` is
+    how fast its runs may start.
     """
 
     name: str
@@ -64,6 +84,21 @@ class JobDefinition:
     config: dict[str, Any] = field(default_factory=dict)
     code_schedule: str | None = None
     overrides: tuple[str, ...] = ()
+    max_concurrency: int | None = None
+    concurrency_key: ConcurrencyKey | None = None
+    rate_limit: RateLimit | None = None
+
+    def __post_init__(self) -> None:
+        # "One at a time per key" whether the code or the profile gave the key: the limit is
+        # stored with the job, where the claim and `run_waits` read it.
+        if self.concurrency_key is not None and self.max_concurrency is None:
+            object.__setattr__(self, "max_concurrency", 1)
+
+    @property
+    def concurrency_key_label(self) -> str | None:
+        """The key as ``jobs.concurrency_key`` records it: the payload field's name, or
+        ``callable:<module>.<name>`` for a key only the job's code computes."""
+        return concurrency_key_label(self.concurrency_key)
 
     @cached_property
     def is_async(self) -> bool:
@@ -97,6 +132,11 @@ class Registry:
         #: False when the profile says ``scheduler.enabled: false``: workers tick no schedules.
         self.scheduler_enabled = scheduler_enabled
         self.profile = profile
+        #: The profile's ``queues:`` settings by queue name (empty without a profile), which a
+        #: worker stores in ``queues``; a pause stays the database's.
+        self.queue_settings: dict[str, QueueSettings] = (
+            dict(profile.queues) if profile is not None else {}
+        )
 
     @classmethod
     def build(cls, extensions: Iterable[Extension], profile: Profile | None = None) -> Registry:
@@ -310,6 +350,15 @@ def _define(ext_name: str, job: Job, config: dict[str, Any]) -> JobDefinition:
         reason = setting_range_error(key, getattr(attrs, key))
         if reason is not None:
             raise fail(reason)
+    max_concurrency, concurrency_key = attrs.max_concurrency, declared_concurrency_key(job)
+    for reason in (
+        None
+        if max_concurrency is None
+        else setting_range_error("max_concurrency", max_concurrency),
+        None if concurrency_key is None else concurrency_key_error(concurrency_key),
+    ):
+        if reason is not None:
+            raise fail(reason)
     schedule = attrs.schedule
     if schedule is not None and not isinstance(schedule, str):
         raise fail(f"schedule must be a cron string or None, got {schedule!r}")
@@ -317,6 +366,7 @@ def _define(ext_name: str, job: Job, config: dict[str, Any]) -> JobDefinition:
         validate_timezone(attrs.timezone)
         if schedule is not None:
             CronSchedule.parse(schedule, attrs.timezone)
+        rate_limit = None if attrs.rate_limit is None else parse_rate_limit(attrs.rate_limit)
     except ConfigError as err:
         raise fail(str(err)) from err
     return JobDefinition(
@@ -339,6 +389,9 @@ def _define(ext_name: str, job: Job, config: dict[str, Any]) -> JobDefinition:
         queue=attrs.queue,
         config=config,
         code_schedule=schedule,
+        max_concurrency=max_concurrency,
+        concurrency_key=concurrency_key,
+        rate_limit=rate_limit,
     )
 
 

@@ -148,7 +148,7 @@ def test_an_empty_profile_changes_nothing(write: WriteProfile, text: str) -> Non
         ),
         (
             "workers: 3\n",
-            ":1: unknown key 'workers' (expected one of: app, scheduler, extensions)",
+            ":1: unknown key 'workers' (expected one of: app, scheduler, extensions, queues)",
         ),
         (
             "scheduler:\n  enable: false\n",
@@ -241,6 +241,94 @@ def test_an_empty_profile_changes_nothing(write: WriteProfile, text: str) -> Non
         (
             "extensions: {good: [1]}\n",
             ":1: extensions: configuration of 'good' must be a map, got a list",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      max_concurrency: 0\n",
+            ":4: scheduler.jobs[0]: max_concurrency must be an integer >= 1, got 0",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      max_concurrency: four\n",
+            ":4: scheduler.jobs[0]: max_concurrency must be an integer >= 1, got 'four'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      max_concurrency: 1000001\n",
+            ":4: scheduler.jobs[0]: max_concurrency must be at most 1000000, got 1000001",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      max_concurrency: true\n",
+            ":4: scheduler.jobs[0]: max_concurrency must be an integer >= 1, got true",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      concurrency_key: 5\n",
+            ":4: scheduler.jobs[0]: concurrency_key must be a string, got 5",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      concurrency_key: ' '\n",
+            ":4: scheduler.jobs[0]: concurrency_key must be a non-empty string, got ' '",
+        ),
+        (
+            f"scheduler:\n  jobs:\n    - job: good-cleanup\n      concurrency_key: {'k' * 201}\n",
+            ":4: scheduler.jobs[0]: concurrency_key must be at most 200 characters, got 201",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      concurrency_key: 'callable:f'\n",
+            ":4: scheduler.jobs[0]: concurrency_key must not start with 'callable:', "
+            "got 'callable:f'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      rate_limit: fast\n",
+            ":4: scheduler.jobs[0]: rate_limit must look like '100/m' (a positive count per s, "
+            "m or h), got 'fast'",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      rate_limit: 100\n",
+            ":4: scheduler.jobs[0]: rate_limit must look like '100/m' (a positive count per s, "
+            "m or h), got 100",
+        ),
+        (
+            "scheduler:\n  jobs:\n    - job: good-cleanup\n      rate_lmit: 5/s\n",
+            ":4: scheduler.jobs[0]: unknown key 'rate_lmit' (did you mean 'rate_limit'?)",
+        ),
+        (
+            "queues:\n  reports:\n    ratelimit: 5/s\n",
+            ":3: queues.reports: unknown key 'ratelimit' (did you mean 'rate_limit'?)",
+        ),
+        (
+            "queues:\n  reports:\n    paused: true\n",
+            ":3: queues.reports: unknown key 'paused' (expected one of: rate_limit)",
+        ),
+        (
+            "queues:\n  reports: {rate_limit: 5/day}\n",
+            ":2: queues.reports: rate_limit must look like '100/m' (a positive count per s, "
+            "m or h), got '5/day'",
+        ),
+        (
+            "queues:\n  reports: 5/s\n",
+            ":2: queues.reports: a queue's settings must be a map, got '5/s'",
+        ),
+        (
+            "queues: [reports]\n",
+            ":1: queues: must be a map of queue names to settings, got a list",
+        ),
+        (
+            f"queues:\n  {'q' * 201}: {{rate_limit: 5/s}}\n",
+            ":2: queues: queue name must be at most 200 characters, got 201",
+        ),
+        (
+            "queues:\n  '': {rate_limit: 5/s}\n",
+            ":2: queues: queue name must be a non-empty string, got ''",
+        ),
+        (
+            "queues:\n  7: {rate_limit: 5/s}\n",
+            ":2: queues: queue name must be a string, got 7",
+        ),
+        (
+            "queues:\n  reports: {}\n  reports: {rate_limit: 1/s}\n",
+            ":3: queues: duplicate key 'reports'",
+        ),
+        (
+            'queues:\n  "re\\0ports": {}\n',
+            ":2: a value contains a NUL character (\\0), which Postgres cannot store",
         ),
     ],
 )
@@ -442,6 +530,82 @@ def test_profile_extension_config_is_merged_over_the_code_config(write: WritePro
     registry = build(write("extensions:\n  good: {retention_days: 7}\n"))
     assert registry.get("good-cleanup").config == {"retention_days": 7, "region": "eu"}
     assert registry.get("other-ping").config == {}
+
+
+def test_profile_limits_override_the_code(write: WriteProfile) -> None:
+    path = write(
+        """\
+        scheduler:
+          jobs:
+            - job: good-cleanup
+              max_concurrency: 4
+              concurrency_key: tenant
+              rate_limit: 20/s
+        """
+    )
+    profile = load_profile(path)
+    [entry] = profile.entries
+    assert entry.line_of("rate_limit") == 6
+    definition = build(path).get("good-cleanup")
+    assert (definition.max_concurrency, definition.concurrency_key_label) == (4, "tenant")
+    assert definition.rate_limit is not None and str(definition.rate_limit) == "20/s"
+    assert definition.overrides == ("max_concurrency", "concurrency_key", "rate_limit")
+
+
+def test_profile_nulls_remove_the_codes_limits(write: WriteProfile) -> None:
+    from apps import good
+
+    class Limited(good.ReportJob):
+        max_concurrency = 3
+        concurrency_key = staticmethod(lambda payload: payload["tenant"])
+        rate_limit = "10/m"
+
+    class Ext(good.GoodExtension):
+        def jobs(self) -> list[good.Job]:
+            return [Limited()]
+
+    path = write(
+        "scheduler:\n  jobs:\n    - job: good-report\n      max_concurrency: null\n"
+        "      concurrency_key: null\n      rate_limit: null\n"
+    )
+    code = Registry.build([Ext()]).get("good-report")
+    assert (code.max_concurrency, str(code.rate_limit)) == (3, "10/m")
+    assert code.concurrency_key_label is not None
+    assert code.concurrency_key_label.startswith("callable:")
+    definition = Registry.build([Ext()], load_profile(path)).get("good-report")
+    assert (definition.max_concurrency, definition.concurrency_key, definition.rate_limit) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_profile_key_on_a_job_without_a_limit_runs_one_per_key(write: WriteProfile) -> None:
+    path = write("scheduler:\n  jobs:\n    - job: other-ping\n      concurrency_key: tenant\n")
+    definition = build(path).get("other-ping")
+    assert (definition.max_concurrency, definition.concurrency_key_label) == (1, "tenant")
+
+
+def test_profile_queues_reach_the_registry(write: WriteProfile) -> None:
+    from pgjobs.profile import QueueSettings
+
+    path = write(
+        """\
+        queues:
+          reports: {rate_limit: 100/m}
+          bulk:
+            rate_limit: null
+          default:
+        """
+    )
+    profile = load_profile(path)
+    assert list(profile.queues) == ["reports", "bulk", "default"]
+    reports = profile.queues["reports"]
+    assert reports.rate_limit is not None
+    assert (reports.rate_limit.count, reports.rate_limit.period, reports.line) == (100, 60.0, 2)
+    assert profile.queues["bulk"] == QueueSettings(rate_limit=None, line=3)
+    assert profile.queues["default"] == QueueSettings(rate_limit=None, line=5)
+    assert build(path).queue_settings == profile.queues
 
 
 # --- load_registry -----------------------------------------------------------------------------

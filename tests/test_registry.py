@@ -293,3 +293,85 @@ def test_a_nul_in_a_jobs_text_is_refused_at_registration(attribute: str) -> None
 
     with pytest.raises(RegistrationError, match=f"{attribute} must not contain a NUL"):
         Registry.build([Ext()])
+
+
+# --- queue limits ------------------------------------------------------------------------------
+
+
+def tenant_of(payload: Any) -> Any:
+    return payload["tenant"]
+
+
+def test_a_job_without_limits_has_none() -> None:
+    definition = good_registry().get("good-cleanup")
+    assert (definition.max_concurrency, definition.concurrency_key, definition.rate_limit) == (
+        None,
+        None,
+        None,
+    )
+    assert definition.concurrency_key_label is None
+
+
+def test_limits_from_code_reach_the_definition() -> None:
+    job = make_job("x-a", max_concurrency=3, concurrency_key="tenant", rate_limit="100/min")
+    definition = Registry.build([make_extension("x", job)]).get("x-a")
+    assert definition.max_concurrency == 3
+    assert definition.concurrency_key == definition.concurrency_key_label == "tenant"
+    assert definition.rate_limit is not None
+    assert (definition.rate_limit.count, definition.rate_limit.period) == (100, 60.0)
+    assert str(definition.rate_limit) == "100/m"
+
+
+def test_a_callable_key_is_kept_and_labelled_by_its_name() -> None:
+    definition = Registry.build(
+        [make_extension("x", make_job("x-a", concurrency_key=tenant_of))]
+    ).get("x-a")
+    assert definition.concurrency_key is tenant_of
+    assert definition.concurrency_key_label == f"callable:{__name__}.tenant_of"
+
+
+def test_a_key_without_a_limit_means_one_run_at_a_time_per_key() -> None:
+    job = make_job("x-a", overlap="allow", concurrency_key="tenant")
+    assert Registry.build([make_extension("x", job)]).get("x-a").max_concurrency == 1
+
+
+def test_without_a_profile_there_are_no_queue_settings() -> None:
+    assert good_registry().queue_settings == {}
+
+
+@pytest.mark.parametrize(
+    ("attr", "value", "expected"),
+    [
+        ("max_concurrency", 0, "max_concurrency must be an integer >= 1, got 0"),
+        ("max_concurrency", True, "max_concurrency must be an integer >= 1, got True"),
+        ("max_concurrency", "4", "max_concurrency must be an integer >= 1, got '4'"),
+        ("max_concurrency", 1_000_001, "max_concurrency must be at most 1000000, got 1000001"),
+        ("concurrency_key", "", "concurrency_key must be a non-empty string, got ''"),
+        ("concurrency_key", "t\x00", "concurrency_key must not contain a NUL character"),
+        ("concurrency_key", "k" * 201, "concurrency_key must be at most 200 characters, got 201"),
+        (
+            "concurrency_key",
+            7,
+            "concurrency_key must be a payload field's name or a callable of the payload, got 7",
+        ),
+        (
+            "concurrency_key",
+            lambda: "k",
+            "concurrency_key must take one argument, the payload: key(payload)",
+        ),
+        (
+            "rate_limit",
+            "100/d",
+            "rate_limit must look like '100/m' (a positive count per s, m or h), got '100/d'",
+        ),
+        ("rate_limit", 100, "rate_limit must look like '100/m'"),
+    ],
+)
+def test_an_invalid_limit_is_refused_in_one_line(attr: str, value: Any, expected: str) -> None:
+    message = build_error(make_extension("x", make_job("x-a", **{attr: value})))
+    assert message.startswith(f"extension 'x', job 'x-a': {expected}")
+
+
+def test_the_largest_max_concurrency_is_accepted() -> None:
+    job = make_job("x-a", max_concurrency=1_000_000)
+    assert Registry.build([make_extension("x", job)]).get("x-a").max_concurrency == 1_000_000
