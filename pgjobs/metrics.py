@@ -28,7 +28,13 @@ Cluster metrics (``pgjobs metrics --port P``), read from the database on every s
 - ``pgjobs_job_overdue_seconds{job}`` and ``pgjobs_job_overdue{job}``: how far an active job's next
   tick is past due, and 1 once that exceeds the exporter's ``overdue_after`` (60 s by default:
   no live worker has ticked it);
-- ``pgjobs_job_paused{job}``;
+- ``pgjobs_job_paused{job}``: 1 if the job itself is paused (``jobs pause``);
+- ``pgjobs_job_held{job}``: 1 if its runs are held by a pause, its own or its queue's;
+- ``pgjobs_queue_paused{queue}``: 1 if the queue is paused, 0 if not, for the queues that have a
+  row in ``queues`` (a queue without one is running and unlimited);
+- ``pgjobs_runs_waiting{job,reason}``: due queued runs by what they wait for (the ``run_waits``
+  view's ``waiting_for``: ``job paused``, ``queue paused``, ``concurrency``, ``rate limit``,
+  ``worker``); a job and reason without such runs has no series;
 - ``pgjobs_workers{state}`` (running, stopping, stopped, dead; a running worker whose heartbeat
   expired counts as dead) and ``pgjobs_workers_alive``.
 """
@@ -69,6 +75,10 @@ LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 90
 
 OVERDUE_AFTER = 60.0
 """Seconds past its next fire time after which an active job counts as overdue."""
+
+WAIT_REASONS = ("scheduled", "job paused", "queue paused", "concurrency", "rate limit", "worker")
+"""What a queued run waits for, as the ``run_waits`` view says (``waiting_for``), in the order
+the view tries them: the first that applies is the run's."""
 
 METRICS_HOST = "127.0.0.1"
 """Where ``/metrics`` binds unless told otherwise: loopback, since the endpoint has no
@@ -267,8 +277,10 @@ class WorkerMetrics:
 class ClusterCollector(Collector):
     """Reads the cluster's state from the database on every scrape (see the module docstring).
 
-    Each scrape opens one short connection, runs three read-only queries and closes it; if the
-    database does not answer, the scrape reports ``pgjobs_up 0`` and nothing else.
+    Each scrape opens one short connection, runs four read-only queries and closes it; if the
+    database does not answer, the scrape reports ``pgjobs_up 0`` and nothing else. The count of
+    waiting runs reads every queued run through ``run_waits`` (about half a second for 200,000
+    queued runs).
     """
 
     def __init__(
@@ -309,8 +321,14 @@ class ClusterCollector(Collector):
         ):
             queues = cur.execute(self.queries["metrics_queues"]).fetchall()
             jobs = cur.execute(self.queries["metrics_jobs"]).fetchall()
+            waits = cur.execute(self.queries["waiting_runs"], {"job": None}).fetchall()
             workers = cur.execute(self.queries["metrics_workers"]).fetchall()
-        return [*_queue_families(queues), *self._job_families(jobs), *_worker_families(workers)]
+        return [
+            *_queue_families(queues),
+            *self._job_families(jobs),
+            _waiting_family(waits),
+            *_worker_families(workers),
+        ]
 
     def _job_families(self, rows: list[dict[str, Any]]) -> list[Metric]:
         failed = _gauge("pgjobs_job_last_run_failed", "1 if the job's last decisive run failed.")
@@ -325,6 +343,7 @@ class ClusterCollector(Collector):
             f"1 if the job's next tick is more than {self.overdue_after:g}s past due.",
         )
         paused = _gauge("pgjobs_job_paused", "1 if the job is paused.")
+        held = _gauge("pgjobs_job_held", "1 if a pause holds the job's runs: its own or its queue.")
         for row in rows:
             labels = [row["name"]]
             failed.add_metric(labels, float(row["last_failed"]))
@@ -333,7 +352,8 @@ class ClusterCollector(Collector):
             overdue_s.add_metric(labels, row["overdue_seconds"])
             overdue.add_metric(labels, float(row["overdue_seconds"] > self.overdue_after))
             paused.add_metric(labels, float(row["paused"]))
-        return [failed, success, overdue_s, overdue, paused]
+            held.add_metric(labels, float(row["paused"] or row["queue_paused"]))
+        return [failed, success, overdue_s, overdue, paused, held]
 
 
 def _gauge(name: str, documentation: str, label: str = "job") -> GaugeMetricFamily:
@@ -347,13 +367,39 @@ def _queue_families(rows: list[dict[str, Any]]) -> list[Metric]:
     oldest = _gauge(
         "pgjobs_queue_oldest_age_seconds", "How long the oldest due run has waited.", "queue"
     )
+    paused = _gauge("pgjobs_queue_paused", "1 if the queue is paused (queues with a row).", "queue")
     for row in rows:
         labels = [row["queue"]]
         depth.add_metric(labels, row["due"])
         delayed.add_metric(labels, row["delayed"])
         running.add_metric(labels, row["running"])
         oldest.add_metric(labels, row["oldest_age_seconds"])
-    return [depth, delayed, running, oldest]
+        if row["paused"] is not None:
+            paused.add_metric(labels, float(row["paused"]))
+    return [depth, delayed, running, oldest, paused]
+
+
+def count_waits(rows: Iterable[dict[str, Any]], by: str) -> dict[str, dict[str, int]]:
+    """The ``runs`` of ``waiting_runs`` rows summed per ``by`` (``job`` or ``queue``) and
+    reason; every reason of :data:`WAIT_REASONS` is there, 0 when no run waits for it."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        per = counts.setdefault(row[by], dict.fromkeys(WAIT_REASONS, 0))
+        per[row["waiting_for"]] = per.get(row["waiting_for"], 0) + row["runs"]
+    return counts
+
+
+def _waiting_family(rows: list[dict[str, Any]]) -> Metric:
+    waiting = GaugeMetricFamily(
+        "pgjobs_runs_waiting",
+        "Due queued runs by what they wait for (run_waits: a pause, a limit, a worker).",
+        labels=["job", "reason"],
+    )
+    for job, reasons in count_waits(rows, "job").items():
+        for reason, runs in reasons.items():
+            if runs and reason != "scheduled":
+                waiting.add_metric([job, reason], runs)
+    return waiting
 
 
 def _worker_families(rows: list[dict[str, Any]]) -> list[Metric]:

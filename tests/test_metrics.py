@@ -242,6 +242,64 @@ def test_the_exporter_reads_queues_jobs_and_workers_from_the_database(cluster: s
     assert value("pgjobs_workers", state="stopping") == 0
 
 
+def test_the_exporter_reports_pauses_and_what_queued_runs_wait_for(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO pgjobs.jobs (name, extension, queue, paused, max_concurrency) VALUES
+              ('obs-held', 'obs', 'reports', false, NULL),
+              ('obs-paused', 'obs', 'default', true, NULL),
+              ('obs-limited', 'obs', 'default', false, 1),
+              ('obs-rated', 'obs', 'default', false, NULL),
+              ('obs-free', 'obs', 'default', false, NULL);
+            INSERT INTO pgjobs.queues (name, paused) VALUES ('reports', true), ('default', false);
+            INSERT INTO pgjobs.rate_buckets (scope, name, rate, burst, tokens)
+            VALUES ('job', 'obs-rated', 1.0 / 60, 1, 0);
+            INSERT INTO pgjobs.runs (job, trigger, queue, scheduled_for) VALUES
+              ('obs-held', 'schedule', 'reports', now()),
+              ('obs-held', 'manual', 'reports', now()),
+              ('obs-paused', 'enqueue', 'default', now()),
+              ('obs-limited', 'enqueue', 'default', now()),
+              ('obs-rated', 'enqueue', 'default', now()),
+              ('obs-free', 'retry', 'default', now()),
+              ('obs-free', 'enqueue', 'default', now() + interval '1 hour'),
+              ('obs-free', 'enqueue', 'emails', now());
+            WITH running AS (
+                INSERT INTO pgjobs.runs (job, trigger, status, worker_id)
+                VALUES ('obs-limited', 'enqueue', 'running', 'w') RETURNING id
+            )
+            INSERT INTO pgjobs.run_locks (job, run_id, worker_id, lease_expires_at)
+            SELECT 'obs-limited', id, 'w', now() + interval '1 hour' FROM running;
+            """
+        )
+    r = cluster_registry(dsn)
+
+    def value(name: str, **labels: str) -> Any:
+        return r.get_sample_value(name, labels)
+
+    assert value("pgjobs_queue_paused", queue="reports") == 1
+    assert value("pgjobs_queue_paused", queue="default") == 0
+    assert value("pgjobs_queue_paused", queue="emails") is None  # no row: running, unlimited
+    waiting = {
+        (s.labels["job"], s.labels["reason"]): s.value
+        for family in r.collect()
+        if family.name == "pgjobs_runs_waiting"
+        for s in family.samples
+    }
+    assert waiting == {
+        ("obs-held", "queue paused"): 2,
+        ("obs-paused", "job paused"): 1,
+        ("obs-limited", "concurrency"): 1,
+        ("obs-rated", "rate limit"): 1,
+        ("obs-free", "worker"): 2,  # the run not due yet is not waiting for anything
+    }
+    assert value("pgjobs_job_held", job="obs-held") == 1
+    assert value("pgjobs_job_held", job="obs-paused") == 1
+    assert value("pgjobs_job_paused", job="obs-held") == 0
+    assert value("pgjobs_job_held", job="obs-limited") == 0
+    assert value("pgjobs_job_held", job="obs-free") == 0
+
+
 def test_the_overdue_threshold_is_the_exporters_setting(cluster: str) -> None:
     r = cluster_registry(cluster, overdue_after=600)
     assert r.get_sample_value("pgjobs_job_overdue", {"job": "obs-overdue"}) == 0
