@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from tests.cli import APP, add_job, add_run, add_worker, invoke, parse_json, run_rows
+from tests.test_cli_queues import empty_bucket, hold_slots
 from tests.workers import Workers, scalar, wait_until, worker_pool
 
 Conn = psycopg.Connection[Any]
@@ -324,6 +325,141 @@ def test_pause_and_resume_switch_the_job_and_a_paused_job_does_not_tick(
     row = conn.execute("SELECT paused, paused_at FROM pgjobs.jobs WHERE name = 't-tick'").fetchone()
     assert row == (False, None)
     wait_until(lambda: ticks() > before, 10, "ticks after the resume")
+
+
+# -- limits and pauses --------------------------------------------------------------------------
+
+
+def test_jobs_show_says_the_limits_what_runs_and_why_the_others_wait(conn: Conn, dsn: str) -> None:
+    add_job(
+        conn,
+        "t-limited",
+        queue="reports",
+        max_concurrency=2,
+        concurrency_key="tenant",
+        rate_limit="1/m",
+    )
+    hold_slots(conn, "t-limited", "acme", 2)
+    hold_slots(conn, "t-limited", "globex", 1)
+    empty_bucket(conn, "job", "t-limited")
+    for key in ("acme", "acme", "acme", "globex"):
+        add_run(conn, "t-limited", queue="reports", concurrency_key=key)
+
+    shown = invoke(dsn, "jobs", "show", "t-limited")
+
+    assert shown.exit_code == 0, shown.output
+    fields = dict(line.split("  ", 1) for line in shown.stdout.splitlines() if "  " in line.strip())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert fields["concurrency"] == (
+        "at most 2 run(s) at a time per concurrency key, across all workers"
+    )
+    assert fields["concurrency key"] == "the payload's field 'tenant'"
+    assert fields["rate limit"] == "1/m (0 may start now)"
+    assert fields["running"] == (
+        "3 in 2 key(s), at most 2 per key; busiest: acme 2 of 2, globex 1 of 2"
+    )
+    assert fields["waiting"].startswith(
+        "3 on concurrency (2 of 2 running for key acme), "
+        "1 on rate limit (job t-limited: next token in "
+    )
+    assert fields["queue"] == "reports (priority 0)"
+
+    as_json = parse_json(invoke(dsn, "jobs", "show", "t-limited", "--json"))
+    assert (as_json["concurrency_limit"], as_json["running_now"]) == (2, 3)
+    assert as_json["running_by_key"][0] == {"key": "acme", "running": 2}
+    assert as_json["waiting"]["concurrency"] == 3 and as_json["waiting"]["rate limit"] == 1
+    assert as_json["rate_limit"] == "1/m" and as_json["queue_paused"] is False
+
+    assert invoke(dsn, "queues", "pause", "reports").exit_code == 0
+    held = invoke(dsn, "jobs", "show", "t-limited").stdout
+    assert "state            paused (queue)" in held
+    assert "`pgjobs queues resume reports`" in held
+    assert "waiting          4 on the queue's pause" in held
+
+
+def test_jobs_show_of_a_job_without_limits(conn: Conn, dsn: str) -> None:
+    add_job(conn, "t-skip")
+    add_job(conn, "t-allow", overlap="allow")
+    add_run(conn, "t-allow", status="running", worker_id="w-1")
+
+    skip = invoke(dsn, "jobs", "show", "t-skip").stdout
+    allow = invoke(dsn, "jobs", "show", "t-allow").stdout
+
+    assert "concurrency    1 run at a time (overlap skip)" in skip
+    assert "running        0 of 1 allowed" in skip and "waiting        none" in skip
+    assert "concurrency    no limit (overlap allow)" in allow and "running        1\n" in allow
+    assert "rate limit" not in skip + allow and "concurrency key" not in skip + allow
+
+
+def test_jobs_list_and_status_show_a_job_held_by_its_queue(conn: Conn, dsn: str) -> None:
+    add_job(
+        conn,
+        "t-held",
+        queue="reports",
+        schedule="0 0 * * * *",
+        next_fire_at=db_now(conn) + timedelta(minutes=5),
+        max_concurrency=3,
+        concurrency_key="callable:billing.tenant_of",
+        rate_limit="100/m",
+    )
+    add_job(conn, "t-paused", paused=True, paused_at=db_now(conn))
+    add_job(conn, "t-free", rate_limit="5/s")
+    assert invoke(dsn, "queues", "pause", "reports").exit_code == 0
+
+    table = invoke(dsn, "jobs", "list")
+    assert table.exit_code == 0, table.output
+    lines = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+    assert "paused (queue)" in lines["t-held"] and "in 4m" in lines["t-held"]
+    assert lines["t-held"].rstrip().endswith("reports  max 3 per billing.tenant_of(), 100/m")
+    assert lines["t-free"].rstrip().endswith("default  5/s")
+    assert lines["t-paused"].rstrip().endswith("default  -")
+
+    listed = {j["name"]: j for j in parse_json(invoke(dsn, "jobs", "list", "--json"))}
+    assert listed["t-held"]["held"] == "queue paused" and listed["t-held"]["queue_paused"]
+    assert listed["t-held"]["max_concurrency"] == 3 and listed["t-held"]["rate_limit"] == "100/m"
+    assert listed["t-paused"]["held"] == "job paused" and listed["t-free"]["held"] is None
+
+    status = invoke(dsn, "jobs", "status")
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
+    assert rows["t-held"][2:4] == ["paused", "(queue)"]
+    assert rows["t-paused"][2] == "paused" and rows["t-paused"][3] != "(queue)"
+    as_json = {s["name"]: s for s in parse_json(invoke(dsn, "jobs", "status", "--json"))}
+    assert as_json["t-held"]["held"] == "queue paused" and as_json["t-held"]["queue"] == "reports"
+
+
+def test_pausing_a_job_holds_its_queued_runs_of_every_trigger(conn: Conn, dsn: str) -> None:
+    add_job(conn, "t-report", queue="reports", overlap="allow")
+    triggers = ("schedule", "manual", "enqueue", "retry")
+    runs = [add_run(conn, "t-report", trigger=t, queue="reports") for t in triggers]
+    add_run(conn, "t-report", status="running", worker_id="w-1")
+
+    def waits() -> set[str]:
+        rows = conn.execute("SELECT id, waiting_for FROM pgjobs.run_waits").fetchall()
+        assert sorted(r[0] for r in rows) == runs
+        return {r[1] for r in rows}
+
+    paused = invoke(dsn, "jobs", "pause", "t-report")
+    assert paused.exit_code == 0, paused.output
+    assert paused.stdout.strip() == (
+        "job t-report paused: no ticks, and its queued runs of every trigger (schedule, manual, "
+        "enqueue, retry) wait until `pgjobs jobs resume t-report`; running runs finish "
+        "(4 queued, 1 running)"
+    )
+    assert waits() == {"job paused"}
+
+    assert invoke(dsn, "queues", "pause", "reports").exit_code == 0
+    resumed = invoke(dsn, "jobs", "resume", "t-report")
+    assert resumed.stdout.strip() == (
+        "job t-report resumed: 0 of its 4 queued run(s) can start again; 4 wait for the pause "
+        "of queue reports: `pgjobs queues resume reports`"
+    )
+    assert waits() == {"queue paused"}
+
+    assert invoke(dsn, "queues", "resume", "reports").exit_code == 0
+    assert waits() == {"worker"}
+    assert invoke(dsn, "jobs", "pause", "t-report").exit_code == 0
+    again = invoke(dsn, "jobs", "resume", "t-report")
+    assert again.stdout.strip() == "job t-report resumed: its 4 queued run(s) can start again"
 
 
 # -- status and history -------------------------------------------------------------------------

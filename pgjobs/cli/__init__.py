@@ -58,13 +58,25 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from pgjobs.cli import check, dashboard, db, demo, jobs, metrics, runs, worker, workers
+    from pgjobs.cli import (
+        check,
+        dashboard,
+        db,
+        demo,
+        jobs,
+        metrics,
+        queues,
+        runs,
+        worker,
+        workers,
+    )
 
     for command in (
         db.db,
         worker.worker,
         jobs.jobs,
         runs.runs,
+        queues.queues,
         workers.workers,
         check.check,
         demo.demo,

@@ -7,13 +7,23 @@ lives in :mod:`pgjobs.cli.jobs_run`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
 
 from pgjobs.cli import output
 from pgjobs.cli.jobs_run import run
-from pgjobs.cli.jobs_show import code_only_row, describe, next_fires, registered, show, state
+from pgjobs.cli.jobs_show import (
+    code_only_row,
+    describe,
+    held,
+    limits,
+    next_fires,
+    registered,
+    show,
+    state,
+)
 from pgjobs.cli.options import (
     Database,
     code_options,
@@ -43,6 +53,12 @@ LIST_JSON_KEYS = (
     "last_finished_at",
     "running_now",
     "queued_now",
+    "queue",
+    "queue_paused",
+    "held",
+    "max_concurrency",
+    "concurrency_key",
+    "rate_limit",
 )
 
 SHORT_STATUS = {
@@ -88,10 +104,14 @@ def list_jobs(
         rows.sort(key=lambda row: row["name"])
     for row in rows:
         row["schedule_description"] = describe(row["schedule"], row["timezone"])
+        row["held"] = held(row)
     if as_json:
         output.emit_json([output.pick(row, LIST_JSON_KEYS) for row in rows])
         return
-    t = output.table("JOB", "EXTENSION", "SCHEDULE", "STATE", "REGISTERED", "NEXT RUN", "LAST")
+    t = output.table(
+        "JOB", "EXTENSION", "SCHEDULE", "STATE", "REGISTERED", "NEXT RUN", "LAST", "QUEUE",
+        "LIMITS",
+    )  # fmt: skip
     for row in rows:
         schedule = "on demand"
         if row["schedule"]:
@@ -104,6 +124,8 @@ def list_jobs(
             registered(row),
             output.relative(row["next_fire_at"], now),
             output.status(row["last_status"]) if row["last_status"] else "-",
+            output.text(row["queue"]),
+            output.text(limits(row)),
         )
     output.print_table(t, f"no jobs with tag {tag!r}" if tag else "no jobs registered")
 
@@ -122,6 +144,8 @@ def status(name: str | None, as_json: bool, dsn: str, schema: str) -> None:
             db.require_job(name)
         rows = db.all("job_status", job=name, recent=5)
         now = db.now()
+    for row in rows:
+        row["held"] = held(row)
     if as_json:
         output.emit_json(rows)
         return
@@ -139,7 +163,7 @@ def status(name: str | None, as_json: bool, dsn: str, schema: str) -> None:
         t.add_row(
             output.text(row["name"]),
             last,
-            "paused" if row["paused"] else output.relative(row["next_fire_at"], now),
+            _next_run(row, now),
             str(row["running_now"]),
             str(row["queued_now"]),
             " ".join(SHORT_STATUS.get(s, s) for s in row["recent"]) or "-",
@@ -151,6 +175,14 @@ def status(name: str | None, as_json: bool, dsn: str, schema: str) -> None:
     output.print_table(t, "no jobs registered")
     if name is not None and rows and rows[0]["last_message"]:
         output.echo(f"last message: {output.truncate(rows[0]['last_message'], 160)}")
+
+
+def _next_run(row: dict[str, Any], now: datetime) -> str:
+    """When the job runs next: ``paused`` or ``paused (queue)`` while a pause holds its runs."""
+    reason = row["held"]
+    if reason is not None:
+        return "paused" if reason == "job paused" else "paused (queue)"
+    return output.relative(row["next_fire_at"], now)
 
 
 @jobs.command("history")
@@ -173,35 +205,54 @@ def history(
 @click.argument("name")
 @database_options
 def pause(name: str, dsn: str, schema: str) -> None:
-    """Stop ticking a job's schedule (kept in Postgres, for every worker) until resumed."""
-    with open_database(dsn, schema) as db:
-        before = _db_job(db, name)
-        with db.conn.transaction():
-            db.one("pause_job", job=name)
-            db.notify("job")
-    if before["paused"]:
-        click.echo(f"job {name} was already paused")
-    else:
-        click.echo(f"job {name} paused: no ticks until `pgjobs jobs resume {name}`")
+    """Hold a job (kept in Postgres, for every worker) until resumed: no ticks, and its queued
+    runs of every trigger wait; running runs finish."""
+    row = _switch(name, "pause_job", dsn, schema)
+    if row is None:
+        output.echo(f"job {name} was already paused")
+        return
+    output.echo(
+        f"job {name} paused: no ticks, and its queued runs of every trigger (schedule, manual, "
+        f"enqueue, retry) wait until `pgjobs jobs resume {name}`; running runs finish "
+        f"({row['queued']} queued, {row['running']} running)"
+    )
 
 
 @jobs.command("resume")
 @click.argument("name")
 @database_options
 def resume(name: str, dsn: str, schema: str) -> None:
-    """Tick a paused job's schedule again; missed ticks follow its misfire policy."""
+    """Release a paused job: its queued runs can start and its schedule ticks again; missed
+    ticks follow its misfire policy."""
+    row = _switch(name, "resume_job", dsn, schema)
+    if row is None:
+        output.echo(f"job {name} was not paused")
+        return
+    queued, held, queue = row["queued"], row["held"], row["queue"]
+    free = f"{queued - held} of its {queued}" if held else f"its {queued}"
+    line = f"job {name} resumed: {free} queued run(s) can start again"
+    if held:
+        paused = row["held_queues"]
+        command = f"pgjobs queues resume {paused[0] if len(paused) == 1 else 'QUEUE'}"
+        which = f"queue {paused[0]}" if len(paused) == 1 else f"queues {', '.join(paused)}"
+        line += f"; {held} wait for the pause of {which}: `{command}`"
+    elif row["queue_paused"]:
+        line += f"; its queue {queue} is paused: its runs wait until `pgjobs queues resume {queue}`"
+    if row["schedule"]:
+        line += f"; ticks it missed follow its misfire policy ({row['misfire']})"
+    output.echo(line)
+
+
+def _switch(name: str, query: str, dsn: str, schema: str) -> dict[str, Any] | None:
+    """Pause or resume job ``name`` with ``query``, guarded by the state it changes: its row, or
+    None when it was in the other state already; an unknown job is an error."""
     with open_database(dsn, schema) as db:
-        before = _db_job(db, name)
+        _db_job(db, name)
         with db.conn.transaction():
-            after = db.one("resume_job", job=name)
-            db.notify("job")
-    assert after is not None
-    if not before["paused"]:
-        click.echo(f"job {name} was not paused")
-    else:
-        click.echo(
-            f"job {name} resumed; ticks it missed follow its misfire policy ({after['misfire']})"
-        )
+            row = db.one(query, job=name)
+            if row is not None:
+                db.notify("job")
+    return row
 
 
 def _db_job(db: Database, name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ be looked at too.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +16,7 @@ import click
 
 from pgjobs.cli import output
 from pgjobs.cli.options import (
+    Database,
     code_options,
     database_options,
     json_option,
@@ -22,8 +24,23 @@ from pgjobs.cli.options import (
     optional_registry,
 )
 from pgjobs.errors import ConfigError
+from pgjobs.limits import CALLABLE_PREFIX
+from pgjobs.metrics import WAIT_REASONS, count_waits
 from pgjobs.registry import JobDefinition
 from pgjobs.schedule import CronSchedule
+
+BUSIEST_KEYS = 3
+"""Concurrency keys ``jobs show`` names with their running runs, the busiest first."""
+
+WAIT_WORDS = {
+    "scheduled": "not due yet",
+    "job paused": "on the job's pause",
+    "queue paused": "on the queue's pause",
+    "concurrency": "on concurrency",
+    "rate limit": "on rate limit",
+    "worker": "for a worker",
+}
+"""How ``jobs show`` says what a number of queued runs wait for (run_waits' reasons)."""
 
 
 def code_only_row(d: JobDefinition, now: datetime) -> dict[str, Any]:
@@ -47,6 +64,12 @@ def code_only_row(d: JobDefinition, now: datetime) -> dict[str, Any]:
         "last_finished_at": None,
         "running_now": 0,
         "queued_now": 0,
+        "queue": d.queue,
+        "queue_paused": False,
+        "overlap": d.overlap,
+        "max_concurrency": d.max_concurrency,
+        "concurrency_key": d.concurrency_key_label,
+        "rate_limit": str(d.rate_limit) if d.rate_limit is not None else None,
     }
 
 
@@ -60,12 +83,46 @@ def describe(schedule: str | None, timezone: str) -> str | None:
         return schedule
 
 
-def state(row: dict[str, Any]) -> str:
-    """``enabled``, ``disabled``, ``paused`` or ``disabled, paused``."""
-    words = ["enabled" if row["enabled"] else "disabled"]
+def held(row: dict[str, Any]) -> str | None:
+    """``job paused`` or ``queue paused`` when a pause holds the job's runs (its own first, as
+    run_waits says), else None."""
     if row["paused"]:
-        words = ["paused"] if row["enabled"] else [*words, "paused"]
+        return "job paused"
+    return "queue paused" if row.get("queue_paused") else None
+
+
+def state(row: dict[str, Any]) -> str:
+    """``enabled``, ``disabled``, ``paused``, ``paused (queue)`` (its queue's pause holds it),
+    or ``disabled, paused``."""
+    words = ["enabled" if row["enabled"] else "disabled"]
+    pause = {"job paused": "paused", "queue paused": "paused (queue)", None: None}[held(row)]
+    if pause is not None:
+        words = [pause] if row["enabled"] else [*words, pause]
     return ", ".join(words)
+
+
+def concurrency_limit(row: dict[str, Any]) -> int | None:
+    """How many runs of the job may run at once (per concurrency key when it has one): its
+    ``max_concurrency``, else 1 with overlap ``skip``, else None (no limit)."""
+    if row["max_concurrency"] is not None:
+        return int(row["max_concurrency"])
+    return 1 if row["overlap"] == "skip" else None
+
+
+def limits(row: dict[str, Any]) -> str:
+    """The limits a job declares, compactly: ``max 5 per tenant, 100/m``; ``-`` for none."""
+    parts = []
+    if row["max_concurrency"] is not None:
+        key = row["concurrency_key"]
+        per = "" if key is None else f" per {_key_label(key)}"
+        parts.append(f"max {row['max_concurrency']}{per}")
+    if row["rate_limit"]:
+        parts.append(str(row["rate_limit"]))
+    return ", ".join(parts) or "-"
+
+
+def _key_label(key: str) -> str:
+    return f"{key.removeprefix(CALLABLE_PREFIX)}()" if key.startswith(CALLABLE_PREFIX) else key
 
 
 def registered(row: dict[str, Any]) -> str:
@@ -94,7 +151,11 @@ def show(
         row = db.one("get_job", job=name)
         if row is None and definition is None:
             raise db.unknown_job(name, code=code)
-    job = _show_row(row, definition, now)
+        controls = _controls(db, name) if row is not None else _NO_CONTROLS
+        waits = db.all("waiting_runs", job=name) if row is not None else []
+    job = {**_show_row(row, definition, now), **controls}
+    job["concurrency_limit"] = concurrency_limit(job)
+    job["waiting"] = count_waits(waits, "job").get(name, dict.fromkeys(WAIT_REASONS, 0))
     fires = _fire_times(job["schedule"], job["timezone"], now, 5)
     if as_json:
         output.emit_json({**job, "next_fire_times": fires})
@@ -115,7 +176,12 @@ def show(
         ),
         ("overlap", job["overlap"]),
         ("misfire", _misfire(job)),
-        ("queue", f"{job['queue']} (priority {job['priority']})"),
+        ("queue", _queue_text(job, now)),
+        ("concurrency", _concurrency_text(job)),
+        ("concurrency key", _key_text(job["concurrency_key"])),
+        ("rate limit", _rate_text(job["rate_limit"], job["job_tokens"])),
+        ("running", _running_text(job)),
+        ("waiting", _waiting_text(waits)),
         ("parameters", output.compact_json(job["parameters"]) if job["parameters"] else None),
         ("registered", _registration(job, now)),
         ("last tick", output.timestamp(job["last_tick_at"], now)),
@@ -189,6 +255,98 @@ def _schedule_origin(job: dict[str, Any], definition: JobDefinition | None) -> s
             f"({definition.timezone}); workers use the database's until one registers that"
         )
     return "; ".join(lines)
+
+
+_NO_CONTROLS: dict[str, Any] = {
+    "queue_paused_at": None,
+    "queue_rate_limit": None,
+    "running_keys": 0,
+    "running_by_key": [],
+    "job_tokens": None,
+    "queue_tokens": None,
+}
+"""What ``job_controls`` says of a job only the loaded code defines."""
+
+
+def _controls(db: Database, name: str) -> dict[str, Any]:
+    row = db.one("job_controls", job=name, keys=BUSIEST_KEYS)
+    return {**_NO_CONTROLS, **(row or {})}
+
+
+def _queue_text(job: dict[str, Any], now: datetime) -> str:
+    text = f"{job['queue']} (priority {job['priority']})"
+    if job["queue_paused"]:
+        since = output.timestamp(job["queue_paused_at"], now)
+        text += f"; paused since {since}: `pgjobs queues resume {job['queue']}`"
+    if job["queue_rate_limit"]:
+        text += (
+            f"; the queue's rate limit: {_rate_text(job['queue_rate_limit'], job['queue_tokens'])}"
+        )
+    return text
+
+
+def _concurrency_text(job: dict[str, Any]) -> str:
+    limit = job["concurrency_limit"]
+    if limit is None:
+        return "no limit (overlap allow)"
+    if job["max_concurrency"] is None:
+        return "1 run at a time (overlap skip)"
+    per = " per concurrency key" if job["concurrency_key"] else ""
+    return f"at most {limit} run(s) at a time{per}, across all workers"
+
+
+def _key_text(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if key.startswith(CALLABLE_PREFIX):
+        return f"computed by {key.removeprefix(CALLABLE_PREFIX)} from the payload when enqueued"
+    return f"the payload's field {key!r}"
+
+
+def _rate_text(rate: str | None, tokens: float | None) -> str | None:
+    if not rate:
+        return None
+    if tokens is None:  # no claim took a token yet: the bucket is full
+        return str(rate)
+    return f"{rate} ({math.floor(tokens)} may start now)"
+
+
+def _running_text(job: dict[str, Any]) -> str:
+    running, limit = job["running_now"], job["concurrency_limit"]
+    if limit is None:
+        return str(running)
+    if not job["concurrency_key"]:
+        return f"{running} of {limit} allowed"
+    busiest = ", ".join(
+        f"{'(no key)' if k['key'] is None else k['key']} {k['running']} of {limit}"
+        for k in job["running_by_key"]
+    )
+    keys = job["running_keys"]
+    more = (
+        f" (+{keys - len(job['running_by_key'])} more)" if keys > len(job["running_by_key"]) else ""
+    )
+    return f"{running} in {keys} key(s), at most {limit} per key" + (
+        f"; busiest: {busiest}{more}" if busiest else ""
+    )
+
+
+def _waiting_text(waits: list[dict[str, Any]]) -> str:
+    """``12 on concurrency (5 of 5 running), 3 on rate limit (...)``; ``none``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in waits:
+        groups.setdefault(row["waiting_for"], []).append(row)
+    parts = []
+    for reason in WAIT_REASONS:
+        rows = groups.get(reason, [])
+        if not rows:
+            continue
+        details = {row["detail"] for row in rows}
+        detail = details.pop() if len(details) == 1 else None
+        if detail is None and reason == "concurrency":
+            detail = f"across {sum(row['keys'] for row in rows)} keys"
+        runs = sum(row["runs"] for row in rows)
+        parts.append(f"{runs} {WAIT_WORDS[reason]}" + (f" ({detail})" if detail else ""))
+    return ", ".join(parts) or "none"
 
 
 def _misfire(job: dict[str, Any]) -> str:

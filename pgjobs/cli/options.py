@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 
 from pgjobs.db import connect, first_line, resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, UnknownJobError
+from pgjobs.limits import name_error
 from pgjobs.migrations import check_schema
 from pgjobs.registry import Registry, load_registry, suggest
 from pgjobs.store import Queries
@@ -96,6 +97,19 @@ def duration_callback(
         return parse_duration(value)
     except ConfigError as exc:
         raise ConfigError(f"--{(param.name or '').replace('_', '-')}: {exc}") from None
+
+
+def queue_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback checking a queue's name: not empty, no NUL, at most 200 characters.
+
+    A bad name is a one-line :class:`ConfigError` (exit code 2).
+    """
+    if value is None:
+        return None
+    reason = name_error("queue name", value)
+    if reason is not None:
+        raise ConfigError(reason)
+    return value
 
 
 def parse_payload(text: str | None) -> dict[str, Any] | None:

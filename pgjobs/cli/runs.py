@@ -21,8 +21,10 @@ from pgjobs.cli.options import (
     duration_callback,
     json_option,
     open_database,
+    queue_callback,
 )
 from pgjobs.errors import ConfigError, PgJobsError
+from pgjobs.metrics import WAIT_REASONS
 
 RETRYABLE = ("failed", "timed_out", "abandoned", "cancelled")
 
@@ -56,6 +58,19 @@ RUN_JSON_KEYS = (
     "payload",
     "parameters",
     "cancel_requested_at",
+)
+
+WAIT_JSON_KEYS = (
+    "id",
+    "job",
+    "queue",
+    "trigger",
+    "priority",
+    "scheduled_for",
+    "concurrency_key",
+    "waiting_for",
+    "detail",
+    "waiting_seconds",
 )
 
 
@@ -130,7 +145,7 @@ def run_filter_options(limit: int) -> Callable[[F], F]:
 
 @click.group(name="runs")
 def runs() -> None:
-    """Inspect and steer runs: list, show, retry, cancel, prune."""
+    """Inspect and steer runs: list, show, waits, retry, cancel, prune."""
 
 
 @runs.command("list")
@@ -155,6 +170,86 @@ def list_runs(
     with open_database(dsn, schema) as db:
         rows = fetch_runs(db, job=job, status=status, since=since, limit=limit)
         print_runs(rows, db.now(), as_json=as_json)
+    if not as_json and any(row["status"] == "queued" for row in rows):
+        click.echo("\nwhat the queued runs wait for: pgjobs runs waits")
+
+
+@runs.command("waits")
+@click.option("--job", help="Only runs of this job.")
+@click.option("--queue", callback=queue_callback, help="Only runs in this queue.")
+@click.option("--reason", type=click.Choice(WAIT_REASONS), help="Only runs waiting for this.")
+@click.option("--newest", is_flag=True, help="Newest first (default: the longest waiting first).")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many runs.",
+)
+@json_option
+@database_options
+def waits(
+    job: str | None,
+    queue: str | None,
+    reason: str | None,
+    newest: bool,
+    limit: int,
+    as_json: bool,
+    dsn: str,
+    schema: str,
+) -> None:
+    """Queued runs and what each waits for: its time, a pause (of its job or its queue), its
+    job's concurrency limit, a rate limit, or a worker (the run_waits view)."""
+    with open_database(dsn, schema) as db:
+        if job is not None:
+            db.require_job(job)
+        rows = fetch_waits(db, job=job, queue=queue, reason=reason, newest=newest, limit=limit)
+    if as_json:
+        output.emit_json([output.pick(row, WAIT_JSON_KEYS) for row in rows])
+        return
+    t = output.table("ID", "JOB", "QUEUE", "TRIGGER", "WAITING FOR", "DETAIL", "WAITED")
+    for row in rows:
+        t.add_row(
+            str(row["id"]),
+            output.text(row["job"]),
+            output.text(row["queue"]),
+            row["trigger"],
+            row["waiting_for"],
+            output.text(row["detail"] or ""),
+            _waited(row["waiting_seconds"]),
+        )
+    filtered = any(value is not None for value in (job, queue, reason))
+    output.print_table(t, "no queued runs match" if filtered else "no queued runs")
+
+
+def fetch_waits(
+    db: Database,
+    *,
+    limit: int,
+    job: str | None = None,
+    queue: str | None = None,
+    reason: str | None = None,
+    run_id: int | None = None,
+    newest: bool = False,
+) -> list[dict[str, Any]]:
+    """Queued runs with what each waits for (``run_waits``), the longest waiting first."""
+    return db.all(
+        "list_run_waits",
+        job=job,
+        queue=queue,
+        reason=reason,
+        id=run_id,
+        newest=newest,
+        limit=limit,
+    )
+
+
+def _waited(seconds: float) -> str:
+    """How long a run has waited, or when a run not due yet is due."""
+    if seconds < 0:
+        return f"due in {output.duration(-seconds)}"
+    return output.duration(seconds)
 
 
 @runs.command("show")
@@ -165,6 +260,8 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
     """Everything stored about one run, its error's traceback included."""
     with open_database(dsn, schema) as db:
         row = _get_run(db, run_id)
+        waits = fetch_waits(db, run_id=run_id, limit=1) if row["status"] == "queued" else []
+        wait = waits[0] if waits else None
         now = db.now()
     if as_json:
         output.emit_json(
@@ -177,6 +274,8 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
                 "error_traceback": row["error_traceback"],
                 "logs": row["logs"],
                 "retried_by": row["retried_by"],
+                "waiting_for": wait["waiting_for"] if wait else None,
+                "waiting_detail": wait["detail"] if wait else None,
             }
         )
         return
@@ -189,6 +288,7 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
             ("run", str(row["id"])),
             ("job", row["job"]),
             ("status", output.status(row["status"])),
+            ("waiting for", _wait_text(wait)),
             ("trigger", row["trigger"]),
             ("attempt", f"{row['attempt']} of {row['max_attempts']}"),
             ("retry of", str(row["retry_of"]) if row["retry_of"] else None),
@@ -301,6 +401,12 @@ def _get_run(db: Database, run_id: int) -> dict[str, Any]:
     if row is None:
         raise PgJobsError(f"no run with id {run_id}")
     return row
+
+
+def _wait_text(wait: dict[str, Any] | None) -> str | None:
+    if wait is None:
+        return None
+    return f"{wait['waiting_for']} ({wait['detail']})" if wait["detail"] else wait["waiting_for"]
 
 
 def _maybe(value: Any, render: Any) -> str | None:

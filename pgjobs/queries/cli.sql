@@ -3,11 +3,12 @@
 -- what an operator gets from psql.
 
 -- name: list_jobs
--- Every job in the database with its status, optionally only those carrying a tag.
+-- Every job in the database with its status and limits, optionally only those carrying a tag.
 SELECT s.name, s.extension, j.description, s.schedule, j.schedule_source, s.timezone, s.enabled,
        s.paused, j.paused_at, j.tags, s.registered, s.next_fire_at, j.last_tick_at,
        j.registered_by, j.registered_at, s.last_status, s.last_finished_at, s.running_now,
-       s.queued_now, j.max_attempts, j.priority, j.queue
+       s.queued_now, j.max_attempts, j.priority, j.queue, s.queue_paused, j.overlap,
+       j.max_concurrency, j.concurrency_key, j.rate_limit
 FROM {schema}.job_status s
 JOIN {schema}.jobs j ON j.name = s.name
 WHERE %(tag)s::text IS NULL OR %(tag)s::text = ANY (j.tags)
@@ -46,18 +47,79 @@ WHERE %(job)s::text IS NULL OR s.name = %(job)s::text
 ORDER BY s.name;
 
 -- name: pause_job
--- The runtime switch: a paused job's ticks are not materialised; its watermark stays where it is.
-UPDATE {schema}.jobs
-SET paused = true, paused_at = coalesce(paused_at, now()), updated_at = now()
-WHERE name = %(job)s
-RETURNING name, paused_at;
+-- The runtime switch: a paused job's ticks are not materialised (its watermark stays where it
+-- is) and its queued runs of every trigger are held; running runs finish. Guarded by the state it
+-- changes, so no row back means it was paused already; the trigger on `paused` wakes the workers.
+WITH paused AS (
+    UPDATE {schema}.jobs j
+    SET paused = true, paused_at = now(), updated_at = now()
+    WHERE j.name = %(job)s AND NOT j.paused
+    RETURNING j.name, j.paused_at
+)
+SELECT p.name, p.paused_at,
+       count(r.id) FILTER (WHERE r.status = 'queued') AS queued,
+       count(r.id) FILTER (WHERE r.status = 'running') AS running
+FROM paused p
+LEFT JOIN {schema}.runs r ON r.job = p.name AND r.status IN ('queued', 'running')
+GROUP BY p.name, p.paused_at;
 
 -- name: resume_job
--- Resuming keeps the watermark, so the job's misfire policy decides about the ticks it missed.
-UPDATE {schema}.jobs
+-- Resuming keeps the watermark, so the job's misfire policy decides about the ticks it missed,
+-- and releases its queued runs but those in a paused queue (`held`, in `held_queues`).
+-- `queue_paused`: the job's own queue, where its next runs go, is paused. No row back: it was
+-- not paused.
+UPDATE {schema}.jobs j
 SET paused = false, paused_at = NULL, updated_at = now()
-WHERE name = %(job)s
-RETURNING name, next_fire_at, misfire;
+WHERE j.name = %(job)s AND j.paused
+RETURNING j.name, j.schedule, j.next_fire_at, j.misfire, j.queue,
+          coalesce((SELECT q.paused FROM {schema}.queues q WHERE q.name = j.queue), false)
+              AS queue_paused,
+          (SELECT count(*) FROM {schema}.runs r
+           WHERE r.job = j.name AND r.status = 'queued') AS queued,
+          (SELECT count(*) FROM {schema}.runs r
+           JOIN {schema}.queues q ON q.name = r.queue AND q.paused
+           WHERE r.job = j.name AND r.status = 'queued') AS held,
+          ARRAY(SELECT DISTINCT r.queue FROM {schema}.runs r
+                JOIN {schema}.queues q ON q.name = r.queue AND q.paused
+                WHERE r.job = j.name AND r.status = 'queued'
+                ORDER BY r.queue) AS held_queues;
+
+-- name: job_controls
+-- What holds one job's runs back now, for `jobs show` and the dashboard's job page: its queue's
+-- pause and rate limit, its running runs per concurrency key (the busiest first, at most
+-- %(keys)s of them, and how many keys in all), and the tokens left in its and its queue's rate
+-- buckets (filled up to now, as the claim sees them; NULL for a bucket no claim made yet).
+SELECT coalesce(q.paused, false) AS queue_paused, q.paused_at AS queue_paused_at,
+       q.rate_limit AS queue_rate_limit,
+       coalesce(k.running, 0)::bigint AS running_now,
+       coalesce(k.keys, 0) AS running_keys,
+       coalesce(k.busiest, '[]'::jsonb) AS running_by_key,
+       b.job_tokens, b.queue_tokens
+FROM {schema}.jobs j
+LEFT JOIN {schema}.queues q ON q.name = j.queue
+LEFT JOIN LATERAL (
+    SELECT sum(g.running) AS running, count(*) AS keys,
+           jsonb_agg(jsonb_build_object('key', g.key, 'running', g.running)
+                     ORDER BY g.running DESC, g.key) FILTER (WHERE g.rank <= %(keys)s) AS busiest
+    FROM (
+        SELECT r.concurrency_key AS key, count(*) AS running,
+               row_number() OVER (ORDER BY count(*) DESC, r.concurrency_key) AS rank
+        FROM {schema}.runs r
+        WHERE r.job = j.name AND r.status = 'running'
+        GROUP BY r.concurrency_key
+    ) g
+) k ON true
+LEFT JOIN LATERAL (
+    SELECT max(t.available) FILTER (WHERE t.scope = 'job') AS job_tokens,
+           max(t.available) FILTER (WHERE t.scope = 'queue') AS queue_tokens
+    FROM (
+        SELECT b.scope, least(b.burst, b.tokens + b.rate
+                   * greatest(0, extract(epoch FROM now() - b.updated_at))) AS available
+        FROM {schema}.rate_buckets b
+        WHERE (b.scope, b.name) IN (('job', j.name), ('queue', j.queue))
+    ) t
+) b ON true
+WHERE j.name = %(job)s;
 
 -- name: list_runs
 -- Past and current runs, newest first, from the run_history view.
@@ -153,6 +215,65 @@ SELECT r.job, 'retry', now(), r.attempt + 1, greatest(r.max_attempts, r.attempt 
 FROM {schema}.runs r
 WHERE r.id = %(id)s AND r.status IN ('failed', 'timed_out', 'abandoned', 'cancelled')
 RETURNING id, job, attempt;
+
+-- name: list_run_waits
+-- Queued runs with what each waits for (the run_waits view), the longest waiting first or the
+-- newest first, optionally of one job, one queue, one reason or one run.
+SELECT w.id, w.job, w.queue, w.trigger, w.priority, w.scheduled_for, w.concurrency_key,
+       w.waiting_for, w.detail, w.waiting_seconds
+FROM {schema}.run_waits w
+WHERE (%(job)s::text IS NULL OR w.job = %(job)s::text)
+  AND (%(queue)s::text IS NULL OR w.queue = %(queue)s::text)
+  AND (%(reason)s::text IS NULL OR w.waiting_for = %(reason)s::text)
+  AND (%(id)s::bigint IS NULL OR w.id = %(id)s::bigint)
+ORDER BY CASE WHEN %(newest)s THEN w.scheduled_for END DESC,
+         CASE WHEN %(newest)s THEN w.id END DESC,
+         w.scheduled_for, w.id
+LIMIT %(limit)s;
+
+-- name: pause_queue
+-- Hold every queued run of a queue, of any job and trigger; running runs finish. A queue without
+-- a row (running and unlimited) gets one. Guarded by the state it changes: no row back means it
+-- was paused already. The trigger on `queues` wakes the workers.
+WITH paused AS (
+    INSERT INTO {schema}.queues AS q (name, paused, paused_at, updated_at)
+    VALUES (%(queue)s, true, now(), now())
+    ON CONFLICT (name) DO UPDATE
+    SET paused = true, paused_at = now(), updated_at = now()
+    WHERE NOT q.paused
+    RETURNING q.name, q.paused_at
+)
+SELECT p.name, p.paused_at,
+       count(r.id) FILTER (WHERE r.status = 'queued') AS queued,
+       count(r.id) FILTER (WHERE r.status = 'running') AS running
+FROM paused p
+LEFT JOIN {schema}.runs r ON r.queue = p.name AND r.status IN ('queued', 'running')
+GROUP BY p.name, p.paused_at;
+
+-- name: resume_queue
+-- Release a paused queue's runs (its row stays, with its rate limit), except those of jobs paused
+-- on their own, which it names. No row back: it was not paused.
+UPDATE {schema}.queues q
+SET paused = false, paused_at = NULL, updated_at = now()
+WHERE q.name = %(queue)s AND q.paused
+RETURNING q.name,
+          (SELECT count(*) FROM {schema}.runs r
+           WHERE r.queue = q.name AND r.status = 'queued') AS queued,
+          ARRAY(SELECT j.name FROM {schema}.jobs j WHERE j.queue = q.name AND j.paused
+                ORDER BY j.name) AS paused_jobs;
+
+-- name: get_queue
+-- One queue's row (NULL columns for a queue without one) and whether anything uses it: a job,
+-- a queued or running run, a live worker.
+SELECT %(queue)s::text AS name, coalesce(q.paused, false) AS paused, q.paused_at, q.rate_limit,
+       EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.queue = %(queue)s::text)
+       OR EXISTS (SELECT 1 FROM {schema}.runs r
+                  WHERE r.queue = %(queue)s::text AND r.status IN ('queued', 'running'))
+       OR EXISTS (SELECT 1 FROM {schema}.workers w
+                  WHERE %(queue)s::text = ANY (w.queues) AND w.state = 'running'
+                    AND w.expires_at > now()) AS in_use
+FROM (SELECT 1) one
+LEFT JOIN {schema}.queues q ON q.name = %(queue)s::text;
 
 -- name: list_workers
 -- Workers with their liveness and how many runs each is executing now.
