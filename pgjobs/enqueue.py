@@ -11,7 +11,8 @@ driver (``postgresql+psycopg://``): the insert then joins the SQLAlchemy transac
 if none is open. SQLAlchemy is imported only when such an object is passed.
 
 A job is known to the queue once a worker that registers it has started (its row in ``jobs``);
-its row gives the defaults for priority, queue and attempts.
+its row gives the defaults for priority, queue and attempts, and says how a run's concurrency key
+is found (see :func:`enqueue`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -29,7 +30,15 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pgjobs.db import resolve_schema
+from pgjobs.discovery import exception_line
 from pgjobs.errors import ConfigError, PgJobsError, UnknownJobError
+from pgjobs.job import Job
+from pgjobs.limits import (
+    MAX_KEY_BYTES,
+    concurrency_key_label,
+    concurrency_key_of,
+    declared_concurrency_key,
+)
 from pgjobs.store import Queries
 
 #: Largest payload accepted, in bytes of its JSON text, unless ``PGJOBS_MAX_PAYLOAD_BYTES`` says.
@@ -46,6 +55,9 @@ _INT4 = 2**31
 # more rounds than this means something keeps claiming and re-queuing it.
 _DEDUP_ROUNDS = 3
 
+JobRef: TypeAlias = str | type[Job] | Job
+"""A job to enqueue: its name, or its :class:`~pgjobs.Job` class or instance."""
+
 _Row: TypeAlias = tuple[Any, ...]
 _Statement: TypeAlias = tuple[str, Mapping[str, Any]]
 _Plan: TypeAlias = Generator[_Statement, list[_Row], list[int]]
@@ -56,18 +68,19 @@ class EnqueueRequest:
     """One run to enqueue with :func:`enqueue_many`; the fields mean what :func:`enqueue`'s
     arguments mean. A plain dict with these keys is accepted wherever a request is."""
 
-    job: str
+    job: JobRef
     payload: Mapping[str, Any] | None = None
     run_at: datetime | None = None
     priority: int | None = None
     queue: str | None = None
     dedup_key: str | None = None
     parameters: Mapping[str, str] | None = None
+    concurrency_key: str | None = None
 
 
 async def enqueue(
     conn: Any,
-    job: str,
+    job: JobRef,
     payload: Mapping[str, Any] | None = None,
     *,
     run_at: datetime | None = None,
@@ -75,6 +88,7 @@ async def enqueue(
     queue: str | None = None,
     dedup_key: str | None = None,
     parameters: Mapping[str, str] | None = None,
+    concurrency_key: str | None = None,
     schema: str | None = None,
 ) -> int:
     """Queue a run of ``job`` in the caller's transaction and return the run's id.
@@ -89,18 +103,27 @@ async def enqueue(
     run has started, the same key queues a new run. No text may hold a NUL character.
     ``schema`` defaults to ``PGJOBS_SCHEMA``, else ``pgjobs``.
 
+    ``job`` is the job's name, or its :class:`~pgjobs.Job` class or instance. The run's
+    concurrency key (what the job's ``max_concurrency`` counts runs by) is ``concurrency_key``
+    when given (the same limits as a ``dedup_key``); else, when the job's key is a payload
+    field, that field's value in ``payload``; when its key is a callable, the callable's result
+    for ``payload``, which only the job's class can give: enqueueing such a job by name without
+    ``concurrency_key`` raises :class:`ConfigError`.
+
     Raises :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered
     ``job``, and :class:`ConfigError` for an invalid argument; neither leaves anything behind
     or aborts the caller's transaction.
     """
-    request = EnqueueRequest(job, payload, run_at, priority, queue, dedup_key, parameters)
+    request = EnqueueRequest(
+        job, payload, run_at, priority, queue, dedup_key, parameters, concurrency_key
+    )
     ids = await enqueue_many(conn, [request], schema=schema)
     return ids[0]
 
 
 def enqueue_sync(
     conn: Any,
-    job: str,
+    job: JobRef,
     payload: Mapping[str, Any] | None = None,
     *,
     run_at: datetime | None = None,
@@ -108,11 +131,14 @@ def enqueue_sync(
     queue: str | None = None,
     dedup_key: str | None = None,
     parameters: Mapping[str, str] | None = None,
+    concurrency_key: str | None = None,
     schema: str | None = None,
 ) -> int:
     """:func:`enqueue` for sync code: ``conn`` is a psycopg ``Connection`` or a SQLAlchemy
     ``Connection`` or ``Session``. Same arguments, same guarantees."""
-    request = EnqueueRequest(job, payload, run_at, priority, queue, dedup_key, parameters)
+    request = EnqueueRequest(
+        job, payload, run_at, priority, queue, dedup_key, parameters, concurrency_key
+    )
     return enqueue_many_sync(conn, [request], schema=schema)[0]
 
 
@@ -149,7 +175,8 @@ def enqueue_many_sync(
 @dataclass(frozen=True)
 class _Prepared:
     """Validated requests as columns, in request order: payloads and parameters as JSON text
-    (``null`` for none), run_ats in microseconds since the Unix epoch."""
+    (``null`` for none), run_ats in microseconds since the Unix epoch. ``computed_keys`` are the
+    keys the job classes' callables gave (``""`` for none), None where no class was given."""
 
     jobs: list[str]
     payloads: list[str]
@@ -158,6 +185,8 @@ class _Prepared:
     priorities: list[int | None]
     queues: list[str | None]
     dedup_keys: list[str | None]
+    concurrency_keys: list[str | None]
+    computed_keys: list[str | None]
 
     def subset(self, indexes: Sequence[int]) -> _Prepared:
         if len(indexes) == len(self.jobs):
@@ -173,6 +202,8 @@ class _Prepared:
             ("priority", self.priorities),
             ("queue", self.queues),
             ("dedup_key", self.dedup_keys),
+            ("concurrency_key", self.concurrency_keys),
+            ("computed_key", self.computed_keys),
         ):
             if values.count(None) != len(values):
                 columns[key] = values
@@ -193,7 +224,7 @@ _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=
 
 def _prepare(requests: Iterable[EnqueueRequest | Mapping[str, Any]]) -> _Prepared:
     limit = max_payload_bytes()
-    prepared = _Prepared([], [], [], [], [], [], [])
+    prepared = _Prepared([], [], [], [], [], [], [], [], [])
     items = requests if isinstance(requests, Sequence) else list(requests)
     for index, item in enumerate(items):
         try:
@@ -220,16 +251,19 @@ def _as_request(item: EnqueueRequest | Mapping[str, Any]) -> EnqueueRequest:
 def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> None:
     """Check one request and append it to ``into``: a bad value fails here, before any
     statement, so it can never abort the caller's transaction."""
+    code = request.job if _is_job(request.job) else None
+    given_job: object = request.job if code is None else getattr(code, "name", None)
     for name, given in (
-        ("job", request.job),
+        ("job", given_job),
         ("queue", request.queue),
         ("dedup_key", request.dedup_key),
+        ("concurrency_key", request.concurrency_key),
     ):
-        if isinstance(given, str) and "\x00" in given:
-            raise ConfigError(f"{name} contains a NUL character, which Postgres cannot store")
-    job = _text(request.job)
+        if isinstance(given, str):
+            _refuse_nul(name, given)
+    job = _text(given_job)
     if job is None or not job.strip():
-        raise ConfigError(f"job must be a job name, got {request.job!r}")
+        raise ConfigError(f"job must be a job name or a Job class, got {request.job!r}")
     run_at = request.run_at
     if run_at is not None and (not isinstance(run_at, datetime) or run_at.utcoffset() is None):
         raise ConfigError(f"run_at must be an aware datetime (with a time zone), got {run_at!r}")
@@ -241,21 +275,22 @@ def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> Non
     ):
         raise ConfigError(f"priority must be a 32-bit integer, got {priority!r}")
     queue, dedup_key = _text(request.queue), _text(request.dedup_key)
+    concurrency_key = _text(request.concurrency_key)
     for name, value, given in (
         ("queue", queue, request.queue),
         ("dedup_key", dedup_key, request.dedup_key),
+        ("concurrency_key", concurrency_key, request.concurrency_key),
     ):
         if given is not None and not value:
             raise ConfigError(f"{name} must be a non-empty string, got {given!r}")
-    if dedup_key is not None and _utf8_over(dedup_key, MAX_DEDUP_KEY_BYTES):
-        raise ConfigError(
-            f"dedup_key is {len(dedup_key.encode('utf-8'))} bytes, over the limit of "
-            f"{MAX_DEDUP_KEY_BYTES}: use a hash of a long key (e.g. its SHA-256 in hex)"
-        )
+    _check_key("dedup_key", dedup_key, MAX_DEDUP_KEY_BYTES)
+    _check_key("concurrency_key", concurrency_key, MAX_KEY_BYTES)
+    payload = "null" if request.payload is None else _payload_json(request.payload, limit)
+    computed = None
+    if code is not None and concurrency_key is None:
+        computed = _computed_key(code, job, request.payload)
     into.jobs.append(job)
-    into.payloads.append(
-        "null" if request.payload is None else _payload_json(request.payload, limit)
-    )
+    into.payloads.append(payload)
     into.parameters.append(
         "null" if request.parameters is None else _parameters_json(request.parameters, limit)
     )
@@ -264,6 +299,44 @@ def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> Non
     into.priorities.append(priority)
     into.queues.append(queue)
     into.dedup_keys.append(dedup_key)
+    into.concurrency_keys.append(concurrency_key)
+    into.computed_keys.append(computed)
+
+
+def _is_job(job: object) -> bool:
+    return isinstance(job, Job) or (isinstance(job, type) and issubclass(job, Job))
+
+
+def _computed_key(code: Any, job: str, payload: Mapping[str, Any] | None) -> str | None:
+    """The concurrency key the callable ``concurrency_key`` of ``code`` (a Job class or
+    instance) gives ``payload``, ``""`` when it gives none; None when its key is no callable."""
+    key = declared_concurrency_key(code)
+    if key is None or isinstance(key, str) or not callable(key):
+        return None
+    label = concurrency_key_label(key)
+    try:
+        computed = concurrency_key_of(key, payload)
+    except Exception as err:
+        raise ConfigError(f"job {job!r}: {label} raised {exception_line(err)}") from None
+    _check_key(f"the concurrency key {label} computed", computed, MAX_KEY_BYTES)
+    return computed or ""
+
+
+def _check_key(name: str, key: str | None, limit: int) -> None:
+    """Refuse a key that Postgres cannot store or that is too long for a B-tree index entry."""
+    if key is None:
+        return
+    _refuse_nul(name, key)
+    if _utf8_over(key, limit):
+        raise ConfigError(
+            f"{name} is {len(key.encode('utf-8'))} bytes, over the limit of {limit}: "
+            "use a hash of a long key (e.g. its SHA-256 in hex)"
+        )
+
+
+def _refuse_nul(name: str, text: str) -> None:
+    if "\x00" in text:
+        raise ConfigError(f"{name} contains a NUL character, which Postgres cannot store")
 
 
 def check_run_input(
@@ -382,6 +455,9 @@ def _plan(prepared: _Prepared, queries: Queries) -> _Plan:
         if unknown:
             names = yield queries["job_names"], {}
             raise _unknown_job(unknown[0], [name for (name,) in names])
+        refused = sorted((kind, job, key) for kind, _, job, key in rows if kind in _REFUSALS)
+        if refused:
+            raise _REFUSALS[refused[0][0]](*refused[0][1:])
         plain = sorted(
             run_id for kind, run_id, _, key in rows if kind == "inserted" and key is None
         )
@@ -425,6 +501,19 @@ def _plan(prepared: _Prepared, queries: Queries) -> _Plan:
             f"{prepared.dedup_keys[index]!r}: its queued run kept changing state"
         )
     return [run_id for run_id in ids if run_id is not None]
+
+
+_REFUSALS: dict[str, Callable[[str, str], ConfigError]] = {
+    "keyless": lambda job, key: ConfigError(
+        f"job {job!r} computes its concurrency key in code: "
+        "pass concurrency_key=... or enqueue the Job class"
+    ),
+    "long key": lambda job, field: ConfigError(
+        f"job {job!r}: the payload field {field!r}, its concurrency key, holds more than "
+        f"{MAX_KEY_BYTES} bytes: pass concurrency_key= with a hash of it"
+    ),
+}
+"""What ``enqueue_runs`` refuses, other than an unknown job: the error for (job, its key)."""
 
 
 def _ids_by_dedup_key(rows: Iterable[_Row]) -> dict[tuple[str, str], int]:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import ConfigError, EnqueueRequest, UnknownJobError
+from pgjobs import ConfigError, EnqueueRequest, Job, UnknownJobError
 from tests.workers import Workers, rows, scalar, wait_until, worker_pool
 
 
@@ -229,6 +229,16 @@ def test_an_enqueue_without_a_dedup_key_does_not_read_runs(conn: psycopg.Connect
     assert int(conn.execute("SELECT count(*) FROM pgjobs.runs").fetchone()[0]) == 10
 
 
+def test_the_enqueue_statement_is_short_enough_for_psycopg_to_keep_its_parse() -> None:
+    # psycopg parses the placeholders of a statement over 4096 characters again on every
+    # execution (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH): a sixth of a single enqueue's
+    # time. Its comments belong above the query's name line, not in it.
+    from pgjobs.store import Queries
+
+    longest_schema = "s" * 63
+    assert len(Queries(longest_schema)["enqueue_runs"]) <= 4096
+
+
 # -- dedup keys ---------------------------------------------------------------------------------
 
 
@@ -418,6 +428,11 @@ def test_with_no_job_registered_the_error_says_when_a_job_becomes_known(dsn: str
         ({"dedup_key": "k" * 513}, "dedup_key is 513 bytes, over the limit of 512: use a hash"),
         ({"dedup_key": "é" * 257}, "dedup_key is 514 bytes, over the limit of 512"),
         ({"dedup_key": "k" * 9000}, "dedup_key is 9000 bytes, over the limit of 512"),
+        ({"concurrency_key": ""}, "concurrency_key must be a non-empty string, got ''"),
+        ({"concurrency_key": 7}, "concurrency_key must be a non-empty string, got 7"),
+        ({"concurrency_key": "k\x00"}, "concurrency_key contains a NUL character, which"),
+        ({"concurrency_key": "k" * 513}, "concurrency_key is 513 bytes, over the limit of 512"),
+        ({"concurrency_key": "é" * 257}, "concurrency_key is 514 bytes, over the limit of 512"),
         ({"parameters": {"a": "x" * 300_000}}, "parameters are 300009 bytes of JSON, over the"),
     ],
 )
@@ -462,6 +477,8 @@ def test_a_refused_enqueue_leaves_the_callers_transaction_working(dsn: str) -> N
             {"parameters": {"blob": "x" * (256 * 1024)}},
             {"queue": "a\x00b"},
             {"dedup_key": "a\x00b"},
+            {"concurrency_key": "k" * 9000},
+            {"concurrency_key": "a\x00b"},
         ):
             with pytest.raises(ConfigError):
                 pgjobs.enqueue_sync(conn, "t-echo", **bad)  # type: ignore[arg-type]
@@ -489,6 +506,180 @@ def test_a_bad_request_in_a_batch_is_named_by_its_position(dsn: str) -> None:
             pgjobs.enqueue_many_sync(conn, [{"payload": {}}, {"job": "t-echo"}])
         with pytest.raises(ConfigError, match=r"^request 1: expected an EnqueueRequest or a dict"):
             pgjobs.enqueue_many_sync(conn, [{"job": "t-echo"}, "t-echo"])  # type: ignore[list-item]
+
+
+# -- concurrency keys ---------------------------------------------------------------------------
+
+
+def tenant_of(payload: Any) -> Any:
+    return payload["tenant"].upper() if payload["tenant"] is not None else None
+
+
+class CodeKeyed(Job):
+    """``t-code``, whose runs are keyed by a function of their payload."""
+
+    name = "t-code"
+    concurrency_key = tenant_of
+
+
+@pytest.fixture
+def keyed_jobs(conn: psycopg.Connection[Any], jobs: None) -> None:
+    """``t-tenant``, keyed by its payload's ``tenant``, and ``t-code``, keyed in code."""
+    conn.execute(
+        "INSERT INTO pgjobs.jobs (name, extension, max_concurrency, concurrency_key) VALUES "
+        "('t-tenant', 't', 2, 'tenant'), ('t-code', 't', 1, %s)",
+        [f"callable:{__name__}.tenant_of"],
+    )
+
+
+def keys(dsn: str, ids: list[int]) -> list[str | None]:
+    """The concurrency key of each run of ``ids``, in that order."""
+    stored = dict(rows(dsn, "SELECT id, concurrency_key FROM pgjobs.runs"))
+    return [stored[run_id] for run_id in ids]
+
+
+@pytest.mark.usefixtures("keyed_jobs")
+def test_a_run_is_keyed_by_the_payload_field_its_job_names_or_the_key_given(dsn: str) -> None:
+    requests: list[EnqueueRequest | dict[str, Any]] = [
+        {"job": "t-tenant", "payload": {"tenant": "acme"}},
+        {"job": "t-tenant", "payload": {"tenant": 7}},
+        {"job": "t-tenant", "payload": {"tenant": {"id": 1}}},
+        {"job": "t-tenant", "payload": {"other": "x"}},
+        {"job": "t-tenant"},
+        {"job": "t-tenant", "payload": {"tenant": "acme"}, "concurrency_key": "given"},
+        {"job": "t-echo", "payload": {"tenant": "acme"}},
+        EnqueueRequest("t-echo", concurrency_key="mine"),
+    ]
+    with psycopg.connect(dsn) as conn:
+        ids = pgjobs.enqueue_many_sync(conn, requests)
+        ids.append(pgjobs.enqueue_sync(conn, "t-tenant", {"tenant": "solo"}))
+        conn.commit()
+    assert keys(dsn, ids) == ["acme", "7", '{"id": 1}', None, None, "given", None, "mine", "solo"]
+
+
+@pytest.mark.usefixtures("keyed_jobs")
+def test_a_key_computed_in_code_comes_from_the_job_class_or_instance(dsn: str) -> None:
+    async def scenario() -> int:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            run_id = await pgjobs.enqueue(conn, CodeKeyed, {"tenant": "async"})
+            await conn.commit()
+            return run_id
+
+    with psycopg.connect(dsn) as conn:
+        ids = [
+            pgjobs.enqueue_sync(conn, CodeKeyed, {"tenant": "acme"}),
+            pgjobs.enqueue_sync(conn, CodeKeyed(), {"tenant": "globex"}),
+            pgjobs.enqueue_sync(conn, CodeKeyed, {"tenant": None}),
+            pgjobs.enqueue_sync(conn, CodeKeyed, {"tenant": "x"}, concurrency_key="given"),
+            pgjobs.enqueue_sync(conn, "t-code", concurrency_key="by name"),
+            *pgjobs.enqueue_many_sync(
+                conn,
+                [
+                    {"job": CodeKeyed, "payload": {"tenant": "many"}},
+                    {"job": "t-echo"},
+                    EnqueueRequest(CodeKeyed(), {"tenant": "more"}),
+                ],
+            ),
+        ]
+        conn.commit()
+    ids.append(asyncio.run(scenario()))
+    assert keys(dsn, ids) == [
+        "ACME",
+        "GLOBEX",
+        None,
+        "given",
+        "by name",
+        "MANY",
+        None,
+        "MORE",
+        "ASYNC",
+    ]
+    assert {job for _, job, *_ in runs(dsn)} == {"t-code", "t-echo"}
+
+
+@pytest.mark.usefixtures("keyed_jobs")
+def test_the_jobs_row_decides_how_its_runs_are_keyed(dsn: str) -> None:
+    # A profile may replace the code's callable by a payload field: the class's callable is then
+    # not what keys the runs. A job whose row has no key keeps none.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgjobs.jobs SET concurrency_key = 'region' WHERE name = 't-code'")
+        by_field = pgjobs.enqueue_sync(conn, CodeKeyed, {"tenant": "acme", "region": "eu"})
+        conn.execute("UPDATE pgjobs.jobs SET concurrency_key = NULL WHERE name = 't-code'")
+        unkeyed = pgjobs.enqueue_sync(conn, CodeKeyed, {"tenant": "acme"})
+    assert keys(dsn, [by_field, unkeyed]) == ["eu", None]
+
+
+@pytest.mark.parametrize(
+    ("requests", "message"),
+    [
+        (
+            [{"job": "t-code", "payload": {"tenant": "acme"}}],
+            "job 't-code' computes its concurrency key in code: "
+            "pass concurrency_key=... or enqueue the Job class",
+        ),
+        (
+            [{"job": "t-echo"}, {"job": "t-code"}],
+            "job 't-code' computes its concurrency key in code: "
+            "pass concurrency_key=... or enqueue the Job class",
+        ),
+        (
+            [
+                {"job": "t-tenant", "payload": {"tenant": "ok"}},
+                {"job": "t-tenant", "payload": {"tenant": "é" * 257}},
+            ],
+            "job 't-tenant': the payload field 'tenant', its concurrency key, holds more than "
+            "512 bytes: pass concurrency_key= with a hash of it",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("keyed_jobs")
+def test_a_run_without_a_key_it_can_hold_is_refused_and_nothing_is_queued(
+    dsn: str, requests: list[dict[str, Any]], message: str
+) -> None:
+    # Refused by the enqueue statement itself, which inserts nothing: the caller's transaction
+    # goes on. A job keyed in code cannot be keyed by name; a key over 512 bytes cannot be a slot.
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        with pytest.raises(ConfigError) as info:
+            pgjobs.enqueue_many_sync(conn, requests)
+        assert str(info.value) == message
+        conn.execute("INSERT INTO orders VALUES (1)")
+        kept = pgjobs.enqueue_sync(conn, "t-tenant", {"tenant": "k" * 512})
+        conn.commit()
+    assert scalar(dsn, "SELECT count(*) FROM orders") == 1
+    assert rows(dsn, "SELECT id, length(concurrency_key) FROM pgjobs.runs") == [(kept, 512)]
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            staticmethod(lambda payload: payload["missing"]),
+            r"^job 't-code': callable:tests\.test_enqueue\..*<lambda> raised KeyError: 'missing'$",
+        ),
+        (
+            staticmethod(lambda payload: "k" * 600),
+            r"^the concurrency key callable:.*<lambda> computed is 600 bytes, over the limit",
+        ),
+        (
+            staticmethod(lambda payload: "a\x00b"),
+            r"^the concurrency key callable:.*<lambda> computed contains a NUL character",
+        ),
+        (
+            staticmethod(lambda payload: object()),
+            r"^job 't-code': callable:.*<lambda> raised TypeError: Object of type object",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("keyed_jobs")
+def test_a_key_the_code_cannot_compute_is_refused_before_the_database(
+    dsn: str, key: Any, message: str
+) -> None:
+    job = type("BadKey", (CodeKeyed,), {"concurrency_key": key})
+    with psycopg.connect(dsn) as conn:
+        with pytest.raises(ConfigError, match=message):
+            pgjobs.enqueue_sync(conn, job, {"tenant": "acme"})
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 # -- real workers -------------------------------------------------------------------------------

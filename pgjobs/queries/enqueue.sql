@@ -1,27 +1,54 @@
 -- Named queries of the enqueue API. They run on the caller's connection, inside the caller's
 -- transaction: nothing here commits, and the runs' NOTIFY goes out when the caller commits.
 
--- name: enqueue_runs
--- Insert one run per request, in request order, taking priority, queue and max_attempts from the
--- job's row unless the request gives them. If any requested job has no row in `jobs`, nothing is
--- inserted and the unknown names come back. A request whose dedup_key matches a queued run of its
+-- enqueue_runs, every enqueue's one statement. Its comments are here, above its name line, and
+-- not in the statement: psycopg parses a statement over 4 KB again on every execution, which
+-- would cost a single enqueue a sixth of its time.
+--
+-- It inserts one run per request, in request order, taking priority, queue and max_attempts from
+-- the job's row unless the request gives them. If any request is refused, nothing is inserted and
+-- the refused requests' jobs come back: 'unknown' (no row in `jobs`), 'keyless' (the job computes
+-- its concurrency key in code, and the request brings none) or 'long key' (the payload field that
+-- is the job's concurrency key holds more than 512 bytes, limits.MAX_KEY_BYTES: a slot of
+-- `run_locks` is keyed by it in a B-tree). A request whose dedup_key matches a queued run of its
 -- job inserts nothing: the queued run is returned instead.
--- Rows come back as (kind, id, job, dedup_key) with kind 'inserted', 'existing' or 'unknown';
--- the ids of inserted rows ascend in request order, being drawn as the ordered rows go in.
--- The requests come as ONE jsonb document, an object of columns (an array per field, keyed
--- job, payload, parameters, run_at, priority, queue, dedup_key): a single parameter, far
--- cheaper for the client to send than a bound array per field. A column that every request
--- leaves empty is left out, and ROWS FROM fills it with NULLs. run_at is in microseconds since
--- the Unix epoch, split in whole seconds and the rest so that to_timestamp's double is exact;
--- payload and parameters are nested JSON, a JSON null meaning none.
+--
+-- Rows come back as (kind, id, job, key) with kind 'inserted', 'existing' or a refusal; key is
+-- the dedup_key, or for a refusal the job's concurrency_key. The ids of inserted rows ascend in
+-- request order, being drawn as the ordered rows go in.
+--
+-- The requests come as ONE jsonb document, an object of columns (an array per field, keyed job,
+-- payload, parameters, run_at, priority, queue, dedup_key, concurrency_key, computed_key): a
+-- single parameter, far cheaper for the client to send than a bound array per field. A column
+-- that every request leaves empty is left out, and ROWS FROM fills it with NULLs. run_at is in
+-- microseconds since the Unix epoch, split in whole seconds and the rest so that to_timestamp's
+-- double is exact; payload and parameters are nested JSON, a JSON null meaning none.
+--
+-- A run's concurrency key is the request's own if it gives one; else, for a job whose key is a
+-- payload field, that field's value; for a job whose key is `callable:...`, the computed_key that
+-- the client computed with the job's class ('' when the callable gave none), and without one the
+-- request is 'keyless'. The job's row decides, not the client: the profile may have changed the
+-- key. A request without a dedup_key never reads runs (see the uncorrelated EXISTS below).
+
+-- name: enqueue_runs
 WITH request AS (
     SELECT r.ord, r.job, nullif(r.payload, 'null') AS payload,
            nullif(r.parameters, 'null') AS parameters,
            to_timestamp(r.run_at::bigint / 1000000)
                + r.run_at::bigint %% 1000000 * interval '1 microsecond' AS run_at,
            r.priority::integer AS priority, r.queue, r.dedup_key,
-           j.name IS NOT NULL AS known, j.priority AS job_priority, j.queue AS job_queue,
-           j.max_attempts
+           j.priority AS job_priority, j.queue AS job_queue, j.max_attempts,
+           j.concurrency_key AS key_field,
+           coalesce(r.concurrency_key,
+                    CASE WHEN j.concurrency_key LIKE 'callable:%%' THEN nullif(r.computed_key, '')
+                         ELSE r.payload ->> j.concurrency_key
+                    END) AS concurrency_key,
+           CASE WHEN j.name IS NULL THEN 'unknown'
+                WHEN r.concurrency_key IS NOT NULL THEN NULL
+                WHEN j.concurrency_key LIKE 'callable:%%' THEN
+                    CASE WHEN r.computed_key IS NULL THEN 'keyless' END
+                WHEN octet_length(r.payload ->> j.concurrency_key) > 512 THEN 'long key'
+           END AS refused
     FROM ROWS FROM (
              jsonb_array_elements_text(%(requests)s::jsonb -> 'job'),
              jsonb_array_elements(%(requests)s::jsonb -> 'payload'),
@@ -29,17 +56,21 @@ WITH request AS (
              jsonb_array_elements_text(%(requests)s::jsonb -> 'run_at'),
              jsonb_array_elements_text(%(requests)s::jsonb -> 'priority'),
              jsonb_array_elements_text(%(requests)s::jsonb -> 'queue'),
-             jsonb_array_elements_text(%(requests)s::jsonb -> 'dedup_key')
-         ) WITH ORDINALITY AS r(job, payload, parameters, run_at, priority, queue, dedup_key, ord)
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'dedup_key'),
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'concurrency_key'),
+             jsonb_array_elements_text(%(requests)s::jsonb -> 'computed_key')
+         ) WITH ORDINALITY AS r(job, payload, parameters, run_at, priority, queue, dedup_key,
+                                concurrency_key, computed_key, ord)
     LEFT JOIN {schema}.jobs j ON j.name = r.job
 ), inserted AS (
     INSERT INTO {schema}.runs AS runs
-        (job, trigger, scheduled_for, payload, parameters, priority, queue, max_attempts, dedup_key)
+        (job, trigger, scheduled_for, payload, parameters, priority, queue, max_attempts, dedup_key,
+         concurrency_key)
     SELECT q.job, 'enqueue', coalesce(q.run_at, now()), q.payload, q.parameters,
            coalesce(q.priority, q.job_priority), coalesce(q.queue, q.job_queue), q.max_attempts,
-           q.dedup_key
+           q.dedup_key, q.concurrency_key
     FROM request q
-    WHERE NOT EXISTS (SELECT 1 FROM request u WHERE NOT u.known)
+    WHERE NOT EXISTS (SELECT 1 FROM request u WHERE u.refused IS NOT NULL)
     ORDER BY q.ord
     ON CONFLICT (job, dedup_key) WHERE dedup_key IS NOT NULL AND status = 'queued' DO NOTHING
     RETURNING runs.id, runs.job, runs.dedup_key
@@ -47,16 +78,15 @@ WITH request AS (
 SELECT 'inserted' AS kind, i.id, i.job, i.dedup_key FROM inserted i
 UNION ALL
 -- Queued runs that held a requested dedup_key before this statement began. The uncorrelated
--- EXISTS is a one-time filter, so a request without a dedup_key never reads runs: otherwise the
--- generic plan of this prepared statement, if made while runs was small, scans all of runs on
--- every enqueue until the table is next analysed.
+-- EXISTS is a one-time filter: without it, a generic plan made while runs was small would scan
+-- all of runs on every enqueue until the table is next analysed.
 SELECT 'existing', r.id, r.job, r.dedup_key
 FROM {schema}.runs r
 WHERE r.status = 'queued' AND r.dedup_key IS NOT NULL
   AND (r.job, r.dedup_key) IN (SELECT q.job, q.dedup_key FROM request q WHERE q.dedup_key IS NOT NULL)
   AND EXISTS (SELECT FROM request k WHERE k.dedup_key IS NOT NULL)
 UNION ALL
-SELECT DISTINCT 'unknown', NULL::bigint, q.job, NULL::text FROM request q WHERE NOT q.known;
+SELECT DISTINCT q.refused, NULL::bigint, q.job, q.key_field FROM request q WHERE q.refused IS NOT NULL;
 
 -- name: queued_runs_by_dedup_key
 -- The queued runs holding these (job, dedup_key) pairs; read in a statement of its own to see a
