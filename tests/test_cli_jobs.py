@@ -390,6 +390,12 @@ def test_jobs_show_of_a_job_without_limits(conn: Conn, dsn: str) -> None:
     assert "concurrency    no limit (overlap allow)" in allow and "running        1\n" in allow
     assert "rate limit" not in skip + allow and "concurrency key" not in skip + allow
 
+    # A key without a limit of its own is one run at a time per key, as the claim counts it.
+    add_job(conn, "t-keyed", overlap="allow", concurrency_key="tenant")
+    keyed = invoke(dsn, "jobs", "show", "t-keyed").stdout
+    assert "at most 1 run(s) at a time per concurrency key" in keyed
+    assert "max 1 per tenant" in invoke(dsn, "jobs", "list").stdout
+
 
 def test_jobs_list_and_status_show_a_job_held_by_its_queue(conn: Conn, dsn: str) -> None:
     add_job(

@@ -101,21 +101,30 @@ def state(row: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
-def concurrency_limit(row: dict[str, Any]) -> int | None:
-    """How many runs of the job may run at once (per concurrency key when it has one): its
-    ``max_concurrency``, else 1 with overlap ``skip``, else None (no limit)."""
+def _declared_limit(row: dict[str, Any]) -> int | None:
+    """The job's ``max_concurrency``; 1 for a concurrency key without one, as the claim counts."""
     if row["max_concurrency"] is not None:
         return int(row["max_concurrency"])
+    return 1 if row["concurrency_key"] else None
+
+
+def concurrency_limit(row: dict[str, Any]) -> int | None:
+    """How many runs of the job may run at once (per concurrency key when it has one): its
+    declared limit, else 1 with overlap ``skip``, else None (no limit)."""
+    declared = _declared_limit(row)
+    if declared is not None:
+        return declared
     return 1 if row["overlap"] == "skip" else None
 
 
 def limits(row: dict[str, Any]) -> str:
     """The limits a job declares, compactly: ``max 5 per tenant, 100/m``; ``-`` for none."""
     parts = []
-    if row["max_concurrency"] is not None:
+    declared = _declared_limit(row)
+    if declared is not None:
         key = row["concurrency_key"]
         per = "" if key is None else f" per {_key_label(key)}"
-        parts.append(f"max {row['max_concurrency']}{per}")
+        parts.append(f"max {declared}{per}")
     if row["rate_limit"]:
         parts.append(str(row["rate_limit"]))
     return ", ".join(parts) or "-"
@@ -289,7 +298,7 @@ def _concurrency_text(job: dict[str, Any]) -> str:
     limit = job["concurrency_limit"]
     if limit is None:
         return "no limit (overlap allow)"
-    if job["max_concurrency"] is None:
+    if _declared_limit(job) is None:
         return "1 run at a time (overlap skip)"
     per = " per concurrency key" if job["concurrency_key"] else ""
     return f"at most {limit} run(s) at a time{per}, across all workers"
