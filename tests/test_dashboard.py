@@ -237,8 +237,152 @@ def test_the_runs_workers_and_queues_pages(readonly: Server) -> None:
     assert re.search(r"<td>reports</td><td class=\"num\">1</td>", queues)
 
 
+# -- pauses and limits -------------------------------------------------------------------------
+
+
+def sql(dsn: str, statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statements)
+
+
+def row_of(page: str, attribute: str, name: str) -> str:
+    """The table row (or list item) of ``page`` whose ``attribute`` is ``name``."""
+    match = re.search(rf'<(tr|li) {attribute}="{re.escape(name)}">(.*?)</\1>', page, re.S)
+    assert match, (attribute, name)
+    return match[2]
+
+
+def test_the_jobs_page_shows_paused_queues_held_jobs_and_limits(seeded: str) -> None:
+    sql(
+        seeded,
+        "UPDATE pgjobs.jobs SET queue = 'reports', max_concurrency = 3, concurrency_key = 'tenant',"
+        " rate_limit = '10/m' WHERE name = 'obs-report';"
+        "UPDATE pgjobs.jobs SET paused = true, paused_at = now() WHERE name = 'obs-cleanup';"
+        "INSERT INTO pgjobs.queues (name, paused, paused_at) VALUES ('reports', true, now()),"
+        " ('emails', false, NULL);",
+    )
+    with serving(seeded) as readonly:
+        page = call(readonly, "/").text
+
+    notice = row_of(page, "data-queue", "reports")
+    assert "queue reports</strong> paused" in notice and "holding 1 queued run(s)" in notice
+    assert 'data-queue="emails"' not in page
+    report, cleanup = (
+        row_of(page, "data-job", "obs-report"),
+        row_of(page, "data-job", "obs-cleanup"),
+    )
+    assert ">queue paused</span>" in report and ">paused</span>" not in report
+    assert ">max 3 per tenant</span>" in report and ">10/m</span>" in report
+    assert "queue reports" in report
+    assert ">paused</span>" in cleanup and "queue paused" not in cleanup
+    assert 'href="/job?name=obs-report"' in report
+    assert "1 queue(s) paused" in page
+
+
+def test_a_job_page_shows_limits_running_of_allowed_and_why_runs_wait(
+    seeded: str, readonly: Server
+) -> None:
+    running = run_id(seeded, "obs-cleanup", "running")
+    sql(
+        seeded,
+        "UPDATE pgjobs.jobs SET max_concurrency = 1, rate_limit = '2/s' WHERE name = 'obs-cleanup';"
+        "INSERT INTO pgjobs.run_locks (job, run_id, worker_id, lease_expires_at)"
+        f" VALUES ('obs-cleanup', {running}, 'w-alive', now() + interval '1 hour');"
+        "INSERT INTO pgjobs.runs (job, trigger, scheduled_for) VALUES"
+        " ('obs-cleanup', 'enqueue', now()), ('obs-cleanup', 'retry', now()),"
+        " ('obs-cleanup', 'enqueue', now() + interval '1 hour');",
+    )
+
+    page = call(readonly, "/job?name=obs-cleanup").text
+
+    assert "<dt>Concurrency</dt><dd>at most 1 at a time</dd>" in page
+    assert "<dt>Running</dt><dd>1 of 1 allowed</dd>" in page
+    assert "<dt>Rate limit</dt><dd>2/s</dd>" in page
+    waits = {r: row_of(page, "data-reason", r) for r in ("concurrency", "scheduled")}
+    assert '<td class="num">2</td><td>1 of 1 running</td>' in waits["concurrency"]
+    assert '<td class="num">1</td>' in waits["scheduled"]
+    assert 'href="/runs?job=obs-cleanup&amp;status=queued"' in page
+    assert "/actions/" not in page  # read-only
+    assert call(readonly, "/job?name=obs-nothing").status == 404
+    assert call(readonly, "/job").status == 404
+
+
+def test_the_queues_page_shows_each_queues_pause_and_what_its_runs_wait_for(
+    seeded: str, readonly: Server
+) -> None:
+    sql(
+        seeded,
+        "INSERT INTO pgjobs.queues (name, paused, paused_at, rate_limit)"
+        " VALUES ('reports', true, now(), '5/s')",
+    )
+
+    page = call(readonly, "/queues").text
+
+    reports = row_of(page, "data-queue", "reports")
+    assert '<span class="tag paused">paused</span>' in reports and "5/s" in reports
+    assert 'data-reason="queue paused">1 queue paused</span>' in reports
+    assert ">none</span>" in reports  # no live worker serves it
+    default = row_of(page, "data-queue", "default")
+    assert ">active</span>" in default and "w-alive" in default
+    assert "/actions/" not in page
+
+
+def test_queue_actions_need_the_token_and_pause_and_resume_the_queue(
+    actions: Server, seeded: str
+) -> None:
+    def paused() -> Any:
+        return scalar(seeded, "SELECT paused FROM pgjobs.queues WHERE name = 'reports'")
+
+    cookie = {"Cookie": f"pgjobs_token={TOKEN}"}
+    for form, headers in (
+        ({"queue": "reports"}, {}),
+        ({"queue": "reports", "token": "wrong"}, {}),
+        ({"queue": "reports"}, cookie),  # the cookie alone is not enough
+    ):
+        assert call(actions, "/actions/pause-queue", form, headers).status == 403
+    cross = call(
+        actions,
+        "/actions/pause-queue",
+        {"queue": "reports", "token": TOKEN},
+        {"Origin": "http://evil.example"},
+    )
+    assert cross.status == 403 and paused() is None
+
+    done = call(actions, "/actions/pause-queue", {"queue": "reports", "token": TOKEN, "next": "/"})
+    assert done.status == 303 and paused() is True
+    assert "Paused queue reports" in call(actions, done.headers["Location"]).text
+    assert call(actions, "/actions/pause-queue", {"queue": "reports", "token": TOKEN}).status == 409
+
+    queues = call(actions, "/queues", headers=cookie).text
+    assert 'data-action="resume-queue"' in row_of(queues, "data-queue", "reports")
+    assert 'data-action="pause-queue"' in row_of(queues, "data-queue", "default")
+
+    back = call(actions, "/actions/resume-queue", {"queue": "reports", "token": TOKEN})
+    assert back.status == 303 and paused() is False
+    assert (
+        call(actions, "/actions/resume-queue", {"queue": "reports", "token": TOKEN}).status == 409
+    )
+
+    for bad in ("", " ", "q" * 201):
+        reply = call(actions, "/actions/pause-queue", {"queue": bad, "token": TOKEN})
+        assert reply.status == 409, bad
+    assert scalar(seeded, "SELECT count(*) FROM pgjobs.queues") == 1
+
+
+def test_without_allow_actions_a_queue_cannot_be_paused(readonly: Server, seeded: str) -> None:
+    reply = call(readonly, "/actions/pause-queue", {"queue": "reports", "token": TOKEN})
+    assert reply.status == 403 and "--allow-actions" in reply.text
+    assert scalar(seeded, "SELECT count(*) FROM pgjobs.queues") == 0
+
+
 def test_everything_a_job_wrote_is_escaped(readonly: Server, seeded: str) -> None:
-    pages = ["/", "/timeline", "/runs", f"/runs/{run_id(seeded, 'obs-echo', 'succeeded')}"]
+    pages = [
+        "/",
+        "/timeline",
+        "/runs",
+        f"/runs/{run_id(seeded, 'obs-echo', 'succeeded')}",
+        "/job?name=obs-echo",
+    ]
     for path in pages:
         text = call(readonly, path).text
         assert "&lt;script&gt;document.title=&#x27;pwned&#x27;" in text, path

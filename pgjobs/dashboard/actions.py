@@ -1,4 +1,4 @@
-"""The operator's actions: run now, pause, resume, retry, cancel.
+"""The operator's actions: run now, pause and resume a job or a queue, retry, cancel.
 
 The server checks that actions are allowed and that the request carries the token; this module
 only turns a checked form into one guarded statement and says what happened, as the query string
@@ -15,14 +15,21 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
 from pgjobs.dashboard.data import DashboardStore
+from pgjobs.limits import name_error
 
 FLASH_PARAMS = ("done", "ref", "sig")
 """Query parameters that only carry the message of the last action."""
 
+Outcome = tuple[str, object] | None
+"""What an action did (its message's key and reference), or None if it did nothing."""
+
 _MESSAGES = {
     "queued": "Queued run #{ref} for the workers.",
-    "paused": "Paused {ref}: it does not tick until resumed.",
+    "paused": "Paused {ref}: no ticks, and its queued runs wait until it is resumed.",
     "resumed": "Resumed {ref}.",
+    "queue-paused": "Paused queue {ref}: its queued runs wait until it is resumed; running runs "
+    "finish.",
+    "queue-resumed": "Resumed queue {ref}: its queued runs can start again.",
     "retried": "Queued run #{ref} as a retry.",
     "cancelled": "Cancelled run #{ref}.",
     "stopping": "Asked run #{ref} to stop; its worker sees the request at its next heartbeat.",
@@ -49,6 +56,19 @@ def _resume(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object
     return ("resumed", job) if store.set_paused(job, False) else None
 
 
+def _queue_pause(paused: bool) -> Callable[[DashboardStore, Mapping[str, str]], Outcome]:
+    """Pause or resume the form's ``queue``: a valid name (see :func:`name_error`) whose state
+    changes, else nothing is done."""
+
+    def act(store: DashboardStore, form: Mapping[str, str]) -> Outcome:
+        queue = form.get("queue", "")
+        if name_error("queue", queue) is not None or not store.set_queue_paused(queue, paused):
+            return None
+        return ("queue-paused" if paused else "queue-resumed"), queue
+
+    return act
+
+
 def _retry(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object] | None:
     run_id = _run_id(form)
     new_id = None if run_id is None else store.retry(run_id)
@@ -63,10 +83,12 @@ def _cancel(store: DashboardStore, form: Mapping[str, str]) -> tuple[str, object
     return ("cancelled" if status == "cancelled" else "stopping"), run_id
 
 
-ACTIONS: dict[str, Callable[[DashboardStore, Mapping[str, str]], tuple[str, object] | None]] = {
+ACTIONS: dict[str, Callable[[DashboardStore, Mapping[str, str]], Outcome]] = {
     "run-now": _run_now,
     "pause": _pause,
     "resume": _resume,
+    "pause-queue": _queue_pause(True),
+    "resume-queue": _queue_pause(False),
     "retry": _retry,
     "cancel": _cancel,
 }

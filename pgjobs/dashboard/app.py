@@ -5,7 +5,8 @@ Rules the dashboard enforces:
 - It binds to loopback by default; a non-loopback host needs a token (:func:`check_bind`), and
   then every page needs it too (a ``pgjobs_token`` cookie, set by visiting ``/?token=T`` or the
   unlock form, or an ``Authorization: Bearer T`` header).
-- Actions (run now, pause, resume, retry, cancel) exist only with ``allow_actions``. Each is a POST
+- Actions (run now, pause and resume of a job or a queue, retry, cancel) exist only with
+  ``allow_actions``. Each is a POST
   that must carry the token itself (form field ``token`` or the bearer header); the cookie alone
   is not enough, so another site cannot make a browser act. Anything else is 403.
 - Every POST (login and logout included) that a browser says comes from another origin
@@ -32,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.dashboard import pages
+from pgjobs.dashboard import controls, pages
 from pgjobs.dashboard.actions import ACTIONS, FLASH_PARAMS, flash_text, perform
 from pgjobs.dashboard.data import DashboardStore, DatabaseUnavailable
 from pgjobs.dashboard.guards import check_bind, cross_site, is_loopback, safe_next
@@ -202,7 +203,11 @@ class Dashboard:
     def _page(self, request: Request, ctx: PageContext) -> Page | None:
         path, query = request.path.rstrip("/") or "/", request.query
         if path in ("/", "/jobs"):
-            return pages.jobs_page(ctx, self.store.jobs())
+            notice = controls.paused_queues_notice(ctx, self.store.paused_queues())
+            return pages.jobs_page(ctx, self.store.jobs(), notice)
+        if path == "/job":
+            found = self.store.job(query.get("name", ""))
+            return None if found is None else controls.job_page(ctx, found)
         if path == "/timeline":
             hours = int(query["hours"]) if query.get("hours", "").isdigit() else DEFAULT_HOURS
             hours = hours if hours in HOURS else DEFAULT_HOURS
@@ -229,7 +234,7 @@ class Dashboard:
         if path == "/workers":
             return pages.workers_page(ctx, self.store.workers())
         if path == "/queues":
-            return pages.queues_page(ctx, self.store.queues())
+            return controls.queues_page(ctx, self.store.queues())
         return None
 
     def _post(self, request: Request) -> Response:
@@ -361,13 +366,15 @@ class Dashboard:
 def _summary(row: dict[str, Any] | None) -> Markup:
     if row is None:
         return Markup("")
+    paused = row["queues_paused"]
     return html(
         '<span class="{0}">{1} worker(s) alive</span><span>{2} queued</span>'
-        '<span>{3} running</span><span class="{4}">{5} failed (24 h)</span>',
+        '<span>{3} running</span><span class="{4}">{5} failed (24 h)</span>{6}',
         "" if row["workers_alive"] else "warn",
         row["workers_alive"],
         row["queued_due"],
         row["running"],
         "bad" if row["failed_24h"] else "",
         row["failed_24h"],
+        html('<a class="warn" href="/queues">{0} queue(s) paused</a>', paused) if paused else "",
     )

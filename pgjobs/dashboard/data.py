@@ -15,12 +15,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from pgjobs.metrics import WAIT_REASONS, count_waits
 from pgjobs.store import Queries
 
 Row = dict[str, Any]
 
 OUTCOMES_PER_JOB = 12
 """How many of each job's last finished runs the jobs page shows as squares."""
+
+BUSIEST_KEYS = 5
+"""Concurrency keys a job's page names with their running runs, the busiest first."""
 
 CONNECT_TIMEOUT = 3
 """Seconds a request waits for a new connection before its page says the database is down."""
@@ -125,7 +129,8 @@ class DashboardStore:
     # -- reads -----------------------------------------------------------------------------
 
     def summary(self) -> Row:
-        """``db_now``, ``workers_alive``, ``queued_due``, ``running``, ``failed_24h``."""
+        """``db_now``, ``workers_alive``, ``queued_due``, ``running``, ``failed_24h``,
+        ``queues_paused``."""
         row = self._one("dashboard_summary")
         assert row is not None
         return row
@@ -133,6 +138,24 @@ class DashboardStore:
     def jobs(self) -> list[Row]:
         """Every job: the ``job_status`` columns plus definition details and recent outcomes."""
         return self._all("dashboard_jobs", {"outcomes": OUTCOMES_PER_JOB})
+
+    def job(self, name: str) -> Row | None:
+        """One job's definition with what holds its runs back now (``job_controls``) and its
+        queued runs counted by what they wait for (``waits``: ``waiting_runs`` rows); None if
+        there is no such job."""
+        with self.connections.connection() as conn:
+            job = conn.execute(self.queries["get_job"], {"job": name}).fetchone()
+            if job is None:
+                return None
+            controls = conn.execute(
+                self.queries["job_controls"], {"job": name, "keys": BUSIEST_KEYS}
+            ).fetchone()
+            waits = conn.execute(self.queries["waiting_runs"], {"job": name}).fetchall()
+        return {**job, **(controls or {}), "waits": waits}
+
+    def paused_queues(self) -> list[Row]:
+        """The paused queues: ``name``, ``paused_at`` and how many runs they hold."""
+        return self._all("dashboard_paused_queues")
 
     def timeline(self, since: datetime, job: str | None = None, limit: int = 3000) -> list[Row]:
         """Runs that ran, ended or were skipped since ``since``, newest first, at most ``limit``."""
@@ -155,8 +178,15 @@ class DashboardStore:
         return self._all("dashboard_workers", {"limit": limit})
 
     def queues(self) -> list[Row]:
-        """Per queue: due, delayed and running runs, age of the oldest due run."""
-        return self._all("metrics_queues")
+        """Per queue: its pause and rate limit, due, delayed and running runs, age of the oldest
+        due run, the live workers serving it, and ``waiting``: its queued runs by reason."""
+        with self.connections.connection() as conn:
+            queues = conn.execute(self.queries["metrics_queues"]).fetchall()
+            waits = conn.execute(self.queries["waiting_runs"], {"job": None}).fetchall()
+        waiting = count_waits(waits, "queue")
+        for queue in queues:
+            queue["waiting"] = waiting.get(queue["queue"], dict.fromkeys(WAIT_REASONS, 0))
+        return queues
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -178,6 +208,11 @@ class DashboardStore:
     def set_paused(self, job: str, paused: bool) -> bool:
         """Pause or resume ``job``; False if there is no such job."""
         return self._act("dashboard_set_paused", {"job": job, "paused": paused}) is not None
+
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause or resume ``queue`` (a queue nothing uses yet may be paused); False if it was
+        paused, or not paused, already."""
+        return self._act("pause_queue" if paused else "resume_queue", {"queue": queue}) is not None
 
     def retry(self, run_id: int) -> int | None:
         """Queue a new attempt of a run that did not succeed; its id, or None if not possible."""

@@ -24,6 +24,7 @@ from pgjobs.dashboard.markup import (
     when,
 )
 from pgjobs.errors import PgJobsError
+from pgjobs.limits import CALLABLE_PREFIX
 from pgjobs.metrics import OVERDUE_AFTER
 from pgjobs.schedule import CronSchedule
 
@@ -116,6 +117,13 @@ def _job_state(row: Row) -> Markup:
     tags = []
     if row["paused"]:
         tags.append(html('<span class="tag paused">paused</span>'))
+    if row["queue_paused"]:
+        tags.append(
+            html(
+                '<span class="tag paused" title="{0}">queue paused</span>',
+                f"queue {row['queue']} is paused: its runs wait until it is resumed",
+            )
+        )
     if not row["enabled"]:
         tags.append(html('<span class="tag">disabled</span>'))
     if not row["registered"]:
@@ -132,6 +140,39 @@ def _job_state(row: Row) -> Markup:
     return join(tags, " ") if tags else _muted("active")
 
 
+def key_label(key: str) -> str:
+    """A concurrency key as people read it: the payload field, or ``module.function()``."""
+    return f"{key.removeprefix(CALLABLE_PREFIX)}()" if key.startswith(CALLABLE_PREFIX) else key
+
+
+def declared_limit(job: Row) -> int | None:
+    """The job's ``max_concurrency``; 1 for a concurrency key without one, as the claim counts."""
+    if job["max_concurrency"] is not None:
+        return int(job["max_concurrency"])
+    return 1 if job["concurrency_key"] else None
+
+
+def limit_tags(job: Row) -> Markup:
+    """The limits a job declares as tags (``max 5 per tenant``, ``100/m``); empty without."""
+    tags = []
+    declared = declared_limit(job)
+    if declared is not None:
+        per = f" per {key_label(job['concurrency_key'])}" if job["concurrency_key"] else ""
+        tags.append(
+            html(
+                '<span class="tag limit" title="{0}">max {1}{2}</span>',
+                "runs at once, across all workers",
+                declared,
+                per,
+            )
+        )
+    if job["rate_limit"]:
+        tags.append(
+            html('<span class="tag limit" title="{0}">{1}</span>', "rate limit", job["rate_limit"])
+        )
+    return join(tags, " ")
+
+
 def _next_fire(job: Row, now: datetime) -> Markup:
     cell = time_cell(job["next_fire_at"], now)
     due = job["next_fire_at"]
@@ -144,15 +185,17 @@ def _next_fire(job: Row, now: datetime) -> Markup:
     return cell
 
 
-def jobs_page(ctx: PageContext, jobs: list[Row]) -> Page:
-    """Every job: schedule in words, next fire, last outcomes at a glance, state, actions."""
+def jobs_page(ctx: PageContext, jobs: list[Row], notice: Markup | None = None) -> Page:
+    """Every job: schedule in words, next fire, last outcomes at a glance, state (held by its
+    own pause or its queue's), limits, actions; ``notice`` (paused queues) above them."""
+    notice = notice or Markup("")
     if not jobs:
         body = html(
             '<p class="empty">No jobs yet. Start a worker with <code>{0}</code>: it registers '
             "its jobs here.</p>",
             "pgjobs worker --app module:extension",
         )
-        return "Jobs", body
+        return "Jobs", html("{0}{1}", notice, body)
     rows = []
     for job in jobs:
         last = job["last_status"]
@@ -186,10 +229,10 @@ def jobs_page(ctx: PageContext, jobs: list[Row]) -> Page:
                 '<tr data-job="{0}"><td><a class="job" href="{1}">{0}</a>'
                 '<div class="muted">{2}</div></td>'
                 '<td>{3}<div class="muted"><code>{4}</code> {5}</div></td>'
-                "<td>{6}</td><td>{7}</td><td>{8}</td><td>{9}</td><td>{10}</td>"
+                "<td>{6}</td><td>{7}</td><td>{8}</td><td>{9}</td><td>{10}{13}</td>"
                 '<td class="actions">{11}{12}</td></tr>',
                 job["name"],
-                url("/timeline", job=job["name"]),
+                url("/job", name=job["name"]),
                 job["description"] or job["extension"],
                 describe_schedule(job["schedule"], job["timezone"]),
                 job["schedule"] or "",
@@ -201,12 +244,16 @@ def jobs_page(ctx: PageContext, jobs: list[Row]) -> Page:
                 _job_state(job),
                 action_form(ctx, "run-now", "Run now", job=job["name"]),
                 pause,
+                html(
+                    '<div class="muted limits">queue {0} {1}</div>', job["queue"], limit_tags(job)
+                ),
             )
         )
     body = html(
-        '<table class="grid jobs"><thead><tr><th>Job</th><th>Schedule</th><th>Next fire</th>'
+        '{0}<table class="grid jobs"><thead><tr><th>Job</th><th>Schedule</th><th>Next fire</th>'
         "<th>Last outcomes</th><th>Last run</th><th>24 h</th><th>State</th><th></th></tr>"
-        "</thead><tbody>{0}</tbody></table>",
+        "</thead><tbody>{1}</tbody></table>",
+        notice,
         join(rows),
     )
     return "Jobs", body
@@ -398,28 +445,6 @@ def workers_page(ctx: PageContext, workers: list[Row]) -> Page:
         join(rows) if rows else html('<tr><td colspan="10" class="empty">No workers.</td></tr>'),
     )
     return "Workers", body
-
-
-def queues_page(ctx: PageContext, queues: list[Row]) -> Page:
-    """Queue depth: due, delayed and running runs per queue, and how long the oldest waited."""
-    rows = [
-        html(
-            '<tr><td>{0}</td><td class="num">{1}</td><td class="num">{2}</td>'
-            '<td class="num">{3}</td><td>{4}</td></tr>',
-            q["queue"],
-            q["due"],
-            q["delayed"],
-            q["running"],
-            span(q["oldest_age_seconds"]) if q["due"] else NOTHING,
-        )
-        for q in queues
-    ]
-    body = html(
-        '<table class="grid"><thead><tr><th>Queue</th><th>Due</th><th>Delayed</th>'
-        "<th>Running</th><th>Oldest due run waited</th></tr></thead><tbody>{0}</tbody></table>",
-        join(rows) if rows else html('<tr><td colspan="5" class="empty">No queues.</td></tr>'),
-    )
-    return "Queues", body
 
 
 def message_page(title: str, text: str) -> Page:

@@ -11,11 +11,13 @@ SELECT now() AS db_now,
        (SELECT count(*) FROM {schema}.runs WHERE status = 'running') AS running,
        (SELECT count(*) FROM {schema}.runs
         WHERE created_at > now() - interval '24 hours'
-          AND status IN ('failed', 'timed_out', 'abandoned')) AS failed_24h;
+          AND status IN ('failed', 'timed_out', 'abandoned')) AS failed_24h,
+       (SELECT count(*) FROM {schema}.queues WHERE paused) AS queues_paused;
 
 -- name: dashboard_jobs
--- Every job with its status (the job_status view) and its last few finished runs, oldest first.
-SELECT s.*, j.description, j.queue, j.tags, j.schedule_source, j.overlap, j.max_attempts,
+-- Every job with its status (the job_status view: its queue, limits and whether its queue is
+-- paused) and its last few finished runs, oldest first.
+SELECT s.*, j.description, j.tags, j.schedule_source, j.overlap, j.max_attempts,
        recent.outcomes
 FROM {schema}.job_status s
 JOIN {schema}.jobs j ON j.name = s.name
@@ -79,6 +81,15 @@ SELECT w.*, (w.state = 'running' AND w.expires_at > now()) AS alive,
 FROM {schema}.workers w
 ORDER BY (w.state = 'running' AND w.expires_at > now()) DESC, w.heartbeat_at DESC
 LIMIT %(limit)s;
+
+-- name: dashboard_paused_queues
+-- The paused queues, for the notice on the jobs page (the partial index of paused queues).
+SELECT q.name, q.paused_at,
+       (SELECT count(*) FROM {schema}.runs r
+        WHERE r.queue = q.name AND r.status = 'queued') AS queued
+FROM {schema}.queues q
+WHERE q.paused
+ORDER BY q.name;
 
 -- name: dashboard_run_now
 -- Queue a manual run of a job for the workers; nothing if the job does not exist.
