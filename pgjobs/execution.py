@@ -22,6 +22,10 @@ from pgjobs.registry import JobDefinition
 from pgjobs.runlog import JOB_LOGGER, cached_logger, capture_run_logs
 from pgjobs.store import ClaimedRun, Outcome
 
+CANCEL_GRACE = 0.5
+"""Seconds an async job has, once cancelled by an operator, to notice ``ctx.cancelled`` and
+return before it is cancelled at its next await."""
+
 
 class RunLogAdapter(logging.LoggerAdapter[logging.Logger]):
     """A logger bound to one run: every record carries run id, job, attempt and worker, merged
@@ -82,9 +86,14 @@ class RunExecution:
         self._in_job = False
 
     def cancel(self, reason: str) -> None:
-        """Ask the job to stop: set its signal; an async job is also cancelled at its next await."""
+        """Ask the job to stop: set its signal (``ctx.cancelled``); an async job still running
+        :data:`CANCEL_GRACE` seconds later is cancelled at its next await."""
         self.signal.set(reason)
         if self._in_job and self.task is not None and reason != "worker shutting down":
+            asyncio.get_running_loop().call_later(CANCEL_GRACE, self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self._in_job and self.task is not None and not self.task.done():
             self.task.cancel()
 
     async def execute(self) -> Outcome:

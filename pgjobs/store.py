@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from pgjobs.db import resolve_schema
 from pgjobs.errors import PgJobsError
+from pgjobs.limits import RateLimit
 
 _NAME_LINE = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -82,6 +83,9 @@ class ClaimedRun:
     payload: dict[str, Any] | None
     parameters: dict[str, str] | None
     started_at: datetime
+    #: Whether it holds a concurrency slot or took a rate-limit token: its end may let a waiting
+    #: run start.
+    limited: bool = False
 
 
 @dataclass(slots=True)
@@ -246,6 +250,25 @@ class WorkerStore:
                 self.q["upsert_job"], [dict(r, worker=self.worker_id) for r in rows]
             )
 
+    async def sync_rate_limits(self, scope: str, limits: Mapping[str, RateLimit | None]) -> None:
+        """Give each job or queue (``scope``) of ``limits`` the token bucket of its rate limit,
+        or none; for queues, record the limits on their rows too."""
+        names = sorted(limits)
+        chosen = [limits[n] for n in names]
+        rates = [limit.rate if limit else None for limit in chosen]
+        bursts = [limit.burst if limit else None for limit in chosen]
+        await self.conn.execute(
+            self.q["sync_rate_buckets"],
+            {"scope": scope, "names": names, "rates": rates, "bursts": bursts},
+        )
+        if scope == "queue":
+            texts = [str(limit) if limit else None for limit in chosen]
+            await self.conn.execute(
+                self.q["sync_queue_rate_limits"], {"names": names, "rate_limits": texts}
+            )
+            cleared = [n for n in names if limits[n] is None]
+            await self.conn.execute(self.q["clear_queue_rate_limits"], {"names": cleared})
+
     async def lock_due_jobs(self, limit: int) -> list[DueJob]:
         cur = self.conn.cursor(row_factory=dict_row)
         await cur.execute(self.q["lock_due_jobs"], {"worker": self.worker_id, "limit": limit})
@@ -255,7 +278,9 @@ class WorkerStore:
         self,
         ticks: list[tuple[str, datetime]],
         watermarks: list[tuple[str, datetime | None, datetime | None]],
-    ) -> int:
+    ) -> list[int]:
+        """Insert the ticks' runs and advance the watermarks; the ids of the runs inserted (a
+        tick that existed already is not among them), earliest tick first."""
         row = await (
             await self.conn.execute(
                 self.q["insert_ticks_advance_watermarks"],
@@ -269,7 +294,7 @@ class WorkerStore:
             )
         ).fetchone()
         assert row is not None
-        return int(row[0])
+        return list(row[0])
 
     async def finish_and_claim_runs(
         self,
@@ -278,14 +303,17 @@ class WorkerStore:
         queues: list[str],
         limit: int,
         lease: float,
+        ticks: Sequence[int] = (),
     ) -> Batch:
-        """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit."""
+        """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit;
+        ``ticks``, runs of ticks this worker just made, are claimed too, ahead of the queue."""
         params = {
             "worker": self.worker_id,
             "queues": queues,
             "limit": limit,
             "lease": lease,
             "outcomes": _outcome_document(outcomes),
+            "ticks": list(ticks),
         }
         cur = await self.conn.execute(self.q["finish_and_claim_runs"], params)
         started: list[ClaimedRun] = []
@@ -293,11 +321,13 @@ class WorkerStore:
         retried: dict[int, int] = {}
         wakeup_in: float | None = None
         # Rows as tuples: (kind, id, job, trigger, scheduled_for, attempt, max_attempts, payload,
-        # parameters, started_at, ref, seconds).
+        # parameters, started_at, ref, seconds, limited).
         for row in await cur.fetchall():
             kind = row[0]
             if kind == "started":
-                started.append(ClaimedRun(*row[1:10]))
+                run = ClaimedRun(*row[1:10])
+                run.limited = row[12]
+                started.append(run)
             elif kind == "finished":
                 finished.add(row[1])
             elif kind == "retried":

@@ -47,6 +47,8 @@ DROP TRIGGER runs_notify_cancel ON {schema}.runs;
 DROP TRIGGER queues_notify_paused ON {schema}.queues;
 DROP TRIGGER jobs_notify_paused ON {schema}.jobs;
 DROP FUNCTION {schema}.notify_control();
+DROP FUNCTION {schema}.claim_limited(bigint[], text, double precision);
+DROP FUNCTION {schema}.rate_bucket_level({schema}.rate_buckets);
 DROP TABLE {schema}.rate_buckets;
 DROP TABLE {schema}.queues;
 DROP INDEX {schema}.run_locks_run_id_idx;

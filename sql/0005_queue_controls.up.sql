@@ -54,6 +54,121 @@ CREATE TABLE {schema}.rate_buckets (
     CONSTRAINT rate_buckets_pkey PRIMARY KEY (scope, name)
 );
 
+-- How many tokens a bucket holds now: what it held when last debited, refilled since at its rate,
+-- up to its size. A plain expression, inlined wherever it is used.
+CREATE FUNCTION {schema}.rate_bucket_level(b {schema}.rate_buckets) RETURNS double precision
+LANGUAGE sql STABLE AS $$
+    SELECT least(b.burst, b.tokens + b.rate * greatest(0, extract(epoch FROM now() - b.updated_at)))
+$$;
+
+-- The runs of limited jobs among those a claim picked (`ids`, locked by it): which may start now.
+-- Called by the worker's claim only when it picked such runs, so unlimited work pays nothing.
+--
+-- A limited run starts with a slot of its group (its job, or its job and key: a run_locks row
+-- taken with ON CONFLICT DO NOTHING, in one order in every worker, so two claims at the same
+-- instant can neither both take it nor wait for each other in a cycle) and, when its job or its
+-- queue has a rate limit, a token of each bucket. A bucket is refilled for the time since it was
+-- last debited and debited on the row as it is when locked, so concurrent claims add up. A run
+-- that gets neither stays queued; a tick of an overlap `skip` job that finds its group full is
+-- recorded as skipped. Returns the ids that may start and the seconds until a bucket this claim
+-- emptied has a token again (NULL if none).
+CREATE FUNCTION {schema}.claim_limited(
+    ids bigint[], worker text, lease double precision,
+    OUT granted bigint[], OUT next_token_in double precision
+) LANGUAGE plpgsql AS $$
+BEGIN
+    WITH picked AS (
+        SELECT r.id, r.job, r.queue, r.trigger, coalesce(r.concurrency_key, '') AS lock_key,
+               j.overlap, j.misfire,
+               CASE WHEN j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
+                    THEN coalesce(j.max_concurrency, 1)
+                    WHEN j.overlap = 'skip' THEN 1 END AS slots,
+               row_number() OVER (PARTITION BY r.job, coalesce(r.concurrency_key, '')
+                                  ORDER BY r.trigger <> 'schedule', r.priority, r.scheduled_for,
+                                           r.id) AS rn
+        FROM {schema}.runs r
+        JOIN {schema}.jobs j ON j.name = r.job
+        WHERE r.id = ANY (ids) AND r.status = 'queued'
+    ), free AS (
+        -- The free slots of each group, lowest first, as many as it has runs here.
+        SELECT g.job, g.lock_key, s.slot,
+               row_number() OVER (PARTITION BY g.job, g.lock_key ORDER BY s.slot) AS rn
+        FROM (SELECT p.job, p.lock_key, p.slots, count(*) AS wanted
+              FROM picked p WHERE p.slots IS NOT NULL
+              GROUP BY p.job, p.lock_key, p.slots) g
+        CROSS JOIN LATERAL (
+            SELECT n AS slot
+            FROM generate_series(1, g.slots) n
+            WHERE NOT EXISTS (SELECT 1 FROM {schema}.run_locks l
+                              WHERE l.job = g.job AND l.lock_key = g.lock_key AND l.slot = n)
+            ORDER BY n
+            LIMIT g.wanted) s
+    ), eligible AS (
+        SELECT p.*, f.slot,
+               row_number() OVER (PARTITION BY p.job
+                                  ORDER BY p.trigger <> 'schedule', p.rn, p.id) AS job_rn
+        FROM picked p
+        LEFT JOIN free f ON f.job = p.job AND f.lock_key = p.lock_key AND f.rn = p.rn
+        WHERE p.slots IS NULL OR f.slot IS NOT NULL
+    ), wanted AS (
+        -- Tokens each bucket is asked for: a queue's bucket only for the runs its jobs' buckets
+        -- can pay for, as far as this claim's snapshot tells.
+        SELECT e.*, row_number() OVER (PARTITION BY e.queue
+                                       ORDER BY e.trigger <> 'schedule', e.job_rn, e.id)
+                        AS queue_rn
+        FROM eligible e
+        LEFT JOIN {schema}.rate_buckets b ON b.scope = 'job' AND b.name = e.job
+        WHERE b.name IS NULL OR e.job_rn <= floor({schema}.rate_bucket_level(b))
+    ), tokens AS (
+        UPDATE {schema}.rate_buckets b
+        SET granted = least(w.wanted, floor({schema}.rate_bucket_level(b))),
+            tokens = {schema}.rate_bucket_level(b)
+                     - least(w.wanted, floor({schema}.rate_bucket_level(b))),
+            updated_at = greatest(b.updated_at, now())
+        FROM (SELECT 'job' AS scope, w.job AS name, count(*) AS wanted FROM wanted w GROUP BY w.job
+              UNION ALL
+              SELECT 'queue', w.queue, count(*) FROM wanted w GROUP BY w.queue) w
+        WHERE b.scope = w.scope AND b.name = w.name
+        RETURNING b.scope, b.name, b.granted, b.tokens, b.rate
+    ), allowed AS (
+        SELECT w.id, w.job, w.lock_key, w.slot
+        FROM wanted w
+        LEFT JOIN tokens jt ON jt.scope = 'job' AND jt.name = w.job
+        LEFT JOIN tokens qt ON qt.scope = 'queue' AND qt.name = w.queue
+        WHERE (jt.name IS NULL OR w.job_rn <= jt.granted)
+          AND (qt.name IS NULL OR w.queue_rn <= qt.granted)
+    ), locked AS (
+        INSERT INTO {schema}.run_locks AS l
+            (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
+        SELECT a.job, a.lock_key, a.slot, a.id, worker, now(),
+               now() + make_interval(secs => lease)
+        FROM allowed a
+        WHERE a.slot IS NOT NULL
+        ORDER BY a.job, a.lock_key, a.slot
+        ON CONFLICT (job, lock_key, slot) DO NOTHING
+        RETURNING l.run_id
+    ), skipped AS (
+        UPDATE {schema}.runs r
+        SET status = 'skipped', finished_at = clock_timestamp(), worker_id = worker,
+            message = format('skipped: lock held by run %s on worker %s', h.run_id, h.worker_id)
+        FROM picked p
+        CROSS JOIN LATERAL (
+            SELECT l.run_id, l.worker_id, count(*) OVER () AS taken
+            FROM {schema}.run_locks l
+            WHERE l.job = p.job AND l.lock_key = p.lock_key
+            ORDER BY l.slot
+            LIMIT 1) h
+        WHERE r.id = p.id AND p.overlap = 'skip' AND p.trigger = 'schedule'
+          AND p.misfire <> 'backfill' AND h.taken >= p.slots AND h.run_id <> p.id
+    )
+    SELECT coalesce(array_agg(a.id), ARRAY[]::bigint[]),
+           (SELECT min((1 - t.tokens) / t.rate) FROM tokens t WHERE t.tokens < 1)
+    INTO granted, next_token_in
+    FROM allowed a
+    WHERE a.slot IS NULL OR a.id IN (SELECT run_id FROM locked);
+END
+$$;
+
 -- A pause, a resume or a cancel wakes every worker at once, whoever makes it (the CLI, the
 -- dashboard or an UPDATE by hand): a resumed job's held runs are claimed within a second, and a
 -- cancelled run's worker stops it without waiting for its heartbeat.
@@ -175,13 +290,11 @@ LEFT JOIN LATERAL (
       AND (j.overlap = 'skip' OR j.max_concurrency IS NOT NULL)
 ) slots ON true
 LEFT JOIN LATERAL (
-    SELECT b.rate, least(b.burst, b.tokens + b.rate
-               * greatest(0, extract(epoch FROM now() - b.updated_at))) AS available
+    SELECT b.rate, {schema}.rate_bucket_level(b) AS available
     FROM {schema}.rate_buckets b WHERE b.scope = 'job' AND b.name = r.job
 ) jb ON true
 LEFT JOIN LATERAL (
-    SELECT b.rate, least(b.burst, b.tokens + b.rate
-               * greatest(0, extract(epoch FROM now() - b.updated_at))) AS available
+    SELECT b.rate, {schema}.rate_bucket_level(b) AS available
     FROM {schema}.rate_buckets b WHERE b.scope = 'queue' AND b.name = r.queue
 ) qb ON true
 WHERE r.status = 'queued';

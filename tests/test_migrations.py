@@ -85,8 +85,11 @@ def test_upgrade_on_an_empty_database_creates_the_tables_and_views_of_the_spec(
         "run_locks": "r",
         "workers": "r",
         "worker_jobs": "r",
+        "queues": "r",
+        "rate_buckets": "r",
         "job_status": "v",
         "run_history": "v",
+        "run_waits": "v",
     }
     # pgjobs' version table is its own: the application's public schema stays empty.
     assert relations(empty_dsn, "public") == {}

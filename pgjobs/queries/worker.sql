@@ -47,11 +47,13 @@ SELECT now();
 INSERT INTO {schema}.jobs AS j
     (name, extension, description, schedule, schedule_source, timezone, enabled, tags,
      timeout_seconds, max_attempts, retry_backoff, overlap, misfire, backfill_cap, priority, queue,
-     parameters, next_fire_at, registered_by, registered_at, updated_at)
+     parameters, max_concurrency, concurrency_key, rate_limit, next_fire_at, registered_by,
+     registered_at, updated_at)
 VALUES (%(name)s, %(extension)s, %(description)s, %(schedule)s, %(schedule_source)s, %(timezone)s,
         %(enabled)s, %(tags)s, %(timeout_seconds)s, %(max_attempts)s, %(retry_backoff)s,
         %(overlap)s, %(misfire)s, %(backfill_cap)s, %(priority)s, %(queue)s, %(parameters)s,
-        %(next_fire_at)s, %(worker)s, now(), now())
+        %(max_concurrency)s, %(concurrency_key)s, %(rate_limit)s, %(next_fire_at)s, %(worker)s,
+        now(), now())
 ON CONFLICT (name) DO UPDATE
 SET extension = excluded.extension, description = excluded.description,
     schedule = excluded.schedule, schedule_source = excluded.schedule_source,
@@ -60,10 +62,49 @@ SET extension = excluded.extension, description = excluded.description,
     retry_backoff = excluded.retry_backoff, overlap = excluded.overlap,
     misfire = excluded.misfire, backfill_cap = excluded.backfill_cap,
     priority = excluded.priority, queue = excluded.queue, parameters = excluded.parameters,
+    max_concurrency = excluded.max_concurrency, concurrency_key = excluded.concurrency_key,
+    rate_limit = excluded.rate_limit,
     -- The watermark survives a restart with the same schedule, so missed ticks stay visible to
     -- the misfire policy; a changed schedule starts afresh from now.
     next_fire_at = CASE WHEN %(reset_next_fire)s THEN excluded.next_fire_at ELSE j.next_fire_at END,
     registered_by = excluded.registered_by, updated_at = now();
+
+-- name: sync_rate_buckets
+-- The token buckets of these jobs or queues (`scope`), as the registering code or profile says:
+-- a bucket per rate limit (one that exists keeps its tokens, up to its new size), none without.
+WITH wanted AS (
+    SELECT w.name, w.rate, w.burst
+    FROM unnest(%(names)s::text[], %(rates)s::float8[], %(bursts)s::float8[]) AS w(name, rate, burst)
+), kept AS (
+    INSERT INTO {schema}.rate_buckets AS b (scope, name, rate, burst, tokens)
+    SELECT %(scope)s, w.name, w.rate, w.burst, w.burst
+    FROM wanted w
+    WHERE w.rate IS NOT NULL
+    ORDER BY w.name
+    ON CONFLICT (scope, name) DO UPDATE
+    SET rate = excluded.rate, burst = excluded.burst, tokens = least(b.tokens, excluded.burst)
+    WHERE (b.rate, b.burst) IS DISTINCT FROM (excluded.rate, excluded.burst)
+)
+DELETE FROM {schema}.rate_buckets b
+USING wanted w
+WHERE b.scope = %(scope)s AND b.name = w.name AND w.rate IS NULL;
+
+-- name: sync_queue_rate_limits
+-- The rate limits of the queues this worker serves, as its profile says (shown by `queues list`).
+-- A queue gets a row only to hold a limit; a pause set at runtime is left as it is.
+INSERT INTO {schema}.queues AS q (name, rate_limit)
+SELECT w.name, w.rate_limit
+FROM unnest(%(names)s::text[], %(rate_limits)s::text[]) AS w(name, rate_limit)
+WHERE w.rate_limit IS NOT NULL
+ORDER BY w.name
+ON CONFLICT (name) DO UPDATE
+SET rate_limit = excluded.rate_limit, updated_at = now()
+WHERE q.rate_limit IS DISTINCT FROM excluded.rate_limit;
+
+-- name: clear_queue_rate_limits
+UPDATE {schema}.queues q
+SET rate_limit = NULL, updated_at = now()
+WHERE q.name = ANY (%(names)s::text[]) AND q.rate_limit IS NOT NULL;
 
 -- name: lock_due_jobs
 -- Tick, step 1: the jobs whose next tick is due, locked so one worker materialises each tick.
@@ -88,7 +129,7 @@ WITH ticks AS (
     FROM unnest(%(tick_jobs)s::text[], %(tick_times)s::timestamptz[]) AS t(job, tick)
     JOIN {schema}.jobs j ON j.name = t.job
     ON CONFLICT (job, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
-    RETURNING id
+    RETURNING id, scheduled_for
 ), advanced AS (
     UPDATE {schema}.jobs j
     SET next_fire_at = w.next_fire_at, last_tick_at = coalesce(w.last_tick_at, j.last_tick_at)
@@ -97,15 +138,23 @@ WITH ticks AS (
     WHERE j.name = w.name
     RETURNING j.name
 )
-SELECT (SELECT count(*) FROM ticks) AS inserted, (SELECT count(*) FROM advanced) AS advanced;
+SELECT ARRAY(SELECT t.id FROM ticks t ORDER BY t.scheduled_for, t.id) AS inserted,
+       (SELECT count(*) FROM advanced) AS advanced;
 
 -- name: finish_and_claim_runs
 -- One statement, one commit per loop iteration: record the outcomes of finished runs (only those
--- this worker still owns), release their locks, queue their retries; then claim up to `limit` due
--- runs in priority order. A job that forbids overlap gets its run lock in the same statement; a
--- tick whose lock is held by another run is recorded as skipped, while explicit work (manual,
--- enqueued, retries, backfilled ticks) waits in the queue for the lock. The last row says how
--- many seconds remain until the next delayed run or tick of these jobs.
+-- this worker still owns), free their slots, queue their retries; then claim up to `limit` due
+-- runs, ticks first, then the rest in priority order. The last row says how many seconds remain
+-- until the next delayed run, tick or rate-limit token of these jobs.
+--
+-- What holds a queued run back is read once per statement, not per run: the paused jobs and
+-- queues, the jobs and queues whose rate bucket is empty, and the concurrency groups (a limited
+-- job, or one key of it) with every slot taken. Runs they hold are passed over by the walk of
+-- the queue, so a held run never stands in front of one that may start. A limited run starts
+-- only with a slot of its group (a run_locks row, taken with ON CONFLICT DO NOTHING: two workers
+-- claiming at the same instant cannot both take it) and a rate-limited one with a token. A run
+-- that gets neither stays queued; a tick of an overlap `skip` job that finds its group full is
+-- recorded as skipped.
 WITH outcome AS (
     -- One JSON document for the whole batch: a field a run has no value for is left out.
     SELECT o.run_id AS id, o.*
@@ -125,75 +174,112 @@ WITH outcome AS (
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
     RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
-              r.queue, o.retry_delay
+              r.queue, r.concurrency_key, o.retry_delay
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
 ), retried AS (
     INSERT INTO {schema}.runs
         (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
-         priority, queue)
+         priority, queue, concurrency_key)
     SELECT done.job, 'retry', clock_timestamp() + make_interval(secs => done.retry_delay),
            done.attempt + 1, done.max_attempts, done.id, done.payload, done.parameters,
-           done.priority, done.queue
+           done.priority, done.queue, done.concurrency_key
     FROM done
     WHERE done.retry_delay IS NOT NULL AND done.attempt < done.max_attempts
     RETURNING id, retry_of
-), picked AS (
-    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for
+), held AS MATERIALIZED (
+    -- What may hold queued runs back, read once per statement. Each filter of the queue's walk
+    -- below is skipped when its kind of hold exists nowhere, as is usual.
+    SELECT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.paused)
+               OR EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.paused)
+               OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
+           EXISTS (SELECT 1 FROM {schema}.run_locks l) AS slots_taken
+), picked_ticks AS (
+    -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
+    -- them in the queue, so that bulk work does not delay schedules.
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue
+    FROM {schema}.runs r
+    WHERE r.id = ANY (%(ticks)s::bigint[]) AND r.status = 'queued'
+      AND r.queue NOT IN (SELECT q.name FROM {schema}.queues q WHERE q.paused)
+    FOR UPDATE SKIP LOCKED
+), picked_work AS (
+    -- Runs held back by a pause, an empty rate bucket or a full concurrency group are passed
+    -- over, so a held run never stands in front of one that may start.
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue
     FROM {schema}.runs r
     WHERE r.status = 'queued' AND r.scheduled_for <= now()
       AND r.queue = ANY (%(queues)s)
       AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
                   WHERE wj.worker_id = %(worker)s AND wj.job = r.job OFFSET 0)
+      AND (NOT (SELECT h.pauses_or_rates FROM held h)
+           OR (r.job NOT IN (
+                   SELECT j.name FROM {schema}.jobs j WHERE j.paused
+                   UNION ALL
+                   SELECT b.name FROM {schema}.rate_buckets b
+                   WHERE b.scope = 'job' AND {schema}.rate_bucket_level(b) < 1)
+               AND r.queue NOT IN (
+                   SELECT q.name FROM {schema}.queues q WHERE q.paused
+                   UNION ALL
+                   SELECT b.name FROM {schema}.rate_buckets b
+                   WHERE b.scope = 'queue' AND {schema}.rate_bucket_level(b) < 1)))
+      AND (NOT (SELECT h.slots_taken FROM held h)
+           OR r.trigger = 'schedule'  -- a tick of a full `skip` job is picked to be skipped
+           OR (r.job, coalesce(r.concurrency_key, '')) NOT IN (
+                  SELECT l.job, l.lock_key
+                  FROM {schema}.run_locks l
+                  CROSS JOIN LATERAL (SELECT j.max_concurrency FROM {schema}.jobs j
+                                      WHERE j.name = l.job OFFSET 0) j
+                  GROUP BY l.job, l.lock_key, j.max_concurrency
+                  HAVING count(*) >= coalesce(j.max_concurrency, 1)))
     ORDER BY r.priority, r.scheduled_for, r.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), ranked AS (
     -- Each picked run's job by its key (OFFSET 0 keeps it a probe per run): a generic plan,
     -- costed for an unknown LIMIT, would otherwise hash all of jobs, 10,000 rows or more.
-    SELECT p.*, j.overlap, j.misfire,
-           row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
-    FROM picked p
-    CROSS JOIN LATERAL (SELECT j.overlap, j.misfire FROM {schema}.jobs j
-                        WHERE j.name = p.job OFFSET 0) j
-), locked AS (
-    INSERT INTO {schema}.run_locks AS l (job, run_id, worker_id, acquired_at, lease_expires_at)
-    SELECT k.job, k.id, %(worker)s, now(), now() + make_interval(secs => %(lease)s)
-    FROM ranked k
-    WHERE k.overlap = 'skip' AND k.rn = 1
-    ON CONFLICT (job) DO NOTHING
-    RETURNING l.run_id
+    -- A run is limited when its job has slots (overlap `skip`, max_concurrency, a concurrency
+    -- key) or a rate limit, or its queue has one.
+    SELECT p.id,
+           j.overlap = 'skip' OR j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
+               OR j.rate_limit IS NOT NULL
+               OR ((SELECT h.pauses_or_rates FROM held h)
+                   AND p.queue IN (SELECT b.name FROM {schema}.rate_buckets b
+                                   WHERE b.scope = 'queue')) AS limited
+    FROM (SELECT * FROM picked_ticks UNION ALL SELECT * FROM picked_work) p
+    CROSS JOIN LATERAL (
+        SELECT j.overlap, j.max_concurrency, j.concurrency_key, j.rate_limit
+        FROM {schema}.jobs j WHERE j.name = p.job OFFSET 0) j
+), limited AS (
+    -- Slots and tokens for the limited runs, decided by claim_limited (see its definition).
+    SELECT c.granted, c.next_token_in
+    FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k WHERE k.limited), %(worker)s,
+                                %(lease)s) c
+    WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.limited)
 ), started AS (
     UPDATE {schema}.runs r
     SET status = 'running', worker_id = %(worker)s, started_at = clock_timestamp(),
         heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
-    FROM ranked k
     -- An array of ids, not a join: a primary-key probe per run in the plan cached for every
     -- batch size (a join planned for an unknown LIMIT hashes the whole table).
-    WHERE r.id = ANY (ARRAY(SELECT k.id FROM ranked k
-                            WHERE k.overlap = 'allow' OR k.id IN (SELECT run_id FROM locked)))
-      AND r.id = k.id
+    WHERE r.id = ANY (ARRAY(SELECT k.id FROM ranked k WHERE NOT k.limited)
+                      || coalesce((SELECT l.granted FROM limited l), ARRAY[]::bigint[]))
     RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
-              r.parameters, r.started_at
-), skipped AS (
-    UPDATE {schema}.runs r
-    SET status = 'skipped', finished_at = clock_timestamp(), worker_id = %(worker)s,
-        message = format('skipped: lock held by run %%s on worker %%s', l.run_id, l.worker_id)
-    FROM ranked k
-    JOIN {schema}.run_locks l ON l.job = k.job
-    WHERE r.id = k.id AND k.overlap = 'skip' AND k.trigger = 'schedule' AND k.misfire <> 'backfill'
-      AND k.id NOT IN (SELECT run_id FROM locked) AND l.run_id <> k.id
+              r.parameters, r.started_at,
+              coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false) AS limited
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
-       s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds
+       s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
+       s.limited
 FROM started s
 UNION ALL
-SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done d
+SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM done d
 UNION ALL
-SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL
+SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL
 FROM retried t
 UNION ALL
--- Seconds until the next tick or delayed run of these jobs, by the database clock.
+-- Seconds until the next tick, delayed run or rate-limit token of these jobs, by the database
+-- clock.
 SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        extract(epoch FROM least(
            (SELECT j.next_fire_at FROM {schema}.jobs j
@@ -209,8 +295,19 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
               AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
                           WHERE wj.worker_id = %(worker)s AND wj.job = r.job OFFSET 0)
             ORDER BY r.scheduled_for
-            LIMIT 1)
-       ) - clock_timestamp())::double precision;
+            LIMIT 1),
+           -- The next token of a bucket this claim emptied, or of one empty before it.
+           now() + make_interval(secs => (SELECT l.next_token_in FROM limited l)),
+           (SELECT now() + make_interval(
+                       secs => min((1 - {schema}.rate_bucket_level(b)) / b.rate))
+            FROM {schema}.rate_buckets b
+            WHERE (SELECT h.pauses_or_rates FROM held h) AND {schema}.rate_bucket_level(b) < 1
+              AND CASE b.scope
+                  WHEN 'queue' THEN b.name = ANY (%(queues)s)
+                  ELSE EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+                               WHERE wj.worker_id = %(worker)s AND wj.job = b.name OFFSET 0)
+                  END)
+       ) - clock_timestamp())::double precision, NULL;
 
 -- name: heartbeat
 -- Extend this worker's row, and the leases and locks of the runs it holds in memory (only
@@ -274,7 +371,7 @@ WITH expired AS (
     FROM expired
     WHERE r.id = expired.id
     RETURNING r.id, r.job, r.worker_id, r.attempt, r.max_attempts, r.payload, r.parameters,
-              r.priority, r.queue
+              r.priority, r.queue, r.concurrency_key
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING reaped WHERE l.run_id = reaped.id
 ), stale_locks AS (
@@ -284,8 +381,9 @@ WITH expired AS (
 ), retried AS (
     INSERT INTO {schema}.runs
         (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
-         priority, queue)
-    SELECT job, 'retry', now(), attempt + 1, max_attempts, id, payload, parameters, priority, queue
+         priority, queue, concurrency_key)
+    SELECT job, 'retry', now(), attempt + 1, max_attempts, id, payload, parameters, priority, queue,
+           concurrency_key
     FROM reaped
     WHERE attempt < max_attempts
     RETURNING id

@@ -79,13 +79,15 @@ class WorkerCore:
         self.async_pool: AsyncConnectionPool | None = None
         self.sync_pool: ConnectionPool | None = None
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.concurrency, thread_name_prefix="pgjobs-run"
+            max_workers=settings.concurrency + settings.tick_slots, thread_name_prefix="pgjobs-run"
         )
         self._running: dict[int, Running] = {}
         # Runs claimed ahead of a free slot, oldest first (see Dispatch._claim_room).
         self._prefetched: deque[Prefetched] = deque()
         self._recent_duration: float | None = None
         self._outcomes: list[Outcome] = []
+        #: Limited runs (see ClaimedRun.limited) ended since the last recorded batch.
+        self._limited_ended = 0
         self._wake = asyncio.Event()
         self._stopping = False
         self._stop_requested_at: float | None = None

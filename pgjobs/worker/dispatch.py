@@ -57,6 +57,7 @@ class Dispatch(WorkerCore):
         """Record every finished run's outcome and claim up to ``free`` runs, in one statement."""
         assert self.store is not None
         outcomes, self._outcomes = self._outcomes, []
+        limited, self._limited_ended = self._limited_ended, 0
         try:
             batch = await self.store.finish_and_claim_runs(
                 outcomes,
@@ -66,6 +67,7 @@ class Dispatch(WorkerCore):
             )
         except (psycopg.Error, TypeError, ValueError) as exc:
             self._outcomes[:0] = outcomes  # write them with the next statement
+            self._limited_ended += limited
             if not outcomes or is_connection_error(exc, self.store.conn):
                 raise
             # The database refused one of the outcomes: record them one at a time.
@@ -73,10 +75,24 @@ class Dispatch(WorkerCore):
             return await self._finish_and_claim(free)
         except BaseException:
             self._outcomes[:0] = outcomes
+            self._limited_ended += limited
             raise
         self._log_recorded(outcomes, batch)
         self._dispatch(batch.started)
+        if limited:
+            await self._on_slots_freed()
         return batch
+
+    async def _on_slots_freed(self) -> None:
+        """Limited runs ended (their slots are free, or their bucket may have tokens again) and
+        queued runs may wait for them: claim again at once, or, without room here, wake the
+        other workers."""
+        assert self.store is not None
+        if self._claim_room():
+            self._timers.next_claim = 0.0
+            self._wake.set()
+        else:
+            await self.store.notify("slot")
 
     async def _record_outcomes_one_by_one(self) -> None:
         """Record each waiting outcome alone; one the database refuses becomes ``failed``."""
@@ -126,12 +142,21 @@ class Dispatch(WorkerCore):
                 )
         self.metrics.retried(len(batch.retried))
 
+    def _tick_room(self) -> int:
+        """How many of the slots kept for ticks (``tick_reserve``, beyond the concurrency) are
+        free."""
+        busy = len(self._running) - self.settings.concurrency
+        return max(0, self.settings.tick_slots - max(0, busy))
+
     def _dispatch(self, claimed: list[ClaimedRun]) -> None:
-        """Start claimed runs in the free slots; the others wait here, prefetched."""
+        """Start claimed runs in the free slots, ticks also in the reserve kept for them; the
+        others wait here, prefetched."""
         self.metrics.claimed(len(claimed))
         now = time.monotonic()
         for run in claimed:
-            if len(self._running) < self.settings.concurrency:
+            if len(self._running) < self.settings.concurrency or (
+                run.trigger == "schedule" and self._tick_room()
+            ):
                 self._start(run)
             else:
                 self._prefetched.append(Prefetched(run, now))
@@ -178,7 +203,11 @@ class Dispatch(WorkerCore):
         entry = self._running.pop(run_id, None)
         if entry is None:
             return
-        if self._prefetched and not self._stopping:
+        if (
+            self._prefetched
+            and not self._stopping
+            and len(self._running) < self.settings.concurrency
+        ):
             held = self._prefetched.popleft()
             self._start(held.run, start_delay=time.monotonic() - held.claimed)
         task = entry.task
@@ -189,6 +218,8 @@ class Dispatch(WorkerCore):
             outcome = task.result()
         except Exception as exc:  # execute() returns an outcome for anything a job does
             outcome = failed_outcome(run_id, f"the run's outcome could not be made: {exc!r:.500}")
+        if entry.run.limited:
+            self._limited_ended += 1
         self.metrics.run_finished(entry.run.job, outcome.status, outcome.duration)
         recent = self._recent_duration
         self._recent_duration = (

@@ -35,7 +35,8 @@ REGISTRATION_ATTEMPTS = 10
 class Registration(WorkerCore):
     async def _sync_jobs(self) -> None:
         """Upsert every registered job's effective definition (code < profile; pause is kept),
-        retrying transient conflicts with other workers starting at the same time."""
+        with the rate limits of its jobs and of the queues it serves, retrying transient
+        conflicts with other workers starting at the same time."""
         for attempt in range(1, REGISTRATION_ATTEMPTS + 1):
             try:
                 await self._sync_jobs_once()
@@ -69,6 +70,15 @@ class Registration(WorkerCore):
                     job_row(d, next_fire_at=cron.next_after(db_now) if cron else None, reset=reset)
                 )
             await store.upsert_jobs(rows)
+            await store.sync_rate_limits("job", {d.name: d.rate_limit for d in definitions})
+            queue_settings = self.registry.queue_settings
+            await store.sync_rate_limits(
+                "queue",
+                {
+                    q: queue_settings[q].rate_limit if q in queue_settings else None
+                    for q in self.queues
+                },
+            )
 
     async def _register(self) -> None:
         """The worker's row and its registered jobs, which its claims and ticks read."""
@@ -106,6 +116,9 @@ def job_row(d: JobDefinition, *, next_fire_at: datetime | None, reset: bool) -> 
         "priority": d.priority,
         "queue": d.queue,
         "parameters": Jsonb(dict(d.parameters)),
+        "max_concurrency": d.max_concurrency,
+        "concurrency_key": d.concurrency_key_label,
+        "rate_limit": str(d.rate_limit) if d.rate_limit else None,
         "next_fire_at": next_fire_at,
         "reset_next_fire": reset,
     }

@@ -39,7 +39,8 @@ class WorkerSettings:
     after a lost connection; jobs resume within about this long of the server accepting
     connections again. ``db_timeout``: the longest a statement of the worker's loop may go
     without a reply before its connection is taken for dead (a half-open connection: a network
-    partition, a frozen host); default ``max(10, lease / 3)``.
+    partition, a frozen host); default ``max(10, lease / 3)``. ``tick_reserve``: slots beyond
+    ``concurrency`` that only the runs of ticks may use (see :attr:`tick_slots`).
     """
 
     dsn: str = ""
@@ -57,6 +58,15 @@ class WorkerSettings:
     backoff_max: float = 2.0
     prefetch: int | None = None
     db_timeout: float | None = None
+    tick_reserve: int | None = None
+
+    @property
+    def tick_slots(self) -> int:
+        """Slots beyond ``concurrency`` kept for the runs of ticks (default: a quarter of the
+        concurrency, at least 2), so schedules start on time while bulk work fills the others."""
+        if self.tick_reserve is not None:
+            return self.tick_reserve
+        return max(2, self.concurrency // 4)
 
     @property
     def prefetch_limit(self) -> int:

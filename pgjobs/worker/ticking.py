@@ -22,10 +22,12 @@ class Ticking(Dispatch):
         whether any due job could be locked (False: none is due, or another worker is ticking
         them) and how many runs were inserted.
 
-        The worker that makes the ticks' runs claims what it has room for in the same
-        transaction: they start as soon as it commits, without a NOTIFY and another worker's
-        claim in between. Other workers get the rest through the NOTIFY. If the commit's reply
-        is lost, the runs it claimed are handed back by the next heartbeat.
+        The worker that makes the ticks' runs claims them in the same transaction, ahead of
+        whatever waits in the queue, in its free slots and in the reserve it keeps for ticks
+        (``tick_reserve``): they start as soon as it commits, without a NOTIFY and another
+        worker's claim in between, and a burst of enqueued work does not delay them. Other
+        workers get the rest through the NOTIFY. If the commit's reply is lost, the runs it
+        claimed are handed back by the next heartbeat.
         """
         assert self.store is not None
         store = self.store
@@ -68,11 +70,18 @@ class Ticking(Dispatch):
                         (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
                     )
                 inserted = await store.insert_ticks_advance_watermarks(ticks, watermarks)
-                inserted_all += inserted
-                room = self._claim_room()
-                if inserted and room:
+                inserted_all += len(inserted)
+                if inserted and not self._stopping:
+                    # Its own ticks first, in its free slots and the reserve kept for ticks,
+                    # whatever bulk work waits in the queue; then what else it has room for.
+                    room = self._claim_room()
+                    mine = inserted[: room + self._tick_room()]
                     batch = await store.finish_and_claim_runs(
-                        [], queues=self.queues, limit=room, lease=self.settings.lease
+                        [],
+                        queues=self.queues,
+                        limit=max(0, room - len(mine)),
+                        lease=self.settings.lease,
+                        ticks=mine,
                     )
                     claimed = batch.started
             self._dispatch(claimed)  # committed: now they may run

@@ -29,6 +29,20 @@ class Wakeups(WorkerCore):
                 await asyncio.wait_for(self._wake.wait(), timeout)
         return self._wake.is_set()
 
+    def _on_notify(self, payload: str) -> None:
+        """A NOTIFY wakes the loop to look at the queue and the ticks (runs were queued, a slot
+        freed, a job or a queue was paused or resumed, a schedule changed). ``cancel:<id>``: an
+        operator cancelled a run; if this worker holds it, the heartbeat that tells its job
+        comes now rather than at its time."""
+        kind, _, ref = payload.partition(":")
+        if kind == "cancel":
+            if ref.isdigit() and int(ref) in self.held_run_ids():
+                self._timers.next_heartbeat = 0.0
+                self._wake.set()
+            return
+        self._timers.next_tick = 0.0  # a schedule may have changed: look
+        self._wake.set()
+
     async def _listen(self) -> None:
         """Turn NOTIFYs on the pgjobs channel into wake-ups; reconnect when the link drops."""
         backoff = Backoff(RECONNECT_FIRST, self.settings.backoff_max)
@@ -46,9 +60,8 @@ class Wakeups(WorkerCore):
                     self._timers.next_tick = 0.0  # catch up on what we may have missed
                     self._wake.set()
                     while True:
-                        async for _ in conn.notifies(timeout=self.settings.lease):
-                            self._timers.next_tick = 0.0  # a schedule may have changed: look
-                            self._wake.set()
+                        async for notify in conn.notifies(timeout=self.settings.lease):
+                            self._on_notify(notify.payload)
                         async with asyncio.timeout(deadline):  # quiet for a lease: still there?
                             await conn.execute("SELECT 1")
             except asyncio.CancelledError:
