@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pgjobs.db import connection_error, resolve_dsn
 from pgjobs.errors import DatabaseError, LockHeldError, PgJobsError
 from pgjobs.execution import RunExecution
+from pgjobs.limits import concurrency_key_of
 from pgjobs.registry import JobDefinition
 from pgjobs.store import ClaimedRun, Outcome, Queries, WorkerStore
 
@@ -119,7 +120,13 @@ async def _run(
 async def _start(
     store: WorkerStore, definition: JobDefinition, settings: RunSettings
 ) -> ClaimedRun:
-    """Insert the running manual run and take the job's run lock, in one transaction."""
+    """Insert the running manual run and take a slot of its job (or of its key) when the job is
+    limited, in one transaction."""
+    key = (
+        concurrency_key_of(definition.concurrency_key, settings.payload)
+        if definition.concurrency_key is not None
+        else None
+    )
     async with store.conn.transaction():
         cur = store.conn.cursor(row_factory=dict_row)
         await cur.execute(
@@ -131,6 +138,7 @@ async def _start(
                 "parameters": Jsonb(settings.parameters) if settings.parameters else None,
                 "priority": definition.priority,
                 "queue": definition.queue,
+                "concurrency_key": key,
                 "worker": store.worker_id,
                 "lease": settings.lease,
             },
@@ -138,24 +146,39 @@ async def _start(
         row = await cur.fetchone()
         assert row is not None
         run = ClaimedRun(**row)
-        if definition.overlap == "skip" and not settings.force:
-            await _take_lock(store, run, settings.lease)
+        slots = definition.max_concurrency or (1 if definition.overlap == "skip" else None)
+        if slots is not None and not settings.force:
+            await _take_slot(store, run, key or "", slots, settings.lease)
     return run
 
 
-async def _take_lock(store: WorkerStore, run: ClaimedRun, lease: float) -> None:
-    params = {"job": run.job, "run_id": run.id, "worker": store.worker_id, "lease": lease}
+async def _take_slot(
+    store: WorkerStore, run: ClaimedRun, key: str, slots: int, lease: float
+) -> None:
+    """A slot of the run's concurrency group, as a worker's claim takes one, or LockHeldError."""
+    params = {
+        "job": run.job,
+        "lock_key": key,
+        "slots": slots,
+        "run_id": run.id,
+        "worker": store.worker_id,
+        "lease": lease,
+    }
     taken = await (await store.conn.execute(store.q["take_run_lock"], params)).fetchone()
     if taken is not None:
         return
     cur = store.conn.cursor(row_factory=dict_row)
-    await cur.execute(store.q["run_lock_holder"], {"job": run.job})
+    await cur.execute(store.q["run_lock_holder"], {"job": run.job, "lock_key": key})
     holder = await cur.fetchone()
     who = f"run {holder['run_id']} on worker {holder['worker_id']}" if holder else "another run"
+    limit = (
+        "does not allow overlapping runs and its lock is held by"
+        if slots == 1 and not key
+        else f"has its {slots} slot(s){f' for key {key!r}' if key else ''} taken, one by"
+    )
     # Raising rolls the transaction back: the refused run leaves no row behind.
     raise LockHeldError(
-        f"job {run.job!r} does not allow overlapping runs and its lock is held by {who}; "
-        "wait for it to finish or pass --force to run anyway"
+        f"job {run.job!r} {limit} {who}; wait for it to finish or pass --force to run anyway"
     )
 
 

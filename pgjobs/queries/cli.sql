@@ -148,27 +148,38 @@ WHERE r.id = %(id)s;
 -- process, with a lease that the CLI extends while the job runs.
 INSERT INTO {schema}.runs
     (job, trigger, scheduled_for, status, max_attempts, payload, parameters, priority, queue,
-     worker_id, started_at, heartbeat_at, lease_expires_at)
+     concurrency_key, worker_id, started_at, heartbeat_at, lease_expires_at)
 VALUES (%(job)s, 'manual', now(), 'running', %(max_attempts)s, %(payload)s, %(parameters)s,
-        %(priority)s, %(queue)s, %(worker)s, clock_timestamp(), now(),
+        %(priority)s, %(queue)s, %(concurrency_key)s, %(worker)s, clock_timestamp(), now(),
         now() + make_interval(secs => %(lease)s))
 RETURNING id, job, trigger, scheduled_for, attempt, max_attempts, payload, parameters, started_at;
 
 -- name: queue_manual_run
 -- A manual run handed to the workers; the insert trigger wakes them when the transaction commits.
+-- Its concurrency key is the payload's field that the job's row names, as for an enqueue.
 INSERT INTO {schema}.runs
-    (job, trigger, scheduled_for, max_attempts, payload, parameters, priority, queue)
-VALUES (%(job)s, 'manual', now(), %(max_attempts)s, %(payload)s, %(parameters)s, %(priority)s,
-        %(queue)s)
+    (job, trigger, scheduled_for, max_attempts, payload, parameters, priority, queue,
+     concurrency_key)
+SELECT %(job)s, 'manual', now(), %(max_attempts)s, %(payload)s, %(parameters)s, %(priority)s,
+       %(queue)s,
+       (SELECT %(payload)s::jsonb ->> j.concurrency_key FROM {schema}.jobs j
+        WHERE j.name = %(job)s AND j.concurrency_key NOT LIKE 'callable:%%')
 RETURNING id;
 
 -- name: take_run_lock
--- The run lock of a non-overlapping job for a manual run: its one slot (slot 1 of the empty key);
--- a lock whose lease expired (its holder stopped heartbeating) is taken over. No row back means
--- another run holds it.
+-- A concurrency slot of a limited job for a manual run: the lowest free one of its key's `slots`
+-- (one for overlap `skip`); a slot whose lease expired (its holder stopped heartbeating) is taken
+-- over. No row back means every slot is held.
 INSERT INTO {schema}.run_locks AS l
     (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
-VALUES (%(job)s, '', 1, %(run_id)s, %(worker)s, now(), now() + make_interval(secs => %(lease)s))
+SELECT %(job)s, %(lock_key)s, n, %(run_id)s, %(worker)s, now(),
+       now() + make_interval(secs => %(lease)s)
+FROM generate_series(1, %(slots)s) n
+WHERE NOT EXISTS (SELECT 1 FROM {schema}.run_locks h
+                  WHERE h.job = %(job)s AND h.lock_key = %(lock_key)s AND h.slot = n
+                    AND h.lease_expires_at >= now())
+ORDER BY n
+LIMIT 1
 ON CONFLICT (job, lock_key, slot) DO UPDATE
 SET run_id = excluded.run_id, worker_id = excluded.worker_id, acquired_at = excluded.acquired_at,
     lease_expires_at = excluded.lease_expires_at
@@ -178,7 +189,9 @@ RETURNING run_id;
 -- name: run_lock_holder
 SELECT run_id, worker_id, acquired_at, lease_expires_at
 FROM {schema}.run_locks
-WHERE job = %(job)s AND lock_key = '' AND slot = 1;
+WHERE job = %(job)s AND lock_key = %(lock_key)s
+ORDER BY slot
+LIMIT 1;
 
 -- name: run_progress
 -- What `jobs run --wait` follows: a run's state and the retry that replaced it, if any.
