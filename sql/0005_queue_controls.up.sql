@@ -87,7 +87,9 @@ BEGIN
                                   ORDER BY r.trigger <> 'schedule', r.priority, r.scheduled_for,
                                            r.id) AS rn
         FROM {schema}.runs r
-        JOIN {schema}.jobs j ON j.name = r.job
+        -- A probe of jobs per run (OFFSET 0): a generic plan would hash all of jobs otherwise.
+        CROSS JOIN LATERAL (SELECT j.overlap, j.misfire, j.max_concurrency, j.concurrency_key
+                            FROM {schema}.jobs j WHERE j.name = r.job OFFSET 0) j
         WHERE r.id = ANY (ids) AND r.status = 'queued'
     ), free AS (
         -- The free slots of each group, lowest first, as many as it has runs here.

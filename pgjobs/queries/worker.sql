@@ -237,17 +237,20 @@ WITH outcome AS (
 ), ranked AS (
     -- Each picked run's job by its key (OFFSET 0 keeps it a probe per run): a generic plan,
     -- costed for an unknown LIMIT, would otherwise hash all of jobs, 10,000 rows or more.
-    -- A run is limited when its job has slots (overlap `skip`, max_concurrency, a concurrency
-    -- key) or a rate limit, or its queue has one.
-    SELECT p.id,
-           j.overlap = 'skip' OR j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
-               OR j.rate_limit IS NOT NULL
+    -- `limited`: its job has max_concurrency, a concurrency key or a rate limit, or its queue a
+    -- rate limit: claim_limited decides. A job that only forbids overlap (`skip`, one slot) is
+    -- decided here, as most scheduled jobs are.
+    SELECT p.id, p.job, p.trigger, j.overlap = 'skip' AND NOT j.limited AS single, j.misfire,
+           j.limited
                OR ((SELECT h.pauses_or_rates FROM held h)
                    AND p.queue IN (SELECT b.name FROM {schema}.rate_buckets b
-                                   WHERE b.scope = 'queue')) AS limited
+                                   WHERE b.scope = 'queue')) AS limited,
+           row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
     FROM (SELECT * FROM picked_ticks UNION ALL SELECT * FROM picked_work) p
     CROSS JOIN LATERAL (
-        SELECT j.overlap, j.max_concurrency, j.concurrency_key, j.rate_limit
+        SELECT j.overlap, j.misfire,
+               j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
+                   OR j.rate_limit IS NOT NULL AS limited
         FROM {schema}.jobs j WHERE j.name = p.job OFFSET 0) j
 ), limited AS (
     -- Slots and tokens for the limited runs, decided by claim_limited (see its definition).
@@ -255,17 +258,40 @@ WITH outcome AS (
     FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k WHERE k.limited), %(worker)s,
                                 %(lease)s) c
     WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.limited)
+), locked AS (
+    -- The one slot of a job that forbids overlap, for its first run here.
+    INSERT INTO {schema}.run_locks AS l
+        (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
+    SELECT k.job, '', 1, k.id, %(worker)s, now(), now() + make_interval(secs => %(lease)s)
+    FROM ranked k
+    WHERE k.single AND NOT k.limited AND k.rn = 1
+    ON CONFLICT (job, lock_key, slot) DO NOTHING
+    RETURNING l.run_id
+), skipped AS (
+    -- A tick of such a job whose slot another run holds.
+    UPDATE {schema}.runs r
+    SET status = 'skipped', finished_at = clock_timestamp(), worker_id = %(worker)s,
+        message = format('skipped: lock held by run %%s on worker %%s', l.run_id, l.worker_id)
+    FROM ranked k
+    JOIN {schema}.run_locks l ON l.job = k.job AND l.lock_key = '' AND l.slot = 1
+    WHERE r.id = k.id AND k.single AND NOT k.limited AND k.trigger = 'schedule'
+      AND k.misfire <> 'backfill' AND k.id NOT IN (SELECT run_id FROM locked)
+      AND l.run_id <> k.id
 ), started AS (
     UPDATE {schema}.runs r
     SET status = 'running', worker_id = %(worker)s, started_at = clock_timestamp(),
         heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
     -- An array of ids, not a join: a primary-key probe per run in the plan cached for every
     -- batch size (a join planned for an unknown LIMIT hashes the whole table).
-    WHERE r.id = ANY (ARRAY(SELECT k.id FROM ranked k WHERE NOT k.limited)
+    WHERE r.id = ANY (ARRAY(SELECT k.id FROM ranked k
+                            WHERE NOT k.limited
+                              AND (NOT k.single OR k.id IN (SELECT run_id FROM locked)))
                       || coalesce((SELECT l.granted FROM limited l), ARRAY[]::bigint[]))
     RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
               r.parameters, r.started_at,
-              coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false) AS limited
+              r.id IN (SELECT run_id FROM locked)
+                  OR coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false)
+                  AS limited
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
