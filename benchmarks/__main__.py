@@ -22,6 +22,7 @@ from benchmarks import (
     drain,
     enqueue,
     idle,
+    limits,
     memory,
     peers,
     report,
@@ -39,6 +40,7 @@ MEASURES: dict[str, Measure] = {
     "idle": idle.run,
     "scale": scale.run,
     "memory": memory.run,
+    "limits": limits.run,
 }
 ALIASES = {"schedule_lag": "lag", "schedule-lag": "lag"}
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

@@ -3,6 +3,10 @@
 ``--app benchmarks.apps:<name>`` picks the workload; environment variables set its size:
 
 - ``drain``: one on-demand job, ``bench-noop`` (overlap allowed, as queue-style jobs are).
+- ``limited_50``, ``keyed``, ``rated``: ``bench-noop`` with one queue control each (the limits
+  measure): ``bench-limited-50`` (``max_concurrency = 50``), ``bench-keyed`` (one run at a time
+  per payload field ``tenant``), ``bench-rated`` (``rate_limit = "1000000/s"``). Each workload
+  registers its job alone: a rate bucket anywhere makes every claim look for empty buckets.
 - ``every_second``: ``BENCH_JOBS`` (default 20) jobs firing every second, ``bench-second-NN``.
   With ``BENCH_TICKS_FILE`` set, each run appends ``job tick entered`` (epoch seconds) to
   ``<BENCH_TICKS_FILE>.<pid>``, so lag is also measured to the moment the job's code runs.
@@ -29,6 +33,22 @@ class Noop(Job):
 
     async def execute(self, ctx: JobContext) -> JobResult:
         return JobResult.success()
+
+
+class Limited50(Noop):
+    name = "bench-limited-50"
+    max_concurrency = 50
+
+
+class Keyed(Noop):
+    name = "bench-keyed"
+    concurrency_key = "tenant"
+    max_concurrency = 1
+
+
+class Rated(Noop):
+    name = "bench-rated"
+    rate_limit = "1000000/s"
 
 
 def _count(default: int) -> int:
@@ -61,8 +81,13 @@ class _Bench(Extension):
 
 
 class Drain(_Bench):
+    """One on-demand job: ``bench-noop``, or the job class given."""
+
+    def __init__(self, job: type[Job] = Noop) -> None:
+        self.job = job
+
     def jobs(self) -> list[Job]:
-        return [Noop()]
+        return [self.job()]
 
 
 class EverySecond(_Bench):
@@ -82,6 +107,9 @@ class Scale(_Bench):
 
 
 drain = Drain()
+limited_50 = Drain(Limited50)
+keyed = Drain(Keyed)
+rated = Drain(Rated)
 every_second = EverySecond()
 idle = Idle()
 scale = Scale()

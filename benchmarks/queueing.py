@@ -3,6 +3,7 @@ its own; and seeing when the queue is empty again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,10 +16,17 @@ SELECT NOT EXISTS (SELECT 1 FROM pgjobs.runs WHERE status = 'queued')
 """
 
 
-def enqueue_many(conn: psycopg.Connection[Any], job: str, count: int) -> None:
-    """``enqueue_many_sync`` of ``count`` runs of ``job`` (no payload), committed on return."""
+def enqueue_many(
+    conn: psycopg.Connection[Any],
+    job: str,
+    count: int,
+    payload: Callable[[int], Any] | None = None,
+) -> None:
+    """``enqueue_many_sync`` of ``count`` runs of ``job``, committed on return; run ``i`` (from
+    0) has the payload ``payload(i)``, or none."""
+    requests = [{"job": job, "payload": payload(i) if payload else None} for i in range(count)]
     with conn.transaction():
-        pgjobs.enqueue_many_sync(conn, [{"job": job, "payload": None} for _ in range(count)])
+        pgjobs.enqueue_many_sync(conn, requests)
 
 
 def enqueue_in_transaction(conn: psycopg.Connection[Any], job: str) -> None:

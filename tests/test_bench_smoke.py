@@ -1,5 +1,6 @@
-"""The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue``
-against the test server prints its table and writes its JSON. Figures are not judged here."""
+"""The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue`` (and
+``--only limits``) against the test server prints its table and writes its JSON. Figures are not
+judged here."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def quick_run(pg_admin_dsn: str, out: Path, only: str) -> tuple[str, dict[str, Any]]:
+    """``python -m benchmarks --quick --only <only>``: its table (stdout) and its JSON, once it
+    exited 0."""
     done = subprocess.run(
         [
             sys.executable,
@@ -21,7 +24,7 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
             "benchmarks",
             "--quick",
             "--only",
-            "drain,enqueue",
+            only,
             "--dsn",
             pg_admin_dsn,
             "--json",
@@ -35,9 +38,15 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    results: dict[str, Any] = json.loads(out.read_text())
+    return done.stdout, results
 
-    assert "baseline: pgbench -N" in done.stdout
-    header = next(line for line in done.stdout.splitlines() if line.startswith("measure"))
+
+def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_path: Path) -> None:
+    stdout, results = quick_run(pg_admin_dsn, tmp_path / "bench.json", "drain,enqueue")
+
+    assert "baseline: pgbench -N" in stdout
+    header = next(line for line in stdout.splitlines() if line.startswith("measure"))
     columns = ["measure", "case", "system", "metric", "value", "vs", "pgbench", "note"]
     assert header.split() == columns
     cases = (
@@ -49,9 +58,8 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
         "single, 1 client, autocommit",
     )
     for case in (*cases, "enqueue_many"):
-        assert case in done.stdout, done.stdout
+        assert case in stdout, stdout
 
-    results = json.loads(out.read_text())
     assert set(results) >= {"meta", "baseline", "peers", "measures", "figures"}
     assert results["baseline"]["tps"] > 0
     assert results["meta"]["quick"] is True
@@ -72,3 +80,22 @@ def test_a_quick_run_prints_the_table_and_writes_json(pg_admin_dsn: str, tmp_pat
         assert set(figure) >= {"measure", "case", "system", "metric", "value", "unit", "ratio"}
         if figure["unit"] == "jobs/s":
             assert figure["ratio"] == figure["value"] / results["baseline"]["tps"]
+
+
+def test_the_limits_measure_sets_each_limited_drain_against_unlimited_ones(
+    pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    stdout, results = quick_run(pg_admin_dsn, tmp_path / "bench.json", "limits")
+
+    limits = results["measures"]["limits"]
+    cases = ["max_concurrency=50", "concurrency_key, 1,000 keys x 1", "rate_limit=1000000/s"]
+    assert [case["case"] for case in limits["cases"]] == cases
+    for case in limits["cases"]:
+        assert case["ratio"] > 0
+        assert case["held"] is True, case
+        for drained in case["limited"] + case["unlimited"]:
+            assert drained["succeeded"] == drained["jobs"] == limits["jobs"]
+        rows = [line for line in stdout.splitlines() if f"  {case['case']}  " in line]
+        for metric in ("jobs/s", "jobs/s unlimited", "ratio", case["check"]):
+            assert any(f"  {metric}  " in row for row in rows), stdout
+    assert any("target >= 0.9" in line for line in stdout.splitlines()), stdout
