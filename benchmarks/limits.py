@@ -16,11 +16,12 @@ alternating, so that both sides see the same state of a shared machine; reported
 rate of each side and the median of the pairs' ratios (limited / unlimited), with the target.
 
 Read from ``pgjobs.runs`` after each drain: the rate (N / first ``started_at`` → last
-``finished_at``) and whether the limit held. A run counts as running from its ``started_at`` to
-its ``finished_at``, the moment its outcome was recorded and its slot freed: never shorter than
-it executed, so the most running at once (overall, and within one concurrency key) bounds the
-most executing at once. The rate limit is held to what its bucket allows in any second: a full
-bucket and a second's refill (``burst + rate``).
+``finished_at``), the share of the runs the busiest worker ran, and whether the limit held. A run
+counts as running from its ``started_at`` to its ``finished_at``, the moment its outcome was
+recorded and its slot freed: never shorter than it executed, so the most running at once
+(overall, and within one concurrency key) bounds the most executing at once. The rate limit is
+held to what its bucket allows in any second: a full bucket and a second's refill
+(``burst + rate``).
 
 Where a cost comes from: the worker's claim statement (10 runs of the N queued, nothing to finish,
 each execution rolled back; median of 50, as the scale measure times it) before the workers start,
@@ -80,7 +81,7 @@ CASES = (
 # the same instant (a slot handed on, not shared); overall and within each concurrency key.
 _DRAINED = """
 WITH done AS (
-    SELECT started_at, finished_at, coalesce(concurrency_key, '') AS key
+    SELECT started_at, finished_at, coalesce(concurrency_key, '') AS key, worker_id
     FROM pgjobs.runs WHERE status = 'succeeded'
 ), edges AS (
     SELECT key, started_at AS at, 1 AS delta FROM done
@@ -100,7 +101,8 @@ SELECT (SELECT count(*) FROM done),
        (SELECT max(overall) FROM running),
        (SELECT max(in_key) FROM running),
        (SELECT count(DISTINCT key) FROM done),
-       (SELECT max(started) FROM per_second)
+       (SELECT max(started) FROM per_second),
+       (SELECT max(n) FROM (SELECT count(*) AS n FROM done GROUP BY worker_id) w)
 """
 
 _TRANSACTIONS = """
@@ -122,12 +124,18 @@ class Drained:
     most_running_in_key: int
     keys: int
     most_started_in_1s: int
+    busiest_worker_ran: int
     claim_ms: float
     worker_transactions: int
 
     @property
     def jobs_per_s(self) -> float:
         return self.succeeded / self.seconds if self.seconds else 0.0
+
+    @property
+    def busiest_worker_share(self) -> float:
+        """The share of the runs that the busiest worker ran, in %."""
+        return 100.0 * self.busiest_worker_ran / self.succeeded if self.succeeded else 0.0
 
     @property
     def runs_per_transaction(self) -> float:
@@ -167,20 +175,28 @@ def _record(
         "unlimited_most": max(check.of(d) for d in unlimited),
         "limit": check.bound,
     }
-    for name in ("jobs_per_s", "claim_ms", "runs_per_transaction"):
+    for name in ("jobs_per_s", "busiest_worker_share", "claim_ms", "runs_per_transaction"):
         figures[name] = statistics.median(getattr(d, name) for d in limited)
         figures[f"unlimited_{name}"] = statistics.median(getattr(d, name) for d in unlimited)
 
     keys = f"; {min(d.keys for d in limited):,} keys" if case.job.concurrency_key else ""
     recorder = bench.at("limits", case.name, "pgjobs")
     of = f"median of {len(limited)}" if len(limited) > 1 else "1 drain"
-    recorder.add("jobs/s", figures["jobs_per_s"], "jobs/s", "rate", note=f"{of}, {settings}")
+    busiest = "busiest worker ran {:.0f} %"
+    recorder.add(
+        "jobs/s",
+        figures["jobs_per_s"],
+        "jobs/s",
+        "rate",
+        note=f"{of}, {settings}; {busiest.format(figures['busiest_worker_share'])}",
+    )
     recorder.add(
         "jobs/s unlimited",
         figures["unlimited_jobs_per_s"],
         "jobs/s",
         "rate",
-        note=f"{of}, each next to one of these",
+        note=f"{of}, each next to one of these; "
+        f"{busiest.format(figures['unlimited_busiest_worker_share'])}",
     )
     pairs = " ".join(f"{r:.2f}" for r in ratios)
     recorder.add("ratio", figures["ratio"], "x", note=f"target >= {case.target:g}; pairs {pairs}")
@@ -241,6 +257,7 @@ def _as_dict(d: Drained) -> dict[str, Any]:
     return {
         **asdict(d),
         "jobs_per_s": d.jobs_per_s,
+        "busiest_worker_share": d.busiest_worker_share,
         "runs_per_transaction": d.runs_per_transaction,
     }
 
@@ -286,6 +303,7 @@ def _drain(bench: Bench, app: str, jobs: int, payload: Callable[[int], Any] | No
         int(row[3] or 0),
         int(row[4]),
         int(row[5] or 0),
+        int(row[6] or 0),
         claim_s * 1000,
         after - before - polls,
     )
