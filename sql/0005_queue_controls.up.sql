@@ -77,6 +77,15 @@ CREATE FUNCTION {schema}.claim_limited(
     OUT granted bigint[], OUT next_token_in double precision
 ) LANGUAGE plpgsql AS $$
 BEGIN
+    -- The buckets these runs draw on, locked first and in one order, by a statement of its own:
+    -- claims of two workers at the same instant then queue for them instead of deadlocking.
+    PERFORM 1
+    FROM {schema}.rate_buckets b
+    WHERE (b.scope, b.name) IN (SELECT 'job', r.job FROM {schema}.runs r WHERE r.id = ANY (ids)
+                                UNION
+                                SELECT 'queue', r.queue FROM {schema}.runs r WHERE r.id = ANY (ids))
+    ORDER BY b.scope, b.name
+    FOR UPDATE;
     WITH picked AS (
         SELECT r.id, r.job, r.queue, r.trigger, coalesce(r.concurrency_key, '') AS lock_key,
                j.overlap, j.misfire,

@@ -190,10 +190,16 @@ WITH outcome AS (
 ), held AS MATERIALIZED (
     -- What may hold queued runs back, read once per statement. Each filter of the queue's walk
     -- below is skipped when its kind of hold exists nowhere, as is usual.
+    --
+    -- Read before the queue is walked, it also makes the outcomes be recorded first: the walk
+    -- keeps a lock on a run another worker has just started (a row that no longer passes the
+    -- walk's recheck stays locked), and that worker, recording the run's end while holding a
+    -- bucket or a slot this one waits for, would otherwise deadlock with it.
     SELECT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.paused)
                OR EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.paused)
                OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
            EXISTS (SELECT 1 FROM {schema}.run_locks l) AS slots_taken
+    WHERE (SELECT count(*) FROM done) >= 0
 ), picked_ticks AS (
     -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
     -- them in the queue, so that bulk work does not delay schedules.
@@ -257,7 +263,7 @@ WITH outcome AS (
     SELECT c.granted, c.next_token_in
     FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k WHERE k.limited), %(worker)s,
                                 %(lease)s) c
-    WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.limited)
+    WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.limited) AND EXISTS (SELECT 1 FROM held)
 ), locked AS (
     -- The one slot of a job that forbids overlap, for its first run here.
     INSERT INTO {schema}.run_locks AS l
@@ -289,9 +295,7 @@ WITH outcome AS (
                       || coalesce((SELECT l.granted FROM limited l), ARRAY[]::bigint[]))
     RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
               r.parameters, r.started_at,
-              r.id IN (SELECT run_id FROM locked)
-                  OR coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false)
-                  AS limited
+              coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false) AS limited
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,

@@ -79,20 +79,20 @@ class Dispatch(WorkerCore):
             raise
         self._log_recorded(outcomes, batch)
         self._dispatch(batch.started)
-        if limited:
+        if limited and (len(batch.started) < free or self._stopping):
             await self._on_slots_freed()
         return batch
 
     async def _on_slots_freed(self) -> None:
-        """Limited runs ended (their slots are free, or their bucket may have tokens again) and
-        queued runs may wait for them: claim again at once, or, without room here, wake the
-        other workers."""
+        """The statement that recorded the end of limited runs freed their slots, which its own
+        claim could not see yet, and found too little to fill this worker: runs may wait for
+        those slots. Claim again at once; a worker that stops wakes the others instead."""
         assert self.store is not None
-        if self._claim_room():
+        if self._stopping:
+            await self.store.notify("slot")
+        else:
             self._timers.next_claim = 0.0
             self._wake.set()
-        else:
-            await self.store.notify("slot")
 
     async def _record_outcomes_one_by_one(self) -> None:
         """Record each waiting outcome alone; one the database refuses becomes ``failed``."""
