@@ -221,13 +221,6 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             "scheduled_for",
             postgresql_where=text("status = 'queued' AND scheduled_for > created_at"),
         ),
-        Index(
-            "runs_tick_claim_idx",
-            "priority",
-            "scheduled_for",
-            "id",
-            postgresql_where=text("status = 'queued' AND trigger = 'schedule'"),
-        ),
     )
 
     Table(

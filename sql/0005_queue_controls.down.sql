@@ -59,7 +59,6 @@ ALTER TABLE {schema}.run_locks
     DROP COLUMN slot,
     DROP COLUMN lock_key,
     ADD CONSTRAINT run_locks_pkey PRIMARY KEY (job);
-DROP INDEX {schema}.runs_tick_claim_idx;
 ALTER TABLE {schema}.runs DROP COLUMN concurrency_key;
 DROP INDEX {schema}.jobs_paused_idx;
 ALTER TABLE {schema}.jobs

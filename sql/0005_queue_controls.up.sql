@@ -16,11 +16,6 @@ CREATE INDEX jobs_paused_idx ON {schema}.jobs (name) WHERE paused;
 -- The value that groups a run for its job's concurrency limit (a tenant, a customer, ...).
 ALTER TABLE {schema}.runs ADD COLUMN concurrency_key text;
 
--- Queued ticks, claimed ahead of enqueued work so that a burst of bulk work does not delay
--- schedules. Only queued ticks are in it: enqueued runs never touch it.
-CREATE INDEX runs_tick_claim_idx ON {schema}.runs (priority, scheduled_for, id)
-    WHERE status = 'queued' AND trigger = 'schedule';
-
 -- Run locks become slots: a limited job (overlap `skip`, or `max_concurrency`) has `limit` slots
 -- per concurrency key, numbered from 1; a run holds one while it runs. The primary key makes a
 -- slot held once, whatever the number of workers claiming at the same instant.

@@ -30,7 +30,6 @@ PLANS = (("custom plan", False), ("generic plan", True))
 # The indexes claiming may read on runs: the queue's own partial indexes and the primary key.
 QUEUE_INDEXES = {
     "runs_claim_idx",
-    "runs_tick_claim_idx",
     "runs_delayed_idx",
     "runs_worker_idx",
     "runs_lease_idx",

@@ -195,19 +195,26 @@ WITH outcome AS (
     -- keeps a lock on a run another worker has just started (a row that no longer passes the
     -- walk's recheck stays locked), and that worker, recording the run's end while holding a
     -- bucket or a slot this one waits for, would otherwise deadlock with it.
-    SELECT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.paused)
+    --
+    -- A first row in index order, not EXISTS: EXISTS expects its first row at once and may scan
+    -- the whole table for it (10,000 jobs, none paused; run_locks after a minute of ticks, all
+    -- dead); the partial or primary index answers with a probe whatever the statistics say.
+    SELECT (SELECT j.name FROM {schema}.jobs j WHERE j.paused ORDER BY j.name LIMIT 1) IS NOT NULL
                OR EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.paused)
                OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
-           EXISTS (SELECT 1 FROM {schema}.run_locks l) AS slots_taken
+           (SELECT l.job FROM {schema}.run_locks l ORDER BY l.job, l.lock_key, l.slot LIMIT 1)
+               IS NOT NULL AS slots_taken
     WHERE (SELECT count(*) FROM done) >= 0
 ), picked_ticks AS (
     -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
-    -- them in the queue, so that bulk work does not delay schedules.
+    -- them in the queue, so that bulk work does not delay schedules. This transaction inserted
+    -- them, so no other can see them yet: they are queued and unlocked. Tested for nothing
+    -- else, they are found by primary key (a test of `status` would let the plan read the
+    -- whole queue's index for them).
     SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue
     FROM {schema}.runs r
-    WHERE r.id = ANY (%(ticks)s::bigint[]) AND r.status = 'queued'
+    WHERE r.id = ANY (%(ticks)s::bigint[])
       AND r.queue NOT IN (SELECT q.name FROM {schema}.queues q WHERE q.paused)
-    FOR UPDATE SKIP LOCKED
 ), picked_work AS (
     -- Runs held back by a pause, an empty rate bucket or a full concurrency group are passed
     -- over, so a held run never stands in front of one that may start.
