@@ -59,9 +59,14 @@ def test_a_run_of_an_earlier_process_with_the_same_id_is_left_to_the_reaper(
 ) -> None:
     w = workers.start(["t-echo"], "--lease", "1.5")
     workers.wait_registered(w)
-    # Claimed under the id 'w1' before this process registered: that process died with it.
+    # Claimed under the id 'w1' just before this process registered: that process died with
+    # it. (Just before: the reaper counts a lease from the server's start at the earliest, and
+    # the test's server may have started a moment ago.)
     run_id = running_run(
-        dsn, "w1", started="now() - interval '1 hour'", lease="now() + interval '2 seconds'"
+        dsn,
+        "w1",
+        started="(SELECT started_at FROM pgjobs.workers WHERE id = 'w1') - interval '10 ms'",
+        lease="now() + interval '2 seconds'",
     )
     row = wait_status(dsn, run_id, {"abandoned"}, 15)
     assert str(row["error_message"]).startswith("lease expired at 20"), row["error_message"]
