@@ -70,13 +70,19 @@ $$;
 CREATE FUNCTION {schema}.claim_limited(
     ids bigint[], worker text, lease double precision,
     OUT granted bigint[], OUT next_token_in double precision
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql
+-- Every table here is read by index, a probe per run or group. The plans are cached for the
+-- session, and one made while run_locks was nearly empty would otherwise keep scanning it
+-- whole once it holds thousands of (live or dead) rows.
+SET enable_seqscan = off
+AS $$
 BEGIN
     -- The buckets these runs draw on, locked first and in one order, by a statement of its own:
     -- claims of two workers at the same instant then queue for them instead of deadlocking.
     PERFORM 1
     FROM {schema}.rate_buckets b
-    WHERE (b.scope, b.name) IN (SELECT 'job', r.job FROM {schema}.runs r WHERE r.id = ANY (ids)
+    WHERE EXISTS (SELECT 1 FROM {schema}.rate_buckets)
+      AND (b.scope, b.name) IN (SELECT 'job', r.job FROM {schema}.runs r WHERE r.id = ANY (ids)
                                 UNION
                                 SELECT 'queue', r.queue FROM {schema}.runs r WHERE r.id = ANY (ids))
     ORDER BY b.scope, b.name
@@ -96,7 +102,13 @@ BEGIN
                             FROM {schema}.jobs j WHERE j.name = r.job OFFSET 0) j
         WHERE r.id = ANY (ids) AND r.status = 'queued'
     ), free AS (
-        -- The free slots of each group, lowest first, as many as it has runs here.
+        -- The free slots of each group, lowest first, as many as it has runs here. A slot is
+        -- taken only with its transaction-level advisory lock, tried without waiting: a claim at
+        -- the same instant holds the slots it is taking, and this one passes on to the next free
+        -- ones instead of waiting for the other to commit and then finding them gone. (Only the
+        -- rows the LIMIT reads are tested, in order: the scalar subquery keeps this a scan of the
+        -- series, not a join that would lock every free slot.) A slot a claim committed since
+        -- this statement began is met by the insert's ON CONFLICT, without waiting either.
         SELECT g.job, g.lock_key, s.slot,
                row_number() OVER (PARTITION BY g.job, g.lock_key ORDER BY s.slot) AS rn
         FROM (SELECT p.job, p.lock_key, p.slots, count(*) AS wanted
@@ -105,9 +117,10 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT n AS slot
             FROM generate_series(1, g.slots) n
-            WHERE NOT EXISTS (SELECT 1 FROM {schema}.run_locks l
-                              WHERE l.job = g.job AND l.lock_key = g.lock_key AND l.slot = n)
-            ORDER BY n
+            WHERE (SELECT true FROM {schema}.run_locks l
+                   WHERE l.job = g.job AND l.lock_key = g.lock_key AND l.slot = n) IS NULL
+              AND pg_try_advisory_xact_lock(
+                      hashtextextended(format('pgjobs slot %s/%s', g.job, g.lock_key), n))
             LIMIT g.wanted) s
     ), eligible AS (
         SELECT p.*, f.slot,

@@ -177,6 +177,7 @@ WITH outcome AS (
               r.queue, r.concurrency_key, o.retry_delay
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
+    RETURNING l.job
 ), retried AS (
     INSERT INTO {schema}.runs
         (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
@@ -204,7 +205,10 @@ WITH outcome AS (
                OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
            (SELECT l.job FROM {schema}.run_locks l ORDER BY l.job, l.lock_key, l.slot LIMIT 1)
                IS NOT NULL AS slots_taken
-    WHERE (SELECT count(*) FROM done) >= 0
+    --
+    -- The slots the outcomes free are deleted before it too, so claim_limited (which sees what
+    -- this statement has changed so far) can give them to the runs it claims.
+    WHERE (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
 ), picked_ticks AS (
     -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
     -- them in the queue, so that bulk work does not delay schedules. This transaction inserted

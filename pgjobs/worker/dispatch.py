@@ -79,14 +79,15 @@ class Dispatch(WorkerCore):
             raise
         self._log_recorded(outcomes, batch)
         self._dispatch(batch.started)
-        if limited and (len(batch.started) < free or self._stopping):
+        if limited and (self._stopping or (len(batch.started) < free and self._slot_free())):
             await self._on_slots_freed()
         return batch
 
     async def _on_slots_freed(self) -> None:
-        """The statement that recorded the end of limited runs freed their slots, which its own
-        claim could not see yet, and found too little to fill this worker: runs may wait for
-        those slots. Claim again at once; a worker that stops wakes the others instead."""
+        """The statement that recorded the end of limited runs freed their slots, and found too
+        little to fill a free slot here: its walk of the queue still saw those groups full (its
+        snapshot precedes its own changes), so runs may wait for the slots. Claim again at once;
+        a worker that stops wakes the others instead."""
         assert self.store is not None
         if self._stopping:
             await self.store.notify("slot")
@@ -141,6 +142,10 @@ class Dispatch(WorkerCore):
                     outcome.retry_delay or 0.0,
                 )
         self.metrics.retried(len(batch.retried))
+
+    def _slot_free(self) -> bool:
+        """Whether a claimed run would start here now, rather than wait prefetched."""
+        return not self._prefetched and len(self._running) < self.settings.concurrency
 
     def _tick_room(self) -> int:
         """How many of the slots kept for ticks (``tick_reserve``, beyond the concurrency) are

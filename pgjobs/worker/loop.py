@@ -249,8 +249,11 @@ class Worker(Ticking, Liveness, Wakeups):
                 due_in = min(due_in, self.settings.poll_interval)
             timers.next_tick = now + due_in
             timers.next_claim = now + min(due_in, self.settings.poll_interval)
-            if free and len(batch.started) == free and not self._prefetched:
-                timers.next_claim = now  # the queue may hold more: look again at once
+            if free and len(batch.started) == free and self._slot_free():
+                # The queue may hold more and a slot is free: look again at once. (Room to
+                # prefetch only waits for the next run to end: claimed at once, each statement
+                # would carry the few outcomes recorded meanwhile.)
+                timers.next_claim = now
         if self._stopping:
             return 0.1
         due = min(timers.next_claim, timers.next_tick, timers.next_heartbeat, timers.next_reap)
