@@ -240,6 +240,37 @@ def test_a_rate_limit_holds_across_four_workers(dsn: str, workers: Workers) -> N
     assert "rate limit" in said
 
 
+def test_many_workers_claiming_limited_runs_at_once_never_deadlock(
+    dsn: str, workers: Workers
+) -> None:
+    # Every claim takes slots and tokens while other workers record the ends of runs it may have
+    # met in the queue: the order of the statement's steps is all that keeps them apart.
+    procs = start(workers, ["c-rated-fast"], "-c", "10", replicas=4)
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    before = scalar(dsn, deadlocks)
+    enqueue(dsn, "c-rated-fast", [None] * 6000)
+    wait_drained(dsn, "c-rated-fast", 60)
+    for p in procs:
+        assert p.stop() == 0, p.log()
+    # A backend reports its statistics when it exits, at the latest.
+    wait_until(
+        lambda: (
+            scalar(
+                dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgjobs-%%'"
+            )
+            == 0
+        ),
+        10,
+        "the workers' sessions to end",
+    )
+    found = scalar(dsn, deadlocks) - before
+    logs = [p.log() for p in procs]
+    print(f"4 workers drained 6,000 limited runs: {found} deadlocks")
+    assert found == 0
+    assert not [log for log in logs if "deadlock" in log]
+    assert status_counts(dsn, "c-rated-fast") == {"succeeded": 6000}
+
+
 # -- pause and resume ---------------------------------------------------------------------------
 
 PAUSED = {"job": ("jobs", "c-sleep", "job paused"), "queue": ("queues", "default", "queue paused")}

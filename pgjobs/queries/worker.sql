@@ -192,11 +192,6 @@ WITH outcome AS (
     -- What may hold queued runs back, read once per statement. Each filter of the queue's walk
     -- below is skipped when its kind of hold exists nowhere, as is usual.
     --
-    -- Read before the queue is walked, it also makes the outcomes be recorded first: the walk
-    -- keeps a lock on a run another worker has just started (a row that no longer passes the
-    -- walk's recheck stays locked), and that worker, recording the run's end while holding a
-    -- bucket or a slot this one waits for, would otherwise deadlock with it.
-    --
     -- A first row in index order, not EXISTS: EXISTS expects its first row at once and may scan
     -- the whole table for it (10,000 jobs, none paused; run_locks after a minute of ticks, all
     -- dead); the partial or primary index answers with a probe whatever the statistics say.
@@ -205,10 +200,6 @@ WITH outcome AS (
                OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
            (SELECT l.job FROM {schema}.run_locks l ORDER BY l.job, l.lock_key, l.slot LIMIT 1)
                IS NOT NULL AS slots_taken
-    --
-    -- The slots the outcomes free are deleted before it too, so claim_limited (which sees what
-    -- this statement has changed so far) can give them to the runs it claims.
-    WHERE (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
 ), picked_ticks AS (
     -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
     -- them in the queue, so that bulk work does not delay schedules. This transaction inserted
@@ -271,10 +262,18 @@ WITH outcome AS (
         FROM {schema}.jobs j WHERE j.name = p.job OFFSET 0) j
 ), limited AS (
     -- Slots and tokens for the limited runs, decided by claim_limited (see its definition).
+    --
+    -- The outcomes are recorded, and the slots they free deleted, before it is called: it then
+    -- can give those slots to the runs it claims (it sees what this statement has changed so
+    -- far), and this worker never waits for a run's row while holding a bucket. (The walk keeps
+    -- a lock on a run another worker has just started: a row that fails the walk's recheck stays
+    -- locked. That worker, recording the run's end while holding a bucket this one waits for,
+    -- would deadlock with it.)
     SELECT c.granted, c.next_token_in
     FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k WHERE k.limited), %(worker)s,
                                 %(lease)s) c
     WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.limited) AND EXISTS (SELECT 1 FROM held)
+      AND (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
 ), locked AS (
     -- The one slot of a job that forbids overlap, for its first run here.
     INSERT INTO {schema}.run_locks AS l

@@ -58,6 +58,8 @@ ALL: list[type[Job]] = [
     _sleeper("c-per-tenant", 0.05, concurrency_key="tenant", max_concurrency=1),
     # 20 starts a second (a bucket of 20).
     _sleeper("c-rated", 0, rate_limit="20/s"),
+    # Limits that never hold a run back, so every claim of many workers goes through them.
+    _sleeper("c-rated-fast", 0, rate_limit="1000000/s", max_concurrency=1000),
     # Unlimited.
     _sleeper("c-sleep", 0.05),
     # Bulk work: many short runs.
