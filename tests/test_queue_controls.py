@@ -23,7 +23,7 @@ import pytest
 from pgjobs import EnqueueRequest, enqueue_many_sync
 from pgjobs.execution import CANCEL_GRACE
 from tests.cli import run_pgjobs
-from tests.test_worker import wait_status
+from tests.test_worker import run_row, wait_status
 from tests.workers import WorkerProcess, Workers, rows, scalar, wait_until, worker_pool
 
 APP = "tests.worker_apps.controls:extension"
@@ -191,6 +191,34 @@ def test_a_concurrency_key_runs_one_at_a_time_per_key_and_keys_side_by_side(
         "SELECT concurrency_key, count(*) FILTER (WHERE status = 'succeeded') FROM pgjobs.runs "
         "GROUP BY 1 ORDER BY 1",
     ) == [(f"tenant-{i}", 50) for i in range(10)]
+
+
+def test_a_slot_freed_by_a_busy_worker_goes_to_an_idle_one_at_once(
+    dsn: str, workers: Workers
+) -> None:
+    # The busy worker (one slot) takes the first run of the one-at-a-time job, for 3 s. Then
+    # bulk work of 2 s a run is queued behind the job's other runs: when the first run ends, the
+    # busy worker's walk of the queue passes over them (the job is at its limit when the walk
+    # begins) and takes bulk work. The idle worker only has the job's runs and polls every
+    # 10 s: only a NOTIFY can bring it the slot the busy worker freed.
+    start(workers, ["c-one-short", "c-sleep"], *NOTIFY_ONLY, "-c", "1", "--prefetch", "0")
+    ids = enqueue(dsn, "c-one-short", [{"seconds": 3.0}, None, None, None, None])
+    wait_until(lambda: run_row(dsn, ids[0])["status"] == "running", 10, "the first run")
+    start(workers, ["c-one-short"], *NOTIFY_ONLY)
+    enqueue(dsn, "c-sleep", [{"seconds": 2.0}] * 3)
+    wait_drained(dsn, "c-one-short", 20)
+
+    ran = rows(
+        dsn,
+        "SELECT worker_id, started_at, finished_at FROM pgjobs.runs WHERE id = ANY(%s) "
+        "ORDER BY started_at",
+        ids,
+    )
+    gaps = [round(seconds(b[1] - a[2]), 3) for a, b in itertools.pairwise(ran)]
+    print(f"one at a time on two workers: {[w for w, _, _ in ran]}, gaps (s) {gaps}")
+    assert status_counts(dsn, "c-one-short") == {"succeeded": 5}
+    assert [w for w, _, _ in ran[:2]] == ["w1", "w2"], "the idle worker did not take the slot"
+    assert max(gaps) <= 0.5, "a freed slot waited for a poll"
 
 
 # -- rate limits --------------------------------------------------------------------------------

@@ -79,21 +79,26 @@ class Dispatch(WorkerCore):
             raise
         self._log_recorded(outcomes, batch)
         self._dispatch(batch.started)
-        if limited and (self._stopping or (len(batch.started) < free and self._slot_free())):
-            await self._on_slots_freed()
+        if limited:
+            await self._on_slots_freed(limited, batch, free)
         return batch
 
-    async def _on_slots_freed(self) -> None:
-        """The statement that recorded the end of limited runs freed their slots, and found too
-        little to fill a free slot here: its walk of the queue still saw those groups full (its
-        snapshot precedes its own changes), so runs may wait for the slots. Claim again at once;
-        a worker that stops wakes the others instead."""
+    async def _on_slots_freed(self, freed: int, batch: Batch, free: int) -> None:
+        """The statement recorded the end of ``freed`` limited runs and so freed their slots.
+        If it took fewer limited runs again, runs may wait for those slots, which its walk of
+        the queue still saw taken (its snapshot precedes its own changes). With a slot free
+        here, claim again at once. A worker that took none of them, its room filled with other
+        work, or that stops wakes the other workers to take them (one that took some is busy
+        with such runs, and its next statement takes the rest)."""
         assert self.store is not None
-        if self._stopping:
-            await self.store.notify("slot")
-        else:
+        retaken = sum(1 for run in batch.started if run.limited)
+        if retaken >= freed and not self._stopping:
+            return
+        if not self._stopping and len(batch.started) < free and self._slot_free():
             self._timers.next_claim = 0.0
             self._wake.set()
+        elif self._stopping or retaken == 0:
+            await self.store.notify("slot")
 
     async def _record_outcomes_one_by_one(self) -> None:
         """Record each waiting outcome alone; one the database refuses becomes ``failed``."""

@@ -212,7 +212,8 @@ class Worker(Ticking, Liveness, Wakeups):
 
         ``woken``: a NOTIFY arrived, a run finished or a stop was asked for. Only then, or when
         the poll interval or a known due time has come, does the worker look at the queue; a
-        wake-up for a heartbeat or a reap alone costs no claim statement.
+        wake-up for a heartbeat or a reap alone costs no claim statement, nor does a NOTIFY to
+        a worker with no room and no outcome to record.
         """
         assert self.store is not None
         now = time.monotonic()
@@ -234,7 +235,9 @@ class Worker(Ticking, Liveness, Wakeups):
             timers.next_reap = now + self.settings.reap_every
         if self._prefetched and now - self._prefetched[0].claimed >= PREFETCH_HOLD:
             await self._hand_back_prefetched(f"no free slot within {PREFETCH_HOLD:g}s")
-        if now >= timers.next_claim or ((woken or self._outcomes) and self._worth_a_statement()):
+        if now >= timers.next_claim or (
+            (self._outcomes or (woken and self._claim_room())) and self._worth_a_statement()
+        ):
             free = self._claim_room()
             batch = await self._finish_and_claim(free)
             # Tick again when the next tick is due by the database clock. Schedule changes and

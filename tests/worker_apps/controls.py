@@ -66,6 +66,8 @@ ALL: list[type[Job]] = [
     _sleeper("c-bulk", 0.005),
     # Every second, one at a time (overlap skip, as scheduled jobs usually are).
     _sleeper("c-every-second", 0, schedule="* * * * * *", overlap="skip"),
+    # One at a time, short.
+    _sleeper("c-one-short", 0.3, max_concurrency=1),
     # Jobs whose queued runs are held: one at a time and long; one start an hour.
     _sleeper("c-one-at-a-time", 60, max_concurrency=1),
     _sleeper("c-hourly", 0, rate_limit="1/h"),
