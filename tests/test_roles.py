@@ -297,6 +297,28 @@ def test_a_worker_process_as_the_worker_role_claims_and_finishes_a_run(
     assert "refreshed the planner statistics" not in proc.log()
 
 
+def test_a_worker_process_as_the_worker_role_claims_runs_under_limits(
+    roles: Roles, tmp_path: Path
+) -> None:
+    # A rate bucket to sync and debit, slots to take under advisory locks: claim_limited's path.
+    w = roles.dsns["worker"]
+    with worker_pool(w, tmp_path) as pool:
+        proc = pool.start(["c-rated-fast"], app="tests.worker_apps.controls:extension")
+        pool.wait_registered(proc)
+        with psycopg.connect(w, autocommit=True) as conn:
+            for _ in range(20):
+                enqueue_sync(conn, "c-rated-fast")
+        wait_until(
+            lambda: scalar(w, "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded'") == 20,
+            30,
+            "the runs to succeed",
+        )
+        assert proc.stop() == 0, proc.log()
+    assert scalar(w, "SELECT count(*) FROM pgjobs.runs WHERE worker_id <> %s", proc.id) == 0
+    assert scalar(w, "SELECT count(*) FROM pgjobs.run_locks") == 0
+    assert scalar(w, "SELECT granted FROM pgjobs.rate_buckets WHERE name = 'c-rated-fast'") > 0
+
+
 def test_only_a_role_that_may_analyze_runs_says_it_refreshed_the_statistics(
     roles: Roles,
 ) -> None:
