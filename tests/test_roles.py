@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from prometheus_client import generate_latest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgjobs.dashboard import DashboardSettings, make_server
 from pgjobs.enqueue import enqueue_sync
@@ -54,10 +54,13 @@ class Roles:
 
 
 def role_dsn(dsn: str, role: str) -> str:
-    """``postgresql://ROLE@HOST:PORT/DB`` of the test's database (trust authentication)."""
+    """The test database's DSN as ``role``, without a password (trust authentication). Built
+    as key=value pairs: the embedded server's host is a socket directory, which a URL's host
+    cannot hold."""
     info = conninfo_to_dict(dsn)
-    host, port = info.get("host") or "127.0.0.1", info.get("port") or "5432"
-    return f"postgresql://{role}@{host}:{port}/{info['dbname']}"
+    info.pop("password", None)
+    info["user"] = role
+    return make_conninfo(**info)
 
 
 @contextmanager
