@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,3 +163,28 @@ def concurrency_key_of(key: ConcurrencyKey, payload: Any) -> str | None:
             return None
     # As PostgreSQL's ``payload ->> field`` gives it: a string as is, anything else as JSON.
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def key_display(label: str) -> str:
+    """A job's concurrency key as people read it, from its :func:`concurrency_key_label`: the
+    payload field, or ``module.function()``."""
+    return (
+        f"{label.removeprefix(CALLABLE_PREFIX)}()" if label.startswith(CALLABLE_PREFIX) else label
+    )
+
+
+def declared_limit(job: Mapping[str, Any]) -> int | None:
+    """A ``jobs`` row's ``max_concurrency``; 1 for a concurrency key without one, as the claim
+    counts it; None when it declares neither."""
+    if job["max_concurrency"] is not None:
+        return int(job["max_concurrency"])
+    return 1 if job["concurrency_key"] else None
+
+
+def concurrency_limit(job: Mapping[str, Any]) -> int | None:
+    """How many runs of a ``jobs`` row may run at once (per concurrency key when it has one):
+    its declared limit, else 1 with overlap ``skip``, else None (no limit)."""
+    declared = declared_limit(job)
+    if declared is not None:
+        return declared
+    return 1 if job["overlap"] == "skip" else None

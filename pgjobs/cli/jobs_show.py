@@ -24,7 +24,7 @@ from pgjobs.cli.options import (
     optional_registry,
 )
 from pgjobs.errors import ConfigError
-from pgjobs.limits import CALLABLE_PREFIX
+from pgjobs.limits import CALLABLE_PREFIX, concurrency_limit, declared_limit, key_display
 from pgjobs.metrics import WAIT_REASONS, count_waits
 from pgjobs.registry import JobDefinition
 from pgjobs.schedule import CronSchedule
@@ -101,37 +101,17 @@ def state(row: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
-def _declared_limit(row: dict[str, Any]) -> int | None:
-    """The job's ``max_concurrency``; 1 for a concurrency key without one, as the claim counts."""
-    if row["max_concurrency"] is not None:
-        return int(row["max_concurrency"])
-    return 1 if row["concurrency_key"] else None
-
-
-def concurrency_limit(row: dict[str, Any]) -> int | None:
-    """How many runs of the job may run at once (per concurrency key when it has one): its
-    declared limit, else 1 with overlap ``skip``, else None (no limit)."""
-    declared = _declared_limit(row)
-    if declared is not None:
-        return declared
-    return 1 if row["overlap"] == "skip" else None
-
-
 def limits(row: dict[str, Any]) -> str:
     """The limits a job declares, compactly: ``max 5 per tenant, 100/m``; ``-`` for none."""
     parts = []
-    declared = _declared_limit(row)
+    declared = declared_limit(row)
     if declared is not None:
         key = row["concurrency_key"]
-        per = "" if key is None else f" per {_key_label(key)}"
+        per = "" if key is None else f" per {key_display(key)}"
         parts.append(f"max {declared}{per}")
     if row["rate_limit"]:
         parts.append(str(row["rate_limit"]))
     return ", ".join(parts) or "-"
-
-
-def _key_label(key: str) -> str:
-    return f"{key.removeprefix(CALLABLE_PREFIX)}()" if key.startswith(CALLABLE_PREFIX) else key
 
 
 def registered(row: dict[str, Any]) -> str:
@@ -298,7 +278,7 @@ def _concurrency_text(job: dict[str, Any]) -> str:
     limit = job["concurrency_limit"]
     if limit is None:
         return "no limit (overlap allow)"
-    if _declared_limit(job) is None:
+    if declared_limit(job) is None:
         return "1 run at a time (overlap skip)"
     per = " per concurrency key" if job["concurrency_key"] else ""
     return f"at most {limit} run(s) at a time{per}, across all workers"

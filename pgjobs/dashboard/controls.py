@@ -13,14 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from pgjobs.dashboard.markup import NOTHING, Markup, html, join, span, time_cell, url, when
-from pgjobs.dashboard.pages import (
-    Page,
-    PageContext,
-    action_form,
-    declared_limit,
-    describe_schedule,
-    key_label,
-)
+from pgjobs.dashboard.pages import Page, PageContext, action_form, describe_schedule
+from pgjobs.limits import declared_limit, key_display
 from pgjobs.metrics import WAIT_REASONS
 
 Row = dict[str, Any]
@@ -165,7 +159,10 @@ def job_page(ctx: PageContext, job: Row) -> Page:
         ("Queue", queue),
         ("Queue rate limit", _rate(job["queue_rate_limit"], job["queue_tokens"])),
         ("Concurrency", words),
-        ("Concurrency key", key_label(job["concurrency_key"]) if job["concurrency_key"] else None),
+        (
+            "Concurrency key",
+            key_display(job["concurrency_key"]) if job["concurrency_key"] else None,
+        ),
         ("Rate limit", _rate(job["rate_limit"], job["job_tokens"])),
         ("Running", _running(job, limit)),
         ("Timeout", span(job["timeout_seconds"]) if job["timeout_seconds"] else "none"),

@@ -24,7 +24,7 @@ from pgjobs.dashboard.markup import (
     when,
 )
 from pgjobs.errors import PgJobsError
-from pgjobs.limits import CALLABLE_PREFIX
+from pgjobs.limits import declared_limit, key_display
 from pgjobs.metrics import OVERDUE_AFTER
 from pgjobs.schedule import CronSchedule
 
@@ -140,24 +140,12 @@ def _job_state(row: Row) -> Markup:
     return join(tags, " ") if tags else _muted("active")
 
 
-def key_label(key: str) -> str:
-    """A concurrency key as people read it: the payload field, or ``module.function()``."""
-    return f"{key.removeprefix(CALLABLE_PREFIX)}()" if key.startswith(CALLABLE_PREFIX) else key
-
-
-def declared_limit(job: Row) -> int | None:
-    """The job's ``max_concurrency``; 1 for a concurrency key without one, as the claim counts."""
-    if job["max_concurrency"] is not None:
-        return int(job["max_concurrency"])
-    return 1 if job["concurrency_key"] else None
-
-
 def limit_tags(job: Row) -> Markup:
     """The limits a job declares as tags (``max 5 per tenant``, ``100/m``); empty without."""
     tags = []
     declared = declared_limit(job)
     if declared is not None:
-        per = f" per {key_label(job['concurrency_key'])}" if job["concurrency_key"] else ""
+        per = f" per {key_display(job['concurrency_key'])}" if job["concurrency_key"] else ""
         tags.append(
             html(
                 '<span class="tag limit" title="{0}">max {1}{2}</span>',
