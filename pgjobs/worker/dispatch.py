@@ -91,13 +91,16 @@ class Dispatch(WorkerCore):
         work, or that stops wakes the other workers to take them (one that took some is busy
         with such runs, and its next statement takes the rest)."""
         assert self.store is not None
-        retaken = sum(1 for run in batch.started if run.limited)
-        if retaken >= freed and not self._stopping:
+        if self._stopping:
+            await self.store.notify("slot")
             return
-        if not self._stopping and len(batch.started) < free and self._slot_free():
+        retaken = sum(1 for run in batch.started if run.limited)
+        if retaken >= freed:
+            return
+        if len(batch.started) < free and self._slot_free():
             self._timers.next_claim = 0.0
             self._wake.set()
-        elif self._stopping or retaken == 0:
+        elif retaken == 0:
             await self.store.notify("slot")
 
     async def _record_outcomes_one_by_one(self) -> None:
