@@ -423,6 +423,13 @@ def test_a_pause_lets_running_runs_finish_and_holds_the_queued_ones_until_resume
 # -- cancel -------------------------------------------------------------------------------------
 
 
+def a_running_run(dsn: str, job: str) -> int:
+    """Queue one run of ``job``; its id once a worker runs it."""
+    (run_id,) = enqueue(dsn, job, [None])
+    wait_status(dsn, run_id, {"running"}, 10)
+    return run_id
+
+
 def cancel_latency(dsn: str, run_id: int) -> tuple[dict[str, Any], float]:
     """The run once finished, and the seconds from the cancel request to its end."""
     row: dict[str, Any] = dict(
@@ -435,8 +442,7 @@ def test_pgjobs_runs_cancel_stops_an_async_job_that_ignores_it_within_a_second(
     dsn: str, workers: Workers
 ) -> None:
     (w,) = start(workers, ["c-ignores-cancel"], *NOTIFY_ONLY)
-    (run_id,) = enqueue(dsn, "c-ignores-cancel", [None])
-    wait_status(dsn, run_id, {"running"}, 10)
+    run_id = a_running_run(dsn, "c-ignores-cancel")
     pgjobs_command(dsn, "runs", "cancel", str(run_id))
 
     row, latency = cancel_latency(dsn, run_id)
@@ -451,8 +457,7 @@ def test_a_cancel_by_sql_stops_a_sync_job_that_checks_ctx_cancelled_within_a_sec
     dsn: str, workers: Workers
 ) -> None:
     start(workers, ["c-heeds-cancel"], *NOTIFY_ONLY)
-    (run_id,) = enqueue(dsn, "c-heeds-cancel", [None])
-    wait_status(dsn, run_id, {"running"}, 10)
+    run_id = a_running_run(dsn, "c-heeds-cancel")
     scalar(
         dsn, "UPDATE pgjobs.runs SET cancel_requested_at = now() WHERE id = %s RETURNING id", run_id
     )
@@ -466,8 +471,7 @@ def test_a_cancel_by_sql_stops_a_sync_job_that_checks_ctx_cancelled_within_a_sec
 def test_without_listen_a_cancel_arrives_with_the_heartbeat(dsn: str, workers: Workers) -> None:
     lease = 1.5  # a heartbeat every lease / 3 = 0.5 s
     start(workers, ["c-ignores-cancel"], "--no-listen", "--lease", str(lease))
-    (run_id,) = enqueue(dsn, "c-ignores-cancel", [None])
-    wait_status(dsn, run_id, {"running"}, 10)
+    run_id = a_running_run(dsn, "c-ignores-cancel")
     pgjobs_command(dsn, "runs", "cancel", str(run_id))
 
     row, latency = cancel_latency(dsn, run_id)
