@@ -23,7 +23,7 @@ import pytest
 from pgjobs import EnqueueRequest, enqueue_many_sync
 from pgjobs.execution import CANCEL_GRACE
 from tests.cli import run_pgjobs
-from tests.test_worker import run_row, wait_status
+from tests.test_worker import wait_status
 from tests.workers import WorkerProcess, Workers, rows, scalar, wait_until, worker_pool
 
 APP = "tests.worker_apps.controls:extension"
@@ -203,7 +203,7 @@ def test_a_slot_freed_by_a_busy_worker_goes_to_an_idle_one_at_once(
     # 10 s: only a NOTIFY can bring it the slot the busy worker freed.
     start(workers, ["c-one-short", "c-sleep"], *NOTIFY_ONLY, "-c", "1", "--prefetch", "0")
     ids = enqueue(dsn, "c-one-short", [{"seconds": 3.0}, None, None, None, None])
-    wait_until(lambda: run_row(dsn, ids[0])["status"] == "running", 10, "the first run")
+    wait_status(dsn, ids[0], {"running"}, 10)
     start(workers, ["c-one-short"], *NOTIFY_ONLY)
     enqueue(dsn, "c-sleep", [{"seconds": 2.0}] * 3)
     wait_drained(dsn, "c-one-short", 20)
