@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg.rows import dict_row
@@ -146,36 +146,41 @@ async def _start(
         row = await cur.fetchone()
         assert row is not None
         run = ClaimedRun(**row)
-        slots = definition.max_concurrency or (1 if definition.overlap == "skip" else None)
-        if slots is not None and not settings.force:
-            await _take_slot(store, run, key or "", slots, settings.lease)
+        limited = definition.max_concurrency is not None or definition.concurrency_key is not None
+        if limited and not settings.force:
+            await _take_slot(store, run, key or "", definition.max_concurrency or 1)
+        elif definition.overlap == "skip" and not settings.force:
+            await _take_run_lock(store, run, settings.lease)
     return run
 
 
-async def _take_slot(
-    store: WorkerStore, run: ClaimedRun, key: str, slots: int, lease: float
-) -> None:
-    """A slot of the run's concurrency group, as a worker's claim takes one, or LockHeldError."""
-    params = {
-        "job": run.job,
-        "lock_key": key,
-        "slots": slots,
-        "run_id": run.id,
-        "worker": store.worker_id,
-        "lease": lease,
-    }
-    taken = await (await store.conn.execute(store.q["take_run_lock"], params)).fetchone()
-    if taken is not None:
+async def _take_run_lock(store: WorkerStore, run: ClaimedRun, lease: float) -> None:
+    """The lock of a job that forbids overlap, as a worker's claim takes it, or LockHeldError."""
+    params = {"job": run.job, "run_id": run.id, "worker": store.worker_id, "lease": lease}
+    if await (await store.conn.execute(store.q["take_run_lock"], params)).fetchone():
         return
     cur = store.conn.cursor(row_factory=dict_row)
-    await cur.execute(store.q["run_lock_holder"], {"job": run.job, "lock_key": key})
-    holder = await cur.fetchone()
+    await cur.execute(store.q["run_lock_holder"], {"job": run.job})
+    _refuse(run, "does not allow overlapping runs and its lock is held by", await cur.fetchone())
+
+
+async def _take_slot(store: WorkerStore, run: ClaimedRun, key: str, slots: int) -> None:
+    """A slot of the run's concurrency group, as a worker's claim takes one, or LockHeldError."""
+    group = {"job": run.job, "lock_key": key}
+    cur = await store.conn.execute(store.q["try_slot"], {**group, "slots": slots})
+    tried = await cur.fetchone()
+    if tried is not None:
+        held = {**group, "run_id": run.id, "slot": tried[0]}
+        if await (await store.conn.execute(store.q["hold_slot"], held)).fetchone():
+            return
+    cur = store.conn.cursor(row_factory=dict_row)
+    await cur.execute(store.q["slot_holder"], group)
+    for_key = f" for key {key!r}" if key else ""
+    _refuse(run, f"has its {slots} slot(s){for_key} taken, one by", await cur.fetchone())
+
+
+def _refuse(run: ClaimedRun, limit: str, holder: dict[str, Any] | None) -> NoReturn:
     who = f"run {holder['run_id']} on worker {holder['worker_id']}" if holder else "another run"
-    limit = (
-        "does not allow overlapping runs and its lock is held by"
-        if slots == 1 and not key
-        else f"has its {slots} slot(s){f' for key {key!r}' if key else ''} taken, one by"
-    )
     # Raising rolls the transaction back: the refused run leaves no row behind.
     raise LockHeldError(
         f"job {run.job!r} {limit} {who}; wait for it to finish or pass --force to run anyway"

@@ -189,6 +189,11 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             "oldest first",
         ),
         Column("concurrency_key", Text),
+        Column(
+            "slot",
+            Integer,
+            comment="The concurrency slot of its job (or key) a limited run holds while running",
+        ),
         _one_of("trigger", RUN_TRIGGERS, "runs_trigger_check"),
         _one_of("status", RUN_STATUSES, "runs_status_check"),
         Index(
@@ -220,6 +225,14 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             "runs_delayed_idx",
             "scheduled_for",
             postgresql_where=text("status = 'queued' AND scheduled_for > created_at"),
+        ),
+        Index(
+            "runs_slot_idx",
+            "job",
+            text("coalesce(concurrency_key, '')"),
+            "slot",
+            unique=True,
+            postgresql_where=text("status = 'running' AND slot IS NOT NULL"),
         ),
     )
 

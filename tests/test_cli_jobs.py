@@ -208,6 +208,25 @@ def test_jobs_run_refuses_while_another_run_holds_the_lock_unless_forced(
     assert scalar(dsn, "SELECT run_id FROM pgjobs.run_locks") == holder
 
 
+def test_jobs_run_of_a_limited_job_takes_a_free_slot_or_names_a_holder(
+    conn: Conn, dsn: str
+) -> None:
+    args = ("jobs", "run", "c-one-short", "--app", "tests.worker_apps.controls:extension")
+    add_job(conn, "c-one-short", max_concurrency=1)
+    holder = add_run(conn, "c-one-short", status="running", worker_id="w-other", slot=1)
+
+    refused = invoke(dsn, *args)
+    assert refused.exit_code == 1
+    assert f"has its 1 slot(s) taken, one by run {holder} on worker w-other" in refused.stderr
+    assert len(run_rows(conn, "trigger = 'manual'")) == 0  # the refused run left no row
+
+    conn.execute("UPDATE pgjobs.runs SET status = 'succeeded', finished_at = now()")
+    ran = invoke(dsn, *args)
+    assert ran.exit_code == 0, ran.output
+    [run] = run_rows(conn, "trigger = 'manual'")
+    assert (run["status"], run["slot"]) == ("succeeded", 1)
+
+
 def test_jobs_run_several_names_all_and_tag(conn: Conn, dsn: str) -> None:
     both = invoke(dsn, "jobs", "run", "t-echo", "t-fail", "--app", APP, jobs="t-echo,t-fail")
     assert both.exit_code == 1  # one of them failed

@@ -27,12 +27,7 @@ def queue_row(conn: Conn, name: str) -> tuple[Any, ...] | None:
 def hold_slots(conn: Conn, job: str, key: str, runs: int) -> None:
     """``runs`` running runs of ``job`` with concurrency key ``key``, each holding a slot."""
     for slot in range(1, runs + 1):
-        run_id = add_run(conn, job, status="running", worker_id="w-1", concurrency_key=key)
-        conn.execute(
-            "INSERT INTO pgjobs.run_locks (job, lock_key, slot, run_id, worker_id,"
-            " lease_expires_at) VALUES (%s, %s, %s, %s, 'w-1', now() + interval '1 hour')",
-            [job, key, slot, run_id],
-        )
+        add_run(conn, job, status="running", worker_id="w-1", concurrency_key=key, slot=slot)
 
 
 def empty_bucket(conn: Conn, scope: str, name: str) -> None:

@@ -286,8 +286,7 @@ def test_a_job_page_shows_limits_running_of_allowed_and_why_runs_wait(
     sql(
         seeded,
         "UPDATE pgjobs.jobs SET max_concurrency = 1, rate_limit = '2/s' WHERE name = 'obs-cleanup';"
-        "INSERT INTO pgjobs.run_locks (job, run_id, worker_id, lease_expires_at)"
-        f" VALUES ('obs-cleanup', {running}, 'w-alive', now() + interval '1 hour');"
+        f"UPDATE pgjobs.runs SET slot = 1 WHERE id = {running};"
         "INSERT INTO pgjobs.runs (job, trigger, scheduled_for) VALUES"
         " ('obs-cleanup', 'enqueue', now()), ('obs-cleanup', 'retry', now()),"
         " ('obs-cleanup', 'enqueue', now() + interval '1 hour');",

@@ -264,12 +264,8 @@ def test_the_exporter_reports_pauses_and_what_queued_runs_wait_for(dsn: str) -> 
               ('obs-free', 'retry', 'default', now()),
               ('obs-free', 'enqueue', 'default', now() + interval '1 hour'),
               ('obs-free', 'enqueue', 'emails', now());
-            WITH running AS (
-                INSERT INTO pgjobs.runs (job, trigger, status, worker_id)
-                VALUES ('obs-limited', 'enqueue', 'running', 'w') RETURNING id
-            )
-            INSERT INTO pgjobs.run_locks (job, run_id, worker_id, lease_expires_at)
-            SELECT 'obs-limited', id, 'w', now() + interval '1 hour' FROM running;
+            INSERT INTO pgjobs.runs (job, trigger, status, worker_id, slot)
+            VALUES ('obs-limited', 'enqueue', 'running', 'w', 1);
             """
         )
     r = cluster_registry(dsn)

@@ -432,8 +432,9 @@ class _worker:
 # -- SQL ----------------------------------------------------------------------------------------
 
 # Runs of every kind the cookbook asks about: last night's failure and its successful retry, a
-# running run holding its job's lock on a live worker, a tick skipped because of it, a queued
-# run, an overdue job and a job that no live worker registers.
+# running run holding its job's lock on a live worker, a tick skipped because of it, a run of a
+# limited job holding a slot, a queued run, an overdue job and a job that no live worker
+# registers.
 _SCENARIO = """
 INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at)
 VALUES ('web-1-4242-abc123', 'web-1', 4242, '0.1.0', ARRAY['default'], 10,
@@ -479,6 +480,11 @@ SELECT job, 'retry', current_date - interval '59 minutes', 'succeeded', 2, 2, id
 FROM failed;
 INSERT INTO pgjobs.runs (job, trigger, scheduled_for, status)
 VALUES ('my-extension-report', 'enqueue', now() - interval '1 minute', 'queued');
+INSERT INTO pgjobs.jobs (name, extension, overlap, max_concurrency)
+VALUES ('my-extension-export', 'my-extension', 'allow', 4);
+INSERT INTO pgjobs.runs (job, trigger, scheduled_for, status, worker_id, started_at, slot)
+VALUES ('my-extension-export', 'enqueue', now() - interval '2 minutes', 'running',
+        'web-1-4242-abc123', now() - interval '2 minutes', 1);
 """
 
 

@@ -167,19 +167,11 @@ SELECT %(job)s, 'manual', now(), %(max_attempts)s, %(payload)s, %(parameters)s, 
 RETURNING id;
 
 -- name: take_run_lock
--- A concurrency slot of a limited job for a manual run: the lowest free one of its key's `slots`
--- (one for overlap `skip`); a slot whose lease expired (its holder stopped heartbeating) is taken
--- over. No row back means every slot is held.
+-- The lock of a job that forbids overlap, for a manual run; a lock whose lease expired (its holder
+-- stopped heartbeating) is taken over. No row back means the lock is held.
 INSERT INTO {schema}.run_locks AS l
     (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
-SELECT %(job)s, %(lock_key)s, n, %(run_id)s, %(worker)s, now(),
-       now() + make_interval(secs => %(lease)s)
-FROM generate_series(1, %(slots)s) n
-WHERE NOT EXISTS (SELECT 1 FROM {schema}.run_locks h
-                  WHERE h.job = %(job)s AND h.lock_key = %(lock_key)s AND h.slot = n
-                    AND h.lease_expires_at >= now())
-ORDER BY n
-LIMIT 1
+VALUES (%(job)s, '', 1, %(run_id)s, %(worker)s, now(), now() + make_interval(secs => %(lease)s))
 ON CONFLICT (job, lock_key, slot) DO UPDATE
 SET run_id = excluded.run_id, worker_id = excluded.worker_id, acquired_at = excluded.acquired_at,
     lease_expires_at = excluded.lease_expires_at
@@ -187,9 +179,39 @@ WHERE l.lease_expires_at < now()
 RETURNING run_id;
 
 -- name: run_lock_holder
-SELECT run_id, worker_id, acquired_at, lease_expires_at
+SELECT run_id, worker_id
 FROM {schema}.run_locks
-WHERE job = %(job)s AND lock_key = %(lock_key)s
+WHERE job = %(job)s AND lock_key = '' AND slot = 1;
+
+-- name: try_slot
+-- A concurrency slot of a limited job for a manual run, as a worker's claim tries one: the lowest
+-- of its key's `slots` that no running run holds, with its advisory lock (not waited for). No row
+-- back means every slot is held (or being taken).
+SELECT n::integer AS slot
+FROM unnest(array_fill(true, ARRAY[%(slots)s::integer])) WITH ORDINALITY AS s(_, n)
+WHERE CASE WHEN NOT EXISTS (SELECT 1 FROM {schema}.runs h
+                            WHERE h.job = %(job)s AND coalesce(h.concurrency_key, '') = %(lock_key)s
+                              AND h.slot = n AND h.status = 'running' AND h.slot IS NOT NULL)
+           THEN pg_try_advisory_xact_lock(
+                    hashtextextended(format('pgjobs slot %%s/%%s', %(job)s, %(lock_key)s), n))
+      END
+LIMIT 1;
+
+-- name: hold_slot
+-- The manual run takes the slot try_slot found, unless a claim committed it since: a statement of
+-- its own, so a snapshot of its own. No row back means it was taken.
+UPDATE {schema}.runs SET slot = %(slot)s
+WHERE id = %(run_id)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.runs h
+                  WHERE h.job = %(job)s AND coalesce(h.concurrency_key, '') = %(lock_key)s
+                    AND h.slot = %(slot)s AND h.status = 'running' AND h.slot IS NOT NULL)
+RETURNING slot;
+
+-- name: slot_holder
+SELECT id AS run_id, worker_id
+FROM {schema}.runs
+WHERE job = %(job)s AND coalesce(concurrency_key, '') = %(lock_key)s AND status = 'running'
+  AND slot IS NOT NULL
 ORDER BY slot
 LIMIT 1;
 

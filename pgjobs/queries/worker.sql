@@ -150,11 +150,11 @@ SELECT ARRAY(SELECT t.id FROM ticks t ORDER BY t.scheduled_for, t.id) AS inserte
 -- What holds a queued run back is read once per statement, not per run: the paused jobs and
 -- queues, the jobs and queues whose rate bucket is empty, and the concurrency groups (a limited
 -- job, or one key of it) with every slot taken. Runs they hold are passed over by the walk of
--- the queue, so a held run never stands in front of one that may start. A limited run starts
--- only with a slot of its group (a run_locks row, taken with ON CONFLICT DO NOTHING: two workers
--- claiming at the same instant cannot both take it) and a rate-limited one with a token. A run
--- that gets neither stays queued; a tick of an overlap `skip` job that finds its group full is
--- recorded as skipped.
+-- the queue, so a held run never stands in front of one that may start. A run of a limited job
+-- starts only with a slot of its group (runs.slot, unique among running runs), a run of a job
+-- that forbids overlap with its run lock (a run_locks row, taken with ON CONFLICT DO NOTHING),
+-- and a rate-limited run with a token. A run that gets none stays queued; a tick of an overlap
+-- `skip` job that finds its group full is recorded as skipped.
 WITH outcome AS (
     -- One JSON document for the whole batch: a field a run has no value for is left out.
     SELECT o.run_id AS id, o.*
@@ -174,7 +174,7 @@ WITH outcome AS (
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
     RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
-              r.queue, r.concurrency_key, o.retry_delay
+              r.queue, r.concurrency_key, o.retry_delay, r.slot
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
     RETURNING l.job
@@ -199,6 +199,10 @@ WITH outcome AS (
                OR EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.paused)
                OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
            (SELECT l.job FROM {schema}.run_locks l ORDER BY l.job, l.lock_key, l.slot LIMIT 1)
+               IS NOT NULL
+               OR (SELECT h.job FROM {schema}.runs h
+                   WHERE h.status = 'running' AND h.slot IS NOT NULL
+                   ORDER BY h.job, coalesce(h.concurrency_key, ''), h.slot LIMIT 1)
                IS NOT NULL AS slots_taken
 ), picked_ticks AS (
     -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
@@ -206,14 +210,14 @@ WITH outcome AS (
     -- them, so no other can see them yet: they are queued and unlocked. Tested for nothing
     -- else, they are found by primary key (a test of `status` would let the plan read the
     -- whole queue's index for them).
-    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue, r.concurrency_key
     FROM {schema}.runs r
     WHERE r.id = ANY (%(ticks)s::bigint[])
       AND r.queue NOT IN (SELECT q.name FROM {schema}.queues q WHERE q.paused)
 ), picked_work AS (
     -- Runs held back by a pause, an empty rate bucket or a full concurrency group are passed
     -- over, so a held run never stands in front of one that may start.
-    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue, r.concurrency_key
     FROM {schema}.runs r
     WHERE r.status = 'queued' AND r.scheduled_for <= now()
       AND r.queue = ANY (%(queues)s)
@@ -234,7 +238,10 @@ WITH outcome AS (
            OR r.trigger = 'schedule'  -- a tick of a full `skip` job is picked to be skipped
            OR (r.job, coalesce(r.concurrency_key, '')) NOT IN (
                   SELECT l.job, l.lock_key
-                  FROM {schema}.run_locks l
+                  FROM (SELECT l.job, l.lock_key FROM {schema}.run_locks l
+                        UNION ALL
+                        SELECT h.job, coalesce(h.concurrency_key, '') FROM {schema}.runs h
+                        WHERE h.status = 'running' AND h.slot IS NOT NULL) l
                   CROSS JOIN LATERAL (SELECT j.max_concurrency FROM {schema}.jobs j
                                       WHERE j.name = l.job OFFSET 0) j
                   GROUP BY l.job, l.lock_key, j.max_concurrency
@@ -245,67 +252,145 @@ WITH outcome AS (
 ), ranked AS (
     -- Each picked run's job by its key (OFFSET 0 keeps it a probe per run): a generic plan,
     -- costed for an unknown LIMIT, would otherwise hash all of jobs, 10,000 rows or more.
-    -- `limited`: its job has max_concurrency, a concurrency key or a rate limit, or its queue a
-    -- rate limit: claim_limited decides. A job that only forbids overlap (`skip`, one slot) is
-    -- decided here, as most scheduled jobs are.
-    SELECT p.id, p.job, p.trigger, j.overlap = 'skip' AND NOT j.limited AS single, j.misfire,
-           j.limited
+    -- `slots`: its job's max_concurrency (1 for a concurrency key alone), NULL when unlimited.
+    -- `single`: its job only forbids overlap (`skip`): one run lock.
+    -- `rated`: its job or its queue has a rate limit: claim_limited gives the tokens.
+    SELECT p.id, p.job, p.trigger, coalesce(p.concurrency_key, '') AS lock_key, j.misfire,
+           j.overlap = 'skip' AS skip, j.slots, j.overlap = 'skip' AND j.slots IS NULL AS single,
+           j.rated
                OR ((SELECT h.pauses_or_rates FROM held h)
                    AND p.queue IN (SELECT b.name FROM {schema}.rate_buckets b
-                                   WHERE b.scope = 'queue')) AS limited,
+                                   WHERE b.scope = 'queue')) AS rated,
            row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
     FROM (SELECT * FROM picked_ticks UNION ALL SELECT * FROM picked_work) p
     CROSS JOIN LATERAL (
-        SELECT j.overlap, j.misfire,
-               j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
-                   OR j.rate_limit IS NOT NULL AS limited
+        SELECT j.overlap, j.misfire, j.rate_limit IS NOT NULL AS rated,
+               CASE WHEN j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
+                    THEN coalesce(j.max_concurrency, 1) END AS slots
         FROM {schema}.jobs j WHERE j.name = p.job OFFSET 0) j
+), freed AS MATERIALIZED (
+    -- The slots whose runs this statement recorded as ended: free for the runs it claims now
+    -- (no other claim takes them before this one commits).
+    SELECT d.job, coalesce(d.concurrency_key, '') AS lock_key, d.slot
+    FROM done d WHERE d.slot IS NOT NULL
+), slot_groups AS (
+    -- The runs of each concurrency group (a limited job, or one key of it) in claim order.
+    SELECT k.job, k.lock_key, k.slots,
+           array_agg(k.id ORDER BY k.trigger <> 'schedule', k.rn) AS ids
+    FROM ranked k WHERE k.slots IS NOT NULL
+    GROUP BY k.job, k.lock_key, k.slots
+), offered AS MATERIALIZED (
+    -- Each group's runs paired with slots: first those freed here (within the limit, which may
+    -- have been lowered), then the lowest that look free. One of those is tried with its
+    -- transaction-level advisory lock, without waiting: a
+    -- claim at the same instant holds the slots it is taking, and this one passes on to the next
+    -- free ones instead of waiting for the other to commit and then finding them gone. (Only
+    -- the slots the LIMIT reads are tried, in order, and only once the snapshot says they are
+    -- free: the CASE keeps that order.) `fresh`: a slot of the second kind.
+    SELECT x.id, x.slot, x.n > cardinality(f.mine) AS fresh
+    FROM slot_groups g
+    CROSS JOIN LATERAL (
+        SELECT ARRAY(SELECT fr.slot FROM freed fr
+                     WHERE fr.job = g.job AND fr.lock_key = g.lock_key AND fr.slot <= g.slots
+                     ORDER BY fr.slot LIMIT cardinality(g.ids)) AS mine
+        OFFSET 0) f
+    CROSS JOIN LATERAL (
+        SELECT f.mine || ARRAY(
+            SELECT n::integer
+            -- A series the planner counts as short, unlike generate_series (see the plan test).
+            FROM unnest(array_fill(true, ARRAY[g.slots])) WITH ORDINALITY AS s(_, n)
+            WHERE CASE WHEN NOT EXISTS (
+                               SELECT 1 FROM {schema}.runs h
+                               WHERE h.job = g.job AND coalesce(h.concurrency_key, '') = g.lock_key
+                                 AND h.slot = n AND h.status = 'running' AND h.slot IS NOT NULL)
+                       THEN pg_try_advisory_xact_lock(hashtextextended(
+                                format('pgjobs slot %%s/%%s', g.job, g.lock_key), n))
+                  END
+            LIMIT greatest(0, cardinality(g.ids) - cardinality(f.mine))) AS free) a
+    CROSS JOIN LATERAL unnest(g.ids[1:cardinality(a.free)], a.free) WITH ORDINALITY
+        AS x(id, slot, n)
+), slotted AS MATERIALIZED (
+    -- The slots the runs start with. A fresh one is checked again in a snapshot of its own:
+    -- a claim may have committed it after this statement's snapshot was taken, and released
+    -- its advisory lock since.
+    SELECT o.id, o.slot FROM offered o WHERE NOT o.fresh
+    UNION ALL
+    SELECT u.run_id, u.run_slot
+    FROM {schema}.unheld_slots(ARRAY(SELECT o.id FROM offered o WHERE o.fresh ORDER BY o.id),
+                               ARRAY(SELECT o.slot FROM offered o WHERE o.fresh ORDER BY o.id)) u
+    WHERE EXISTS (SELECT 1 FROM offered o WHERE o.fresh)
 ), limited AS (
-    -- Slots and tokens for the limited runs, decided by claim_limited (see its definition).
+    -- Tokens for the rated runs that have their slot, or need none, decided by claim_limited
+    -- (see its definition).
     --
-    -- The outcomes are recorded, and the slots they free deleted, before it is called: it then
-    -- can give those slots to the runs it claims (it sees what this statement has changed so
-    -- far), and this worker never waits for a run's row while holding a bucket. (The walk keeps
-    -- a lock on a run another worker has just started: a row that fails the walk's recheck stays
-    -- locked. That worker, recording the run's end while holding a bucket this one waits for,
-    -- would deadlock with it.)
+    -- The outcomes are recorded, and the locks they free deleted, before it is called: this
+    -- worker never waits for a run's row while holding a bucket. (The walk keeps a lock on a run
+    -- another worker has just started: a row that fails the walk's recheck stays locked. That
+    -- worker, recording the run's end while holding a bucket this one waits for, would deadlock
+    -- with it.)
     SELECT c.granted, c.next_token_in
-    FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k WHERE k.limited), %(worker)s,
-                                %(lease)s) c
-    WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.limited) AND EXISTS (SELECT 1 FROM held)
+    FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k
+                                      WHERE k.rated
+                                        AND (k.slots IS NULL
+                                             OR k.id IN (SELECT s.id FROM slotted s)))) c
+    WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.rated) AND EXISTS (SELECT 1 FROM held)
       AND (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
 ), locked AS (
-    -- The one slot of a job that forbids overlap, for its first run here.
+    -- The run lock of a job that forbids overlap, for its first run here (with a token, if
+    -- it needs one).
     INSERT INTO {schema}.run_locks AS l
         (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
     SELECT k.job, '', 1, k.id, %(worker)s, now(), now() + make_interval(secs => %(lease)s)
     FROM ranked k
-    WHERE k.single AND NOT k.limited AND k.rn = 1
+    WHERE k.single AND k.rn = 1
+      AND (NOT k.rated OR k.id = ANY ((SELECT l.granted FROM limited l)::bigint[]))
     ON CONFLICT (job, lock_key, slot) DO NOTHING
     RETURNING l.run_id
 ), skipped AS (
-    -- A tick of such a job whose slot another run holds.
+    -- A tick of a job that forbids overlap, when its lock or every slot of its group is held
+    -- by another run.
     UPDATE {schema}.runs r
     SET status = 'skipped', finished_at = clock_timestamp(), worker_id = %(worker)s,
-        message = format('skipped: lock held by run %%s on worker %%s', l.run_id, l.worker_id)
+        message = format('skipped: lock held by run %%s on worker %%s', h.run_id, h.worker_id)
     FROM ranked k
-    JOIN {schema}.run_locks l ON l.job = k.job AND l.lock_key = '' AND l.slot = 1
-    WHERE r.id = k.id AND k.single AND NOT k.limited AND k.trigger = 'schedule'
-      AND k.misfire <> 'backfill' AND k.id NOT IN (SELECT run_id FROM locked)
-      AND l.run_id <> k.id
+    CROSS JOIN LATERAL (
+        SELECT l.run_id, l.worker_id
+        FROM {schema}.run_locks l
+        WHERE k.single AND l.job = k.job AND l.lock_key = '' AND l.slot = 1
+          AND k.id NOT IN (SELECT run_id FROM locked)
+          AND (NOT k.rated OR k.id = ANY ((SELECT l.granted FROM limited l)::bigint[]))
+        UNION ALL
+        SELECT h.id, h.worker_id
+        FROM (SELECT h.id, h.worker_id, count(*) OVER () AS taken
+              FROM {schema}.runs h
+              WHERE k.slots IS NOT NULL AND h.job = k.job
+                AND coalesce(h.concurrency_key, '') = k.lock_key AND h.status = 'running'
+                AND h.slot IS NOT NULL AND h.id NOT IN (SELECT d.id FROM done d)
+              ORDER BY h.slot) h
+        WHERE h.taken >= k.slots AND k.id NOT IN (SELECT s.id FROM slotted s)
+        LIMIT 1) h
+    WHERE r.id = k.id AND k.skip AND k.trigger = 'schedule' AND k.misfire <> 'backfill'
+      AND h.run_id <> k.id
 ), started AS (
     UPDATE {schema}.runs r
     SET status = 'running', worker_id = %(worker)s, started_at = clock_timestamp(),
-        heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+        heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s),
+        slot = (SELECT s.slot FROM slotted s WHERE s.id = r.id)
     -- An array of ids, not a join: a primary-key probe per run in the plan cached for every
     -- batch size (a join planned for an unknown LIMIT hashes the whole table).
     WHERE r.id = ANY (ARRAY(SELECT k.id FROM ranked k
-                            WHERE NOT k.limited
-                              AND (NOT k.single OR k.id IN (SELECT run_id FROM locked)))
-                      || coalesce((SELECT l.granted FROM limited l), ARRAY[]::bigint[]))
+                            WHERE NOT k.single AND k.slots IS NULL AND NOT k.rated)
+                      || ARRAY(SELECT l.run_id FROM locked l)
+                      || ARRAY(SELECT s.id FROM slotted s
+                               WHERE s.id NOT IN (SELECT k.id FROM ranked k WHERE k.rated))
+                      || ARRAY(SELECT g.id
+                               FROM limited l CROSS JOIN LATERAL unnest(l.granted) AS g(id)
+                               WHERE g.id NOT IN (SELECT k.id FROM ranked k WHERE k.single)))
     RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
               r.parameters, r.started_at,
-              coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false) AS limited
+              r.slot IS NOT NULL
+                  OR coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false)
+                  AS limited
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
@@ -372,7 +457,7 @@ WITH me AS (
 ), strays AS (
     UPDATE {schema}.runs
     SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,
-        lease_expires_at = NULL,
+        lease_expires_at = NULL, slot = NULL,
         message = format('claimed by worker %%s, whose reply was lost; back in the queue',
                          %(worker)s::text)
     WHERE status = 'running' AND worker_id = %(worker)s
@@ -451,7 +536,7 @@ SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM retried) A
 WITH back AS (
     UPDATE {schema}.runs
     SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,
-        lease_expires_at = NULL, message = %(message)s
+        lease_expires_at = NULL, slot = NULL, message = %(message)s
     WHERE id = ANY (%(ids)s) AND status = 'running' AND worker_id = %(worker)s
     RETURNING id, job
 ), unlocked AS (

@@ -1,0 +1,164 @@
+-- pgjobs schema, revision 0006: the concurrency slots of limited jobs (`max_concurrency`, a
+-- concurrency key) live on their runs. A running run holds slot `slot` of its group (its job, or
+-- its job and key) from its claim to its end; the slot is free again as soon as the run stops
+-- running (an outcome, a reaped lease, a hand-back), with no row of its own to insert, renew or
+-- delete. `run_locks` keeps the one lock of a job that only forbids overlap (`skip`).
+
+ALTER TABLE {schema}.runs ADD COLUMN slot integer;
+COMMENT ON COLUMN {schema}.runs.slot IS
+    'The concurrency slot of its job (or key) a limited run holds while running';
+
+-- A slot is held once: the claim checks that it is free, and this index makes sure of it.
+CREATE UNIQUE INDEX runs_slot_idx ON {schema}.runs (job, coalesce(concurrency_key, ''), slot)
+    WHERE status = 'running' AND slot IS NOT NULL;
+
+-- Slots held in run_locks by running runs of limited jobs move onto the runs.
+WITH moved AS (
+    DELETE FROM {schema}.run_locks l
+    USING {schema}.jobs j
+    WHERE j.name = l.job AND (j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL)
+    RETURNING l.run_id, l.slot
+)
+UPDATE {schema}.runs r SET slot = m.slot
+FROM moved m
+WHERE r.id = m.run_id AND r.status = 'running';
+
+-- Of the slots a claim tried (`ids` paired with `slots`, each taken under its advisory lock), those
+-- that no running run holds, as of now: a claim that committed one of them after the trying
+-- statement's snapshot was taken shows here. A statement of its own, so a snapshot of its own.
+CREATE FUNCTION {schema}.unheld_slots(ids bigint[], slots integer[])
+RETURNS TABLE (run_id bigint, run_slot integer)
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT c.id, c.slot
+    FROM unnest(ids, slots) AS c(id, slot)
+    JOIN {schema}.runs r ON r.id = c.id
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.runs h
+                      WHERE h.job = r.job
+                        AND coalesce(h.concurrency_key, '') = coalesce(r.concurrency_key, '')
+                        AND h.slot = c.slot AND h.status = 'running' AND h.slot IS NOT NULL);
+END
+$$;
+
+-- The runs among those a claim picked (`ids`, locked by it) whose job or queue has a rate limit,
+-- and that have their slot if their job has slots: which may start now. The worker's claim
+-- decides every other run, and the slots, itself.
+--
+-- A run starts with a token of each bucket its job and its queue have. Buckets are locked first
+-- and in one order, by a statement of their own: claims of two workers at the same instant queue
+-- for them instead of deadlocking. A bucket is refilled for the time since it was last debited
+-- and debited on the row as it is when locked, so concurrent claims add up. A run without its
+-- tokens stays queued. Also returns the seconds until a bucket this claim emptied has a token
+-- again (NULL if none).
+DROP FUNCTION {schema}.claim_limited(bigint[], text, double precision);
+CREATE FUNCTION {schema}.claim_limited(
+    ids bigint[], OUT granted bigint[], OUT next_token_in double precision
+) LANGUAGE plpgsql
+-- Every table here is read by index, a probe per run, whatever the cached plan was made for.
+SET enable_seqscan = off
+AS $$
+BEGIN
+    PERFORM 1
+    FROM {schema}.rate_buckets b
+    WHERE (b.scope, b.name) IN (SELECT 'job', r.job FROM {schema}.runs r WHERE r.id = ANY (ids)
+                                UNION
+                                SELECT 'queue', r.queue FROM {schema}.runs r WHERE r.id = ANY (ids))
+    ORDER BY b.scope, b.name
+    FOR UPDATE;
+    WITH picked AS (
+        SELECT r.id, r.job, r.queue, r.trigger,
+               row_number() OVER (PARTITION BY r.job
+                                  ORDER BY r.trigger <> 'schedule', r.priority, r.scheduled_for,
+                                           r.id) AS job_rn
+        FROM {schema}.runs r
+        WHERE r.id = ANY (ids) AND r.status = 'queued'
+    ), wanted AS (
+        -- Tokens each bucket is asked for: a queue's bucket only for the runs its jobs' buckets
+        -- can pay for, as far as this claim's snapshot tells.
+        SELECT p.*, row_number() OVER (PARTITION BY p.queue
+                                       ORDER BY p.trigger <> 'schedule', p.job_rn, p.id)
+                        AS queue_rn
+        FROM picked p
+        LEFT JOIN {schema}.rate_buckets b ON b.scope = 'job' AND b.name = p.job
+        WHERE b.name IS NULL OR p.job_rn <= floor({schema}.rate_bucket_level(b))
+    ), tokens AS (
+        UPDATE {schema}.rate_buckets b
+        SET granted = least(w.wanted, floor({schema}.rate_bucket_level(b))),
+            tokens = {schema}.rate_bucket_level(b)
+                     - least(w.wanted, floor({schema}.rate_bucket_level(b))),
+            updated_at = greatest(b.updated_at, now())
+        FROM (SELECT 'job' AS scope, w.job AS name, count(*) AS wanted FROM wanted w GROUP BY w.job
+              UNION ALL
+              SELECT 'queue', w.queue, count(*) FROM wanted w GROUP BY w.queue) w
+        WHERE b.scope = w.scope AND b.name = w.name
+        RETURNING b.scope, b.name, b.granted, b.tokens, b.rate
+    )
+    SELECT coalesce(array_agg(w.id), ARRAY[]::bigint[]),
+           (SELECT min((1 - t.tokens) / t.rate) FROM tokens t WHERE t.tokens < 1)
+    INTO granted, next_token_in
+    FROM wanted w
+    LEFT JOIN tokens jt ON jt.scope = 'job' AND jt.name = w.job
+    LEFT JOIN tokens qt ON qt.scope = 'queue' AND qt.name = w.queue
+    WHERE (jt.name IS NULL OR w.job_rn <= jt.granted)
+      AND (qt.name IS NULL OR w.queue_rn <= qt.granted);
+END
+$$;
+
+-- Why each queued run waits (see revision 0005): a limited job's group is full when its running
+-- runs hold every slot; a job that only forbids overlap, when its run lock is held.
+CREATE OR REPLACE VIEW {schema}.run_waits AS
+SELECT r.id,
+       r.job,
+       r.queue,
+       r.trigger,
+       r.priority,
+       r.scheduled_for,
+       r.concurrency_key,
+       CASE
+           WHEN r.scheduled_for > now() THEN 'scheduled'
+           WHEN j.paused THEN 'job paused'
+           WHEN q.paused THEN 'queue paused'
+           WHEN slots.taken >= coalesce(j.max_concurrency, 1) THEN 'concurrency'
+           WHEN jb.available < 1 OR qb.available < 1 THEN 'rate limit'
+           ELSE 'worker'
+       END AS waiting_for,
+       CASE
+           WHEN r.scheduled_for > now() THEN NULL
+           WHEN j.paused OR q.paused THEN NULL
+           WHEN slots.taken >= coalesce(j.max_concurrency, 1) THEN
+               format('%s of %s running%s', slots.taken, coalesce(j.max_concurrency, 1),
+                      CASE WHEN coalesce(r.concurrency_key, '') <> ''
+                           THEN format(' for key %s', r.concurrency_key) ELSE '' END)
+           WHEN jb.available < 1 THEN
+               format('job %s: next token in %ss', r.job,
+                      round(((1 - jb.available) / jb.rate)::numeric, 3))
+           WHEN qb.available < 1 THEN
+               format('queue %s: next token in %ss', r.queue,
+                      round(((1 - qb.available) / qb.rate)::numeric, 3))
+       END AS detail,
+       extract(epoch FROM now() - r.scheduled_for)::double precision AS waiting_seconds
+FROM {schema}.runs r
+LEFT JOIN {schema}.jobs j ON j.name = r.job
+LEFT JOIN {schema}.queues q ON q.name = r.queue
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
+                THEN (SELECT count(*) FROM {schema}.runs h
+                      WHERE h.job = r.job
+                        AND coalesce(h.concurrency_key, '') = coalesce(r.concurrency_key, '')
+                        AND h.status = 'running' AND h.slot IS NOT NULL)
+                WHEN j.overlap = 'skip'
+                THEN (SELECT count(*) FROM {schema}.run_locks l WHERE l.job = r.job)
+                ELSE 0
+           END AS taken
+) slots ON true
+LEFT JOIN LATERAL (
+    SELECT b.rate, {schema}.rate_bucket_level(b) AS available
+    FROM {schema}.rate_buckets b WHERE b.scope = 'job' AND b.name = r.job
+) jb ON true
+LEFT JOIN LATERAL (
+    SELECT b.rate, {schema}.rate_bucket_level(b) AS available
+    FROM {schema}.rate_buckets b WHERE b.scope = 'queue' AND b.name = r.queue
+) qb ON true
+WHERE r.status = 'queued';
