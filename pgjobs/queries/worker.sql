@@ -237,15 +237,16 @@ WITH outcome AS (
       AND (NOT (SELECT h.slots_taken FROM held h)
            OR r.trigger = 'schedule'  -- a tick of a full `skip` job is picked to be skipped
            OR (r.job, coalesce(r.concurrency_key, '')) NOT IN (
-                  SELECT l.job, l.lock_key
-                  FROM (SELECT l.job, l.lock_key FROM {schema}.run_locks l
-                        UNION ALL
-                        SELECT h.job, coalesce(h.concurrency_key, '') FROM {schema}.runs h
-                        WHERE h.status = 'running' AND h.slot IS NOT NULL) l
+                  SELECT g.job, g.lock_key
+                  FROM (SELECT l.job, l.lock_key, count(*) AS taken
+                        FROM (SELECT l.job, l.lock_key FROM {schema}.run_locks l
+                              UNION ALL
+                              SELECT h.job, coalesce(h.concurrency_key, '') FROM {schema}.runs h
+                              WHERE h.status = 'running' AND h.slot IS NOT NULL) l
+                        GROUP BY l.job, l.lock_key) g
                   CROSS JOIN LATERAL (SELECT j.max_concurrency FROM {schema}.jobs j
-                                      WHERE j.name = l.job OFFSET 0) j
-                  GROUP BY l.job, l.lock_key, j.max_concurrency
-                  HAVING count(*) >= coalesce(j.max_concurrency, 1)))
+                                      WHERE j.name = g.job OFFSET 0) j
+                  WHERE g.taken >= coalesce(j.max_concurrency, 1)))
     ORDER BY r.priority, r.scheduled_for, r.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -279,21 +280,25 @@ WITH outcome AS (
            array_agg(k.id ORDER BY k.trigger <> 'schedule', k.rn) AS ids
     FROM ranked k WHERE k.slots IS NOT NULL
     GROUP BY k.job, k.lock_key, k.slots
+), mine AS (
+    -- The slots freed here that each group may reuse (within its limit, which may have been
+    -- lowered since they were taken).
+    SELECT g.job, g.lock_key, array_agg(fr.slot ORDER BY fr.slot) AS slots
+    FROM slot_groups g
+    JOIN freed fr ON fr.job = g.job AND fr.lock_key = g.lock_key AND fr.slot <= g.slots
+    GROUP BY g.job, g.lock_key
 ), offered AS MATERIALIZED (
-    -- Each group's runs paired with slots: first those freed here (within the limit, which may
-    -- have been lowered), then the lowest that look free. One of those is tried with its
-    -- transaction-level advisory lock, without waiting: a
+    -- Each group's runs paired with slots: first those freed here, then the lowest that look
+    -- free. One of those is tried with its transaction-level advisory lock, without waiting: a
     -- claim at the same instant holds the slots it is taking, and this one passes on to the next
     -- free ones instead of waiting for the other to commit and then finding them gone. (Only
     -- the slots the LIMIT reads are tried, in order, and only once the snapshot says they are
     -- free: the CASE keeps that order.) `fresh`: a slot of the second kind.
     SELECT x.id, x.slot, x.n > cardinality(f.mine) AS fresh
     FROM slot_groups g
+    LEFT JOIN mine m ON m.job = g.job AND m.lock_key = g.lock_key
     CROSS JOIN LATERAL (
-        SELECT ARRAY(SELECT fr.slot FROM freed fr
-                     WHERE fr.job = g.job AND fr.lock_key = g.lock_key AND fr.slot <= g.slots
-                     ORDER BY fr.slot LIMIT cardinality(g.ids)) AS mine
-        OFFSET 0) f
+        SELECT coalesce(m.slots[1:cardinality(g.ids)], ARRAY[]::integer[]) AS mine OFFSET 0) f
     CROSS JOIN LATERAL (
         SELECT f.mine || ARRAY(
             SELECT n::integer
