@@ -161,7 +161,9 @@ def test_max_concurrency_holds_across_four_workers_and_is_used(dsn: str, workers
     assert max(counts) == 5, "the limit of 5 was never used"
     assert overlap == {"": 5}
     assert status_counts(dsn, "c-limited") == {"succeeded": 500}
-    assert scalar(dsn, "SELECT count(*) FROM pgjobs.run_locks") == 0
+    # Every run ran in one of the job's five slots, and each slot was used.
+    slots = "SELECT min(slot), max(slot), count(DISTINCT slot) FROM pgjobs.runs WHERE job = %s"
+    assert rows(dsn, slots, "c-limited") == [(1, 5, 5)]
 
 
 def test_a_concurrency_key_runs_one_at_a_time_per_key_and_keys_side_by_side(
@@ -297,6 +299,8 @@ def test_many_workers_claiming_limited_runs_at_once_never_deadlock(
     assert found == 0
     assert not [log for log in logs if "deadlock" in log]
     assert status_counts(dsn, "c-rated-fast") == {"succeeded": 6000}
+    # Every run had a token and a slot (the job has both limits).
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE slot IS NULL") == 0
 
 
 # -- pause and resume ---------------------------------------------------------------------------
