@@ -27,10 +27,17 @@ Where a cost comes from: the worker's claim statement (10 runs of the N queued, 
 each execution rolled back; median of 50, as the scale measure times it) before the workers start,
 and how many runs a worker transaction moved (``pg_stat_database`` transactions of the drain's
 database while its workers ran, start-up and shutdown included, less the benchmark's own polls).
+
+And what the database does per run, without the drain's noise: on one connection per side, the
+worker's statement in its steady state, recording the ends of the 20 runs it claimed last time
+and claiming 20 more, committed, as the workers run it (generic plans). The limited side and an
+unlimited one take turns, statement by statement (STEADY rounds, quick: 100); reported is the
+median of the rounds' ratios (limited / unlimited), after a fifth of them as warm-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +46,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
 
 from benchmarks import apps, history
 from benchmarks.databases import admin, fresh_database
@@ -54,6 +62,8 @@ KEYS = 1_000
 CLAIM_LIMIT = 10
 CLAIM_REPEAT = 50
 UNLIMITED = "drain"
+STEADY = 600
+STEADY_BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,15 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
             for side in (case.app, UNLIMITED) if pair % 2 == 0 else (UNLIMITED, case.app):
                 drained = _drain(bench, side, jobs, case.payload)
                 (limited if side == case.app else unlimited).append(drained)
-        cases.append(_record(bench, case, settings, limited, unlimited))
+        recorded = _record(bench, case, settings, limited, unlimited)
+        recorded["statement_ratio"] = _steady_ratio(bench, case, bench.pick(STEADY, 100))
+        bench.at("limits", case.name, "pgjobs").add(
+            f"statement, finish {STEADY_BATCH} + claim {STEADY_BATCH}",
+            recorded["statement_ratio"],
+            "x",
+            note="of the unlimited statement; one connection each, median of the rounds' ratios",
+        )
+        cases.append(recorded)
     return {"jobs": jobs, "workers": WORKERS, "concurrency": CONCURRENCY, "cases": cases}
 
 
@@ -307,6 +325,59 @@ def _drain(bench: Bench, app: str, jobs: int, payload: Callable[[int], Any] | No
         claim_s * 1000,
         after - before - polls,
     )
+
+
+def _steady_ratio(bench: Bench, case: Case, rounds: int) -> float:
+    """The worker's statement for ``case``'s job against the same for an unlimited job, in the
+    steady state of a drain: each round records the outcomes of the runs the side claimed last
+    time and claims ``STEADY_BATCH`` more, one side after the other."""
+    _, query = history.claim_query(history.queries())
+    sides = (case.app, UNLIMITED)
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    with contextlib.ExitStack() as stack:
+        conns = {side: _steady_side(bench, stack, side, case.payload) for side in sides}
+        claimed: dict[str, list[int]] = {side: [] for side in sides}
+        for _ in range(rounds):
+            for side in sides:
+                outcomes = [
+                    {"run_id": run, "status": "succeeded", "duration": 0.001}
+                    for run in claimed[side]
+                ]
+                params = history.worker_params(
+                    query,
+                    {
+                        "worker": history.WORKER,
+                        "queues": ["default"],
+                        "limit": STEADY_BATCH,
+                        "lease": history.LEASE,
+                        "outcomes": Jsonb(outcomes),
+                    },
+                    others=[],
+                )
+                began = time.perf_counter()
+                found = conns[side].execute(query, params).fetchall()
+                times[side].append(time.perf_counter() - began)
+                claimed[side] = [row[1] for row in found if row[0] == "started"]
+    warm = rounds // 5
+    return statistics.median(
+        a / b for a, b in zip(times[case.app][warm:], times[UNLIMITED][warm:], strict=True)
+    )
+
+
+def _steady_side(
+    bench: Bench, stack: contextlib.ExitStack, app: str, payload: Callable[[int], Any] | None
+) -> psycopg.Connection[Any]:
+    """A fresh database with ``app``'s job registered and queued runs enough for the rounds; a
+    connection to it that claims as a worker does."""
+    job = getattr(apps, app).job.name
+    dsn = stack.enter_context(fresh_database(bench.admin_dsn, f"steady_{app}"))
+    register_jobs(dsn, bench.log_dir, app)
+    conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
+    history.add_jobs(conn, [job], None)
+    enqueue_many(conn, job, STEADY_BATCH * (bench.pick(STEADY, 100) + 1), payload)
+    conn.execute("ANALYZE pgjobs.runs")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    return conn
 
 
 def _claim_latency(conn: psycopg.Connection[Any], job: str) -> float:
