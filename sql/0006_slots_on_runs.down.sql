@@ -195,8 +195,8 @@ DROP FUNCTION {schema}.unheld_slots(bigint[], integer[]);
 -- The slots held by running runs become run_locks rows, with the runs' leases.
 INSERT INTO {schema}.run_locks
     (job, lock_key, slot, run_id, worker_id, acquired_at, lease_expires_at)
-SELECT r.job, coalesce(r.concurrency_key, ''), r.slot, r.id, r.worker_id, r.started_at,
-       coalesce(r.lease_expires_at, now())
+SELECT r.job, coalesce(r.concurrency_key, ''), r.slot, r.id, coalesce(r.worker_id, ''),
+       coalesce(r.started_at, now()), coalesce(r.lease_expires_at, now())
 FROM {schema}.runs r
 WHERE r.status = 'running' AND r.slot IS NOT NULL
 ON CONFLICT (job, lock_key, slot) DO NOTHING;

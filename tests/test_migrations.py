@@ -167,6 +167,52 @@ def test_downgrade_keeps_a_schema_that_holds_objects_of_someone_else(empty_dsn: 
     assert migrations.current(empty_dsn) is None
 
 
+def test_slots_held_in_run_locks_move_onto_their_runs_and_back(empty_dsn: str) -> None:
+    # Revision 0006 keeps the slots of limited jobs on the runs; a job that only forbids overlap
+    # keeps its lock row. Running runs keep what they hold across the upgrade and the downgrade.
+    migrations.upgrade(empty_dsn, revision="0005")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO pgjobs.jobs (name, extension, overlap, max_concurrency, concurrency_key)
+            VALUES ('x.limited', 'x', 'allow', 3, NULL), ('x.keyed', 'x', 'allow', NULL, 'tenant'),
+                   ('x.single', 'x', 'skip', NULL, NULL);
+            INSERT INTO pgjobs.runs (id, job, trigger, status, worker_id, concurrency_key)
+            OVERRIDING SYSTEM VALUE
+            VALUES (1, 'x.limited', 'enqueue', 'running', 'w', NULL),
+                   (2, 'x.keyed', 'enqueue', 'running', 'w', 'acme'),
+                   (3, 'x.single', 'schedule', 'running', 'w', NULL);
+            INSERT INTO pgjobs.run_locks (job, lock_key, slot, run_id, worker_id, lease_expires_at)
+            VALUES ('x.limited', '', 2, 1, 'w', now() + interval '1 hour'),
+                   ('x.keyed', 'acme', 1, 2, 'w', now() + interval '1 hour'),
+                   ('x.single', '', 1, 3, 'w', now() + interval '1 hour');
+            """
+        )
+    locks = "SELECT job, lock_key, slot, run_id FROM pgjobs.run_locks ORDER BY run_id"
+
+    migrations.upgrade(empty_dsn)
+
+    assert rows_of(empty_dsn, "SELECT id, slot FROM pgjobs.runs ORDER BY id") == [
+        (1, 2),
+        (2, 1),
+        (3, None),
+    ]
+    assert rows_of(empty_dsn, locks) == [("x.single", "", 1, 3)]
+
+    migrations.downgrade(empty_dsn, "0005")
+
+    assert rows_of(empty_dsn, locks) == [
+        ("x.limited", "", 2, 1),
+        ("x.keyed", "acme", 1, 2),
+        ("x.single", "", 1, 3),
+    ]
+
+
+def rows_of(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query).fetchall()
+
+
 def test_replicas_that_upgrade_at_once_all_succeed(empty_dsn: str) -> None:
     replicas = [_start_pgjobs("upgrade", "--dsn", empty_dsn) for _ in range(4)]
     errors = [replica.communicate(timeout=60)[1] for replica in replicas]
