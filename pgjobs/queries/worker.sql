@@ -471,9 +471,12 @@ WITH me AS (
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING strays WHERE l.run_id = strays.id
 ), locks AS (
+    -- The run locks of the runs renewed above, after them: a claim that meets one of these
+    -- locks waits for this statement, so this statement must not be waiting for a run that
+    -- claim's walk of the queue has locked while it holds the lock row.
     UPDATE {schema}.run_locks
     SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-    WHERE worker_id = %(worker)s AND run_id = ANY (%(held)s::bigint[])
+    WHERE worker_id = %(worker)s AND run_id IN (SELECT l.id FROM leases l)
 )
 SELECT l.id, l.cancel_requested, registered.jobs AS registered_jobs, handed.back AS handed_back
 FROM (SELECT count(*) AS jobs FROM {schema}.worker_jobs WHERE worker_id = %(worker)s) registered
