@@ -1,0 +1,97 @@
+"""The slots of limited jobs in SQL: a slot is held once among running runs (the unique index
+says so), the second look of a claim drops a slot another claim committed in between, and two
+claims at the same instant take different slots without waiting for each other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from benchmarks import history
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def limited_job(conn: Conn, name: str, slots: int, queued: int) -> list[int]:
+    """Job ``name`` with ``slots`` slots, registered for the benchmark worker, and ``queued``
+    queued runs of it; their ids."""
+    history.add_jobs(conn, [name], None)
+    conn.execute("UPDATE pgjobs.jobs SET max_concurrency = %s WHERE name = %s", [slots, name])
+    found = conn.execute(
+        "INSERT INTO pgjobs.runs (job, trigger) SELECT %s, 'enqueue' FROM generate_series(1, %s)"
+        " RETURNING id",
+        [name, queued],
+    ).fetchall()
+    return [row[0] for row in found]
+
+
+def running(conn: Conn, job: str, slot: int) -> int:
+    """A running run of ``job`` holding ``slot``; its id."""
+    row = conn.execute(
+        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, slot)"
+        " VALUES (%s, 'enqueue', 'running', 'w-other', now(), %s) RETURNING id",
+        [job, slot],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def claim(conn: Conn, limit: int) -> list[tuple[int, int]]:
+    """The worker's statement, claiming up to ``limit`` runs: (id, slot) of those it started."""
+    _, query = history.claim_query(history.queries())
+    params = history.worker_params(
+        query,
+        {
+            "worker": history.WORKER,
+            "queues": ["default"],
+            "limit": limit,
+            "lease": history.LEASE,
+            "outcomes": Jsonb([]),
+        },
+        others=[],
+    )
+    started = [row[1] for row in conn.execute(query, params).fetchall() if row[0] == "started"]
+    return conn.execute(
+        "SELECT id, slot FROM pgjobs.runs WHERE id = ANY (%s) ORDER BY id", [started]
+    ).fetchall()
+
+
+def test_a_slot_is_held_by_one_running_run_at_most(conn: Conn) -> None:
+    limited_job(conn, "x.limited", 2, 0)
+    running(conn, "x.limited", 1)
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        running(conn, "x.limited", 1)
+    running(conn, "x.limited", 2)  # another slot
+    # A slot is held while its run runs, not after.
+    conn.execute("UPDATE pgjobs.runs SET status = 'succeeded' WHERE slot = 1")
+    running(conn, "x.limited", 1)
+
+
+def test_the_second_look_drops_a_slot_a_claim_committed_since(conn: Conn) -> None:
+    first, second = limited_job(conn, "x.limited", 4, 2)
+    running(conn, "x.limited", 3)
+
+    unheld = conn.execute(
+        "SELECT run_id, run_slot FROM pgjobs.unheld_slots(%s, %s)", [[first, second], [3, 4]]
+    ).fetchall()
+
+    assert unheld == [(second, 4)]
+
+
+def test_claims_at_the_same_instant_take_different_slots_without_waiting(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        limited_job(setup, "x.limited", 4, 8)
+    with psycopg.connect(dsn) as a, psycopg.connect(dsn) as b:
+        # b would wait for a's commit if it queued behind a's slots; it must pass over them.
+        b.execute("SET statement_timeout = '2s'")
+        taken_by_a = claim(a, 2)  # uncommitted: a holds its slots' advisory locks
+        taken_by_b = claim(b, 4)
+        a.commit()
+        b.commit()
+
+    assert [slot for _, slot in taken_by_a] == [1, 2]
+    assert [slot for _, slot in taken_by_b] == [3, 4]
