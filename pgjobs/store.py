@@ -83,8 +83,8 @@ class ClaimedRun:
     payload: dict[str, Any] | None
     parameters: dict[str, str] | None
     started_at: datetime
-    #: Whether claim_limited started it (max_concurrency, a concurrency key, a rate limit): its
-    #: end may let a waiting run start.
+    #: Whether it started under a limit (a slot of max_concurrency or a concurrency key, a rate
+    #: limit's token): its end may let a waiting run start.
     limited: bool = False
 
 

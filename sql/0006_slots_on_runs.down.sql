@@ -57,7 +57,6 @@ LEFT JOIN LATERAL (
 ) qb ON true
 WHERE r.status = 'queued';
 
-DROP FUNCTION {schema}.claim_limited(bigint[]);
 -- The runs of limited jobs among those a claim picked (`ids`, locked by it): which may start now.
 -- Called by the worker's claim only when it picked such runs, so unlimited work pays nothing.
 --

@@ -303,7 +303,8 @@ def test_a_worker_process_as_the_worker_role_claims_and_finishes_a_run(
 def test_a_worker_process_as_the_worker_role_claims_runs_under_limits(
     roles: Roles, tmp_path: Path
 ) -> None:
-    # A rate bucket to sync and debit, slots to take under advisory locks: claim_limited's path.
+    # A rate bucket to sync and debit, slots to take under advisory locks and check again
+    # (unheld_slots): the limited claim's path.
     w = roles.dsns["worker"]
     with worker_pool(w, tmp_path) as pool:
         proc = pool.start(["c-rated-fast"], app="tests.worker_apps.controls:extension")

@@ -255,8 +255,8 @@ WITH outcome AS (
     -- costed for an unknown LIMIT, would otherwise hash all of jobs, 10,000 rows or more.
     -- `slots`: its job's max_concurrency (1 for a concurrency key alone), NULL when unlimited.
     -- `single`: its job only forbids overlap (`skip`): one run lock.
-    -- `rated`: its job or its queue has a rate limit: claim_limited gives the tokens.
-    SELECT p.id, p.job, p.trigger, coalesce(p.concurrency_key, '') AS lock_key, j.misfire,
+    -- `rated`: its job or its queue has a rate limit: it needs a token of each bucket.
+    SELECT p.id, p.job, p.trigger, p.queue, coalesce(p.concurrency_key, '') AS lock_key, j.misfire,
            j.overlap = 'skip' AS skip, j.slots, j.overlap = 'skip' AND j.slots IS NULL AS single,
            j.rated
                OR ((SELECT h.pauses_or_rates FROM held h)
@@ -324,22 +324,63 @@ WITH outcome AS (
     FROM {schema}.unheld_slots(ARRAY(SELECT o.id FROM offered o WHERE o.fresh ORDER BY o.id),
                                ARRAY(SELECT o.slot FROM offered o WHERE o.fresh ORDER BY o.id)) u
     WHERE EXISTS (SELECT 1 FROM offered o WHERE o.fresh)
-), limited AS (
-    -- Tokens for the rated runs that have their slot, or need none, decided by claim_limited
-    -- (see its definition).
-    --
-    -- The outcomes are recorded, and the locks they free deleted, before it is called: this
-    -- worker never waits for a run's row while holding a bucket. (The walk keeps a lock on a run
-    -- another worker has just started: a row that fails the walk's recheck stays locked. That
-    -- worker, recording the run's end while holding a bucket this one waits for, would deadlock
-    -- with it.)
-    SELECT c.granted, c.next_token_in
-    FROM {schema}.claim_limited(ARRAY(SELECT k.id FROM ranked k
-                                      WHERE k.rated
-                                        AND (k.slots IS NULL
-                                             OR k.id IN (SELECT s.id FROM slotted s)))) c
-    WHERE EXISTS (SELECT 1 FROM ranked k WHERE k.rated) AND EXISTS (SELECT 1 FROM held)
+), rated AS MATERIALIZED (
+    -- The runs whose job or queue has a rate limit and that have their slot, or need none, in
+    -- claim order within their job: each starts with a token of each bucket of its job and its
+    -- queue.
+    SELECT k.id, k.job, k.queue, k.trigger,
+           row_number() OVER (PARTITION BY k.job ORDER BY k.trigger <> 'schedule', k.rn, k.id)
+               AS job_rn
+    FROM ranked k
+    WHERE k.rated AND (k.slots IS NULL OR k.id IN (SELECT s.id FROM slotted s))
+), buckets AS MATERIALIZED (
+    -- Their buckets, locked in one order: claims of two workers at the same instant queue for
+    -- them instead of deadlocking. Locked once the outcomes are recorded (the counts of `done`
+    -- and `unlocked` are read first), so this worker never waits for a run's row while holding
+    -- a bucket. (The walk keeps a lock on a run another worker has just started: a row that fails
+    -- the walk's recheck stays locked. That worker, recording the run's end while holding a bucket
+    -- this one waits for, would deadlock with it.)
+    SELECT b.scope, b.name
+    FROM {schema}.rate_buckets b
+    WHERE EXISTS (SELECT 1 FROM rated)
       AND (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
+      AND (b.scope, b.name) IN (SELECT 'job', r.job FROM rated r
+                                UNION ALL
+                                SELECT 'queue', r.queue FROM rated r)
+    ORDER BY b.scope, b.name
+    FOR UPDATE
+), wanted AS (
+    -- Tokens each bucket is asked for: a queue's bucket only for the runs its jobs' buckets can
+    -- pay for, as far as this statement's snapshot tells.
+    SELECT r.*, row_number() OVER (PARTITION BY r.queue
+                                   ORDER BY r.trigger <> 'schedule', r.job_rn, r.id) AS queue_rn
+    FROM rated r
+    LEFT JOIN {schema}.rate_buckets b ON b.scope = 'job' AND b.name = r.job
+    WHERE b.name IS NULL OR r.job_rn <= floor({schema}.rate_bucket_level(b))
+), tokens AS (
+    -- A bucket refilled for the time since it was last debited and debited as it is now that it
+    -- is locked (its newest version: claims that committed since this statement began count), so
+    -- concurrent claims add up.
+    UPDATE {schema}.rate_buckets b
+    SET granted = least(w.wanted, floor({schema}.rate_bucket_level(b))),
+        tokens = {schema}.rate_bucket_level(b) - least(w.wanted, floor({schema}.rate_bucket_level(b))),
+        updated_at = greatest(b.updated_at, now())
+    FROM (SELECT 'job' AS scope, w.job AS name, count(*) AS wanted FROM wanted w GROUP BY w.job
+          UNION ALL
+          SELECT 'queue', w.queue, count(*) FROM wanted w GROUP BY w.queue) w
+    WHERE b.scope = w.scope AND b.name = w.name
+      AND (b.scope, b.name) IN (SELECT l.scope, l.name FROM buckets l)
+    RETURNING b.scope, b.name, b.granted, b.tokens, b.rate
+), limited AS (
+    -- The rated runs that got their tokens, and the seconds until a bucket this claim emptied
+    -- has a token again.
+    SELECT coalesce(array_agg(w.id), ARRAY[]::bigint[]) AS granted,
+           (SELECT min((1 - t.tokens) / t.rate) FROM tokens t WHERE t.tokens < 1) AS next_token_in
+    FROM wanted w
+    LEFT JOIN tokens jt ON jt.scope = 'job' AND jt.name = w.job
+    LEFT JOIN tokens qt ON qt.scope = 'queue' AND qt.name = w.queue
+    WHERE (jt.name IS NULL OR w.job_rn <= jt.granted)
+      AND (qt.name IS NULL OR w.queue_rn <= qt.granted)
 ), locked AS (
     -- The run lock of a job that forbids overlap, for its first run here (with a token, if
     -- it needs one).
