@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     TextClause,
@@ -303,10 +304,11 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("tokens", Double, nullable=False),
         Column("granted", Integer, nullable=False, server_default=text("0")),
         Column("updated_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("shard", SmallInteger, nullable=False, server_default=text("0")),
         _one_of("scope", RATE_BUCKET_SCOPES, "rate_buckets_scope_check"),
         CheckConstraint("rate > 0", name="rate_buckets_rate_check"),
         CheckConstraint("burst >= 1", name="rate_buckets_burst_check"),
-        PrimaryKeyConstraint("scope", "name", name="rate_buckets_pkey"),
+        PrimaryKeyConstraint("scope", "name", "shard", name="rate_buckets_pkey"),
     )
     return md
 

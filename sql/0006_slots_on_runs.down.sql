@@ -200,5 +200,17 @@ FROM {schema}.runs r
 WHERE r.status = 'running' AND r.slot IS NOT NULL
 ON CONFLICT (job, lock_key, slot) DO NOTHING;
 
+-- The shards of each bucket become one row again.
+UPDATE {schema}.rate_buckets b
+SET rate = s.rate, burst = s.burst, tokens = s.tokens
+FROM (SELECT scope, name, sum(rate) AS rate, sum(burst) AS burst, sum(tokens) AS tokens
+      FROM {schema}.rate_buckets GROUP BY scope, name) s
+WHERE b.scope = s.scope AND b.name = s.name AND b.shard = 0;
+DELETE FROM {schema}.rate_buckets WHERE shard <> 0;
+ALTER TABLE {schema}.rate_buckets
+    DROP CONSTRAINT rate_buckets_pkey,
+    DROP COLUMN shard,
+    ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (scope, name);
+
 DROP INDEX {schema}.runs_slot_idx;
 ALTER TABLE {schema}.runs DROP COLUMN slot;

@@ -43,6 +43,15 @@ END
 $$;
 
 -- The worker's claim debits the rate buckets itself, in the statement that claims the runs.
+--
+-- A bucket of a high rate is split into shards (rows of rate/K and burst/K that together make
+-- the bucket): claims of several workers at the same instant each debit a shard of its own
+-- instead of queueing for one row until the other commits. Together the shards never allow
+-- more than the bucket: burst + rate x t starts in any t seconds.
+ALTER TABLE {schema}.rate_buckets
+    ADD COLUMN shard smallint NOT NULL DEFAULT 0,
+    DROP CONSTRAINT rate_buckets_pkey,
+    ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (scope, name, shard);
 DROP FUNCTION {schema}.claim_limited(bigint[], text, double precision);
 
 -- Why each queued run waits (see revision 0005): a limited job's group is full when its running
@@ -71,11 +80,9 @@ SELECT r.id,
                       CASE WHEN coalesce(r.concurrency_key, '') <> ''
                            THEN format(' for key %s', r.concurrency_key) ELSE '' END)
            WHEN jb.available < 1 THEN
-               format('job %s: next token in %ss', r.job,
-                      round(((1 - jb.available) / jb.rate)::numeric, 3))
+               format('job %s: next token in %ss', r.job, round(jb.next_in::numeric, 3))
            WHEN qb.available < 1 THEN
-               format('queue %s: next token in %ss', r.queue,
-                      round(((1 - qb.available) / qb.rate)::numeric, 3))
+               format('queue %s: next token in %ss', r.queue, round(qb.next_in::numeric, 3))
        END AS detail,
        extract(epoch FROM now() - r.scheduled_for)::double precision AS waiting_seconds
 FROM {schema}.runs r
@@ -92,12 +99,17 @@ LEFT JOIN LATERAL (
                 ELSE 0
            END AS taken
 ) slots ON true
+-- A bucket has a token when one of its shards has; its next token is its shards' first.
 LEFT JOIN LATERAL (
-    SELECT b.rate, {schema}.rate_bucket_level(b) AS available
+    SELECT max({schema}.rate_bucket_level(b)) AS available,
+           min((1 - {schema}.rate_bucket_level(b)) / b.rate) AS next_in
     FROM {schema}.rate_buckets b WHERE b.scope = 'job' AND b.name = r.job
+    HAVING count(*) > 0
 ) jb ON true
 LEFT JOIN LATERAL (
-    SELECT b.rate, {schema}.rate_bucket_level(b) AS available
+    SELECT max({schema}.rate_bucket_level(b)) AS available,
+           min((1 - {schema}.rate_bucket_level(b)) / b.rate) AS next_in
     FROM {schema}.rate_buckets b WHERE b.scope = 'queue' AND b.name = r.queue
+    HAVING count(*) > 0
 ) qb ON true
 WHERE r.status = 'queued';

@@ -110,8 +110,9 @@ LEFT JOIN LATERAL (
     ) g
 ) k ON true
 LEFT JOIN LATERAL (
-    SELECT max(t.available) FILTER (WHERE t.scope = 'job') AS job_tokens,
-           max(t.available) FILTER (WHERE t.scope = 'queue') AS queue_tokens
+    -- A bucket's whole tokens, over its shards.
+    SELECT sum(floor(t.available)) FILTER (WHERE t.scope = 'job') AS job_tokens,
+           sum(floor(t.available)) FILTER (WHERE t.scope = 'queue') AS queue_tokens
     FROM (
         SELECT b.scope, least(b.burst, b.tokens + b.rate
                    * greatest(0, extract(epoch FROM now() - b.updated_at))) AS available

@@ -72,22 +72,28 @@ SET extension = excluded.extension, description = excluded.description,
 -- name: sync_rate_buckets
 -- The token buckets of these jobs or queues (`scope`), as the registering code or profile says:
 -- a bucket per rate limit (one that exists keeps its tokens, up to its new size), none without.
+-- A bucket of at least 100 a second and 100 at once is 4 shards of a quarter each, so that
+-- workers claiming at the same instant debit different rows; a smaller one is a single row.
 WITH wanted AS (
-    SELECT w.name, w.rate, w.burst
+    SELECT w.name, w.rate / k.shards AS rate, w.burst / k.shards AS burst, s.shard
     FROM unnest(%(names)s::text[], %(rates)s::float8[], %(bursts)s::float8[]) AS w(name, rate, burst)
-), kept AS (
-    INSERT INTO {schema}.rate_buckets AS b (scope, name, rate, burst, tokens)
-    SELECT %(scope)s, w.name, w.rate, w.burst, w.burst
-    FROM wanted w
+    CROSS JOIN LATERAL (SELECT CASE WHEN w.rate >= 100 AND w.burst >= 100 THEN 4 ELSE 1 END
+                            AS shards) k
+    CROSS JOIN LATERAL generate_series(0, k.shards - 1) AS s(shard)
     WHERE w.rate IS NOT NULL
-    ORDER BY w.name
-    ON CONFLICT (scope, name) DO UPDATE
+), kept AS (
+    INSERT INTO {schema}.rate_buckets AS b (scope, name, shard, rate, burst, tokens)
+    SELECT %(scope)s, w.name, w.shard, w.rate, w.burst, w.burst
+    FROM wanted w
+    ORDER BY w.name, w.shard
+    ON CONFLICT (scope, name, shard) DO UPDATE
     SET rate = excluded.rate, burst = excluded.burst, tokens = least(b.tokens, excluded.burst)
     WHERE (b.rate, b.burst) IS DISTINCT FROM (excluded.rate, excluded.burst)
 )
+-- The buckets of no limit, and the shards a bucket no longer has.
 DELETE FROM {schema}.rate_buckets b
-USING wanted w
-WHERE b.scope = %(scope)s AND b.name = w.name AND w.rate IS NULL;
+WHERE b.scope = %(scope)s AND b.name = ANY (%(names)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM wanted w WHERE w.name = b.name AND w.shard = b.shard);
 
 -- name: sync_queue_rate_limits
 -- The rate limits of the queues this worker serves, as its profile says (shown by `queues list`).
@@ -227,13 +233,13 @@ WITH outcome AS (
            OR (r.job NOT IN (
                    SELECT j.name FROM {schema}.jobs j WHERE j.paused
                    UNION ALL
-                   SELECT b.name FROM {schema}.rate_buckets b
-                   WHERE b.scope = 'job' AND {schema}.rate_bucket_level(b) < 1)
+                   SELECT b.name FROM {schema}.rate_buckets b WHERE b.scope = 'job'
+                   GROUP BY b.name HAVING max({schema}.rate_bucket_level(b)) < 1)
                AND r.queue NOT IN (
                    SELECT q.name FROM {schema}.queues q WHERE q.paused
                    UNION ALL
-                   SELECT b.name FROM {schema}.rate_buckets b
-                   WHERE b.scope = 'queue' AND {schema}.rate_bucket_level(b) < 1)))
+                   SELECT b.name FROM {schema}.rate_buckets b WHERE b.scope = 'queue'
+                   GROUP BY b.name HAVING max({schema}.rate_bucket_level(b)) < 1)))
       AND (NOT (SELECT h.slots_taken FROM held h)
            OR r.trigger = 'schedule'  -- a tick of a full `skip` job is picked to be skipped
            OR (r.job, coalesce(r.concurrency_key, '')) NOT IN (
@@ -334,31 +340,39 @@ WITH outcome AS (
     FROM ranked k
     WHERE k.rated AND (k.slots IS NULL OR k.id IN (SELECT s.id FROM slotted s))
 ), buckets AS MATERIALIZED (
-    -- Their buckets, locked in one order: claims of two workers at the same instant queue for
-    -- them instead of deadlocking. Locked once the outcomes are recorded (the counts of `done`
-    -- and `unlocked` are read first), so this worker never waits for a run's row while holding
-    -- a bucket. (The walk keeps a lock on a run another worker has just started: a row that fails
-    -- the walk's recheck stays locked. That worker, recording the run's end while holding a bucket
-    -- this one waits for, would deadlock with it.)
-    SELECT b.scope, b.name
-    FROM {schema}.rate_buckets b
-    WHERE EXISTS (SELECT 1 FROM rated)
-      AND (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
-      AND (b.scope, b.name) IN (SELECT 'job', r.job FROM rated r
-                                UNION ALL
-                                SELECT 'queue', r.queue FROM rated r)
-    ORDER BY b.scope, b.name
-    FOR UPDATE
+    -- A shard of each of their buckets, locked: the one with the most tokens that no other
+    -- claim holds, or, when other claims hold every shard, the first one, waited for. Locked in
+    -- one order (the buckets by scope and name), so claims of workers at the same instant queue
+    -- instead of deadlocking, and once the outcomes are recorded (the counts of `done` and
+    -- `unlocked` are read first), so this worker never waits for a run's row while holding a
+    -- bucket. (The walk keeps a lock on a run another worker has just started: a row that fails
+    -- the walk's recheck stays locked. That worker, recording the run's end while holding a
+    -- bucket this one waits for, would deadlock with it.)
+    SELECT n.scope, n.name,
+           coalesce((SELECT b.shard FROM {schema}.rate_buckets b
+                     WHERE b.scope = n.scope AND b.name = n.name
+                     ORDER BY {schema}.rate_bucket_level(b) DESC, b.shard
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED),
+                    (SELECT b.shard FROM {schema}.rate_buckets b
+                     WHERE b.scope = n.scope AND b.name = n.name AND b.shard = 0
+                     FOR UPDATE)) AS shard
+    FROM (SELECT 'job' AS scope, r.job AS name FROM rated r
+          UNION
+          SELECT 'queue', r.queue FROM rated r
+          ORDER BY 1, 2) n
+    WHERE (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
 ), wanted AS (
-    -- Tokens each bucket is asked for: a queue's bucket only for the runs its jobs' buckets can
-    -- pay for, as far as this statement's snapshot tells.
+    -- Tokens each shard is asked for: a queue's only for the runs its jobs' shards can pay
+    -- for, as far as this statement's snapshot tells.
     SELECT r.*, row_number() OVER (PARTITION BY r.queue
                                    ORDER BY r.trigger <> 'schedule', r.job_rn, r.id) AS queue_rn
     FROM rated r
-    LEFT JOIN {schema}.rate_buckets b ON b.scope = 'job' AND b.name = r.job
+    LEFT JOIN buckets l ON l.scope = 'job' AND l.name = r.job
+    LEFT JOIN {schema}.rate_buckets b ON b.scope = 'job' AND b.name = r.job AND b.shard = l.shard
     WHERE b.name IS NULL OR r.job_rn <= floor({schema}.rate_bucket_level(b))
 ), tokens AS (
-    -- A bucket refilled for the time since it was last debited and debited as it is now that it
+    -- A shard refilled for the time since it was last debited and debited as it is now that it
     -- is locked (its newest version: claims that committed since this statement began count), so
     -- concurrent claims add up.
     UPDATE {schema}.rate_buckets b
@@ -368,14 +382,19 @@ WITH outcome AS (
     FROM (SELECT 'job' AS scope, w.job AS name, count(*) AS wanted FROM wanted w GROUP BY w.job
           UNION ALL
           SELECT 'queue', w.queue, count(*) FROM wanted w GROUP BY w.queue) w
-    WHERE b.scope = w.scope AND b.name = w.name
-      AND (b.scope, b.name) IN (SELECT l.scope, l.name FROM buckets l)
+    JOIN buckets l ON l.scope = w.scope AND l.name = w.name
+    WHERE b.scope = l.scope AND b.name = l.name AND b.shard = l.shard
     RETURNING b.scope, b.name, b.granted, b.tokens, b.rate
 ), limited AS (
-    -- The rated runs that got their tokens, and the seconds until a bucket this claim emptied
-    -- has a token again.
+    -- The rated runs that got their tokens, and the seconds until a bucket whose shard this
+    -- claim emptied has a token again (in that shard or another).
     SELECT coalesce(array_agg(w.id), ARRAY[]::bigint[]) AS granted,
-           (SELECT min((1 - t.tokens) / t.rate) FROM tokens t WHERE t.tokens < 1) AS next_token_in
+           (SELECT min(greatest(0, (1 - CASE WHEN b.shard = l.shard THEN t.tokens
+                                             ELSE {schema}.rate_bucket_level(b) END) / b.rate))
+            FROM tokens t
+            JOIN buckets l ON l.scope = t.scope AND l.name = t.name
+            JOIN {schema}.rate_buckets b ON b.scope = t.scope AND b.name = t.name
+            WHERE t.tokens < 1) AS next_token_in
     FROM wanted w
     LEFT JOIN tokens jt ON jt.scope = 'job' AND jt.name = w.job
     LEFT JOIN tokens qt ON qt.scope = 'queue' AND qt.name = w.queue
@@ -469,15 +488,17 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
             LIMIT 1),
            -- The next token of a bucket this claim emptied, or of one empty before it.
            now() + make_interval(secs => (SELECT l.next_token_in FROM limited l)),
-           (SELECT now() + make_interval(
-                       secs => min((1 - {schema}.rate_bucket_level(b)) / b.rate))
-            FROM {schema}.rate_buckets b
-            WHERE (SELECT h.pauses_or_rates FROM held h) AND {schema}.rate_bucket_level(b) < 1
-              AND CASE b.scope
-                  WHEN 'queue' THEN b.name = ANY (%(queues)s)
-                  ELSE EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
-                               WHERE wj.worker_id = %(worker)s AND wj.job = b.name OFFSET 0)
-                  END)
+           (SELECT now() + make_interval(secs => min(e.next_in))
+            FROM (SELECT min((1 - {schema}.rate_bucket_level(b)) / b.rate) AS next_in
+                  FROM {schema}.rate_buckets b
+                  WHERE (SELECT h.pauses_or_rates FROM held h)
+                    AND CASE b.scope
+                        WHEN 'queue' THEN b.name = ANY (%(queues)s)
+                        ELSE EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+                                     WHERE wj.worker_id = %(worker)s AND wj.job = b.name OFFSET 0)
+                        END
+                  GROUP BY b.scope, b.name
+                  HAVING max({schema}.rate_bucket_level(b)) < 1) e)
        ) - clock_timestamp())::double precision, NULL;
 
 -- name: heartbeat

@@ -1,6 +1,7 @@
-"""The slots of limited jobs in SQL: a slot is held once among running runs (the unique index
-says so), the second look of a claim drops a slot another claim committed in between, and two
-claims at the same instant take different slots without waiting for each other."""
+"""Limits in SQL, under claims at the same instant. Slots: a slot is held once among running runs
+(the unique index says so), the second look of a claim drops a slot another claim committed in
+between, and two claims take different slots without waiting for each other. Rate buckets: a
+high rate is kept in shards, and two claims debit different shards without waiting."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from benchmarks import history
+from pgjobs.store import Queries
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -95,3 +97,48 @@ def test_claims_at_the_same_instant_take_different_slots_without_waiting(dsn: st
 
     assert [slot for _, slot in taken_by_a] == [1, 2]
     assert [slot for _, slot in taken_by_b] == [3, 4]
+
+
+def sync_bucket(conn: Conn, job: str, rate: float, burst: float) -> list[tuple[Any, ...]]:
+    """The bucket of ``job`` as a worker registering that rate limit leaves it: its shards'
+    (shard, rate, burst, tokens)."""
+    conn.execute("UPDATE pgjobs.jobs SET rate_limit = 'set' WHERE name = %s", [job])
+    conn.execute(
+        Queries("pgjobs")["sync_rate_buckets"],
+        {"scope": "job", "names": [job], "rates": [rate], "bursts": [burst]},
+    )
+    return conn.execute(
+        "SELECT shard, rate, burst, tokens FROM pgjobs.rate_buckets WHERE name = %s ORDER BY 1",
+        [job],
+    ).fetchall()
+
+
+def test_a_high_rate_is_kept_in_four_shards_that_make_the_bucket(conn: Conn) -> None:
+    history.add_jobs(conn, ["x.rated"], None)
+
+    assert sync_bucket(conn, "x.rated", 1000.0, 1000.0) == [
+        (shard, 250.0, 250.0, 250.0) for shard in range(4)
+    ]
+    # A lower rate: one row, which keeps its tokens up to its new size.
+    assert sync_bucket(conn, "x.rated", 20.0, 20.0) == [(0, 20.0, 20.0, 20.0)]
+    assert sync_bucket(conn, "x.rated", 1000.0, 1000.0)[0] == (0, 250.0, 250.0, 20.0)
+
+
+def test_claims_at_the_same_instant_debit_different_shards_without_waiting(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        limited_job(setup, "x.rated", 1, 8)
+        setup.execute("UPDATE pgjobs.jobs SET max_concurrency = NULL WHERE name = 'x.rated'")
+        sync_bucket(setup, "x.rated", 1000.0, 1000.0)
+    with psycopg.connect(dsn) as a, psycopg.connect(dsn) as b:
+        # b would wait for a's commit if it queued behind the shard a debits.
+        b.execute("SET statement_timeout = '2s'")
+        taken_by_a = claim(a, 4)  # uncommitted: a holds the shard it debited
+        taken_by_b = claim(b, 4)
+        a.commit()
+        b.commit()
+        debited = a.execute(
+            "SELECT shard, granted FROM pgjobs.rate_buckets WHERE granted > 0 ORDER BY 1"
+        ).fetchall()
+
+    assert (len(taken_by_a), len(taken_by_b)) == (4, 4)
+    assert [granted for _, granted in debited] == [4, 4]
