@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -120,16 +120,20 @@ def worker_params(
     return {n: values.get(n, others) for n in names}
 
 
-def claim_params(query: str, jobs: list[str], limit: int = 10) -> dict[str, Any]:
-    """What a worker with nothing to finish binds to its claim statement: its id, its jobs and
-    queues, its free slots and its lease; it has no outcome to record."""
+def claim_params(
+    query: str, jobs: list[str], limit: int = 10, finished: Sequence[int] = ()
+) -> dict[str, Any]:
+    """What a worker binds to its claim statement: its id, its jobs and queues, its free slots
+    and its lease, and the outcomes of the runs it ``finished`` (each succeeded; none by
+    default)."""
+    outcomes = [{"run_id": run, "status": "succeeded", "duration": 0.001} for run in finished]
     values = {
         "worker": WORKER,
         "jobs": jobs,
         "queues": ["default"],
         "limit": limit,
         "lease": LEASE,
-        "outcomes": Jsonb([]),
+        "outcomes": Jsonb(outcomes),
     }
     return worker_params(query, values, others=[])
 

@@ -46,7 +46,6 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Jsonb
 
 from benchmarks import apps, history
 from benchmarks.databases import admin, fresh_database
@@ -335,25 +334,13 @@ def _steady_ratio(bench: Bench, case: Case, rounds: int) -> float:
     sides = (case.app, UNLIMITED)
     times: dict[str, list[float]] = {side: [] for side in sides}
     with contextlib.ExitStack() as stack:
-        conns = {side: _steady_side(bench, stack, side, case.payload) for side in sides}
+        runs = STEADY_BATCH * (rounds + 1)
+        conns = {side: _steady_side(bench, stack, side, runs, case.payload) for side in sides}
         claimed: dict[str, list[int]] = {side: [] for side in sides}
         for _ in range(rounds):
             for side in sides:
-                outcomes = [
-                    {"run_id": run, "status": "succeeded", "duration": 0.001}
-                    for run in claimed[side]
-                ]
-                params = history.worker_params(
-                    query,
-                    {
-                        "worker": history.WORKER,
-                        "queues": ["default"],
-                        "limit": STEADY_BATCH,
-                        "lease": history.LEASE,
-                        "outcomes": Jsonb(outcomes),
-                    },
-                    others=[],
-                )
+                job = getattr(apps, side).job.name
+                params = history.claim_params(query, [job], STEADY_BATCH, claimed[side])
                 began = time.perf_counter()
                 found = conns[side].execute(query, params).fetchall()
                 times[side].append(time.perf_counter() - began)
@@ -365,16 +352,20 @@ def _steady_ratio(bench: Bench, case: Case, rounds: int) -> float:
 
 
 def _steady_side(
-    bench: Bench, stack: contextlib.ExitStack, app: str, payload: Callable[[int], Any] | None
+    bench: Bench,
+    stack: contextlib.ExitStack,
+    app: str,
+    runs: int,
+    payload: Callable[[int], Any] | None,
 ) -> psycopg.Connection[Any]:
-    """A fresh database with ``app``'s job registered and queued runs enough for the rounds; a
+    """A fresh database with ``app``'s job registered and ``runs`` queued runs of it; a
     connection to it that claims as a worker does."""
     job = getattr(apps, app).job.name
     dsn = stack.enter_context(fresh_database(bench.admin_dsn, f"steady_{app}"))
     register_jobs(dsn, bench.log_dir, app)
     conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
     history.add_jobs(conn, [job], None)
-    enqueue_many(conn, job, STEADY_BATCH * (bench.pick(STEADY, 100) + 1), payload)
+    enqueue_many(conn, job, runs, payload)
     conn.execute("ANALYZE pgjobs.runs")
     conn.execute("SET plan_cache_mode = force_generic_plan")
     return conn

@@ -170,7 +170,7 @@ async def _take_slot(store: WorkerStore, run: ClaimedRun, key: str, slots: int) 
     cur = await store.conn.execute(store.q["try_slot"], {**group, "slots": slots})
     tried = await cur.fetchone()
     if tried is not None:
-        held = {**group, "run_id": run.id, "slot": tried[0]}
+        held = {"run_id": run.id, "slot": tried[0]}
         if await (await store.conn.execute(store.q["hold_slot"], held)).fetchone():
             return
     cur = store.conn.cursor(row_factory=dict_row)

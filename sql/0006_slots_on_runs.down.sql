@@ -190,6 +190,7 @@ END
 $$;
 
 DROP FUNCTION {schema}.unheld_slots(bigint[], integer[]);
+DROP FUNCTION {schema}.try_slot_lock(text, text, bigint);
 
 -- The slots held by running runs become run_locks rows, with the runs' leases.
 INSERT INTO {schema}.run_locks

@@ -23,6 +23,15 @@ UPDATE {schema}.runs r SET slot = m.slot
 FROM moved m
 WHERE r.id = m.run_id AND r.status = 'running';
 
+-- The transaction-level advisory lock a claim takes a slot under, tried without waiting: a claim
+-- at the same instant holds the slots it is taking, and others pass over them. (A plain
+-- expression, inlined where it is used.)
+CREATE FUNCTION {schema}.try_slot_lock(job text, lock_key text, slot bigint) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_try_advisory_xact_lock(hashtextextended(format('pgjobs slot %s/%s', job, lock_key),
+                                                      slot))
+$$;
+
 -- Of the slots a claim tried (`ids` paired with `slots`, each taken under its advisory lock), those
 -- that no running run holds, as of now: a claim that committed one of them after the trying
 -- statement's snapshot was taken shows here. A statement of its own, so a snapshot of its own.
@@ -69,7 +78,7 @@ SELECT r.id,
            WHEN j.paused THEN 'job paused'
            WHEN q.paused THEN 'queue paused'
            WHEN slots.taken >= coalesce(j.max_concurrency, 1) THEN 'concurrency'
-           WHEN jb.available < 1 OR qb.available < 1 THEN 'rate limit'
+           WHEN tb.job_available < 1 OR tb.queue_available < 1 THEN 'rate limit'
            ELSE 'worker'
        END AS waiting_for,
        CASE
@@ -79,10 +88,10 @@ SELECT r.id,
                format('%s of %s running%s', slots.taken, coalesce(j.max_concurrency, 1),
                       CASE WHEN coalesce(r.concurrency_key, '') <> ''
                            THEN format(' for key %s', r.concurrency_key) ELSE '' END)
-           WHEN jb.available < 1 THEN
-               format('job %s: next token in %ss', r.job, round(jb.next_in::numeric, 3))
-           WHEN qb.available < 1 THEN
-               format('queue %s: next token in %ss', r.queue, round(qb.next_in::numeric, 3))
+           WHEN tb.job_available < 1 THEN
+               format('job %s: next token in %ss', r.job, round(tb.job_next_in::numeric, 3))
+           WHEN tb.queue_available < 1 THEN
+               format('queue %s: next token in %ss', r.queue, round(tb.queue_next_in::numeric, 3))
        END AS detail,
        extract(epoch FROM now() - r.scheduled_for)::double precision AS waiting_seconds
 FROM {schema}.runs r
@@ -99,17 +108,16 @@ LEFT JOIN LATERAL (
                 ELSE 0
            END AS taken
 ) slots ON true
--- A bucket has a token when one of its shards has; its next token is its shards' first.
+-- The run's job's and queue's buckets: one has a token when one of its shards has; its next
+-- token is its shards' first.
 LEFT JOIN LATERAL (
-    SELECT max({schema}.rate_bucket_level(b)) AS available,
-           min((1 - {schema}.rate_bucket_level(b)) / b.rate) AS next_in
-    FROM {schema}.rate_buckets b WHERE b.scope = 'job' AND b.name = r.job
-    HAVING count(*) > 0
-) jb ON true
-LEFT JOIN LATERAL (
-    SELECT max({schema}.rate_bucket_level(b)) AS available,
-           min((1 - {schema}.rate_bucket_level(b)) / b.rate) AS next_in
-    FROM {schema}.rate_buckets b WHERE b.scope = 'queue' AND b.name = r.queue
-    HAVING count(*) > 0
-) qb ON true
+    SELECT max(b.level) FILTER (WHERE b.scope = 'job') AS job_available,
+           min(b.next_in) FILTER (WHERE b.scope = 'job') AS job_next_in,
+           max(b.level) FILTER (WHERE b.scope = 'queue') AS queue_available,
+           min(b.next_in) FILTER (WHERE b.scope = 'queue') AS queue_next_in
+    FROM (SELECT b.scope, {schema}.rate_bucket_level(b) AS level,
+                 (1 - {schema}.rate_bucket_level(b)) / b.rate AS next_in
+          FROM {schema}.rate_buckets b
+          WHERE (b.scope, b.name) IN (('job', r.job), ('queue', r.queue))) b
+) tb ON true
 WHERE r.status = 'queued';

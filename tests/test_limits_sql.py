@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from benchmarks import history
 from pgjobs.store import Queries
@@ -44,17 +43,7 @@ def running(conn: Conn, job: str, slot: int) -> int:
 def claim(conn: Conn, limit: int) -> list[tuple[int, int]]:
     """The worker's statement, claiming up to ``limit`` runs: (id, slot) of those it started."""
     _, query = history.claim_query(history.queries())
-    params = history.worker_params(
-        query,
-        {
-            "worker": history.WORKER,
-            "queues": ["default"],
-            "limit": limit,
-            "lease": history.LEASE,
-            "outcomes": Jsonb([]),
-        },
-        others=[],
-    )
+    params = history.claim_params(query, [], limit)
     started = [row[1] for row in conn.execute(query, params).fetchall() if row[0] == "started"]
     return conn.execute(
         "SELECT id, slot FROM pgjobs.runs WHERE id = ANY (%s) ORDER BY id", [started]

@@ -193,19 +193,17 @@ FROM unnest(array_fill(true, ARRAY[%(slots)s::integer])) WITH ORDINALITY AS s(_,
 WHERE CASE WHEN NOT EXISTS (SELECT 1 FROM {schema}.runs h
                             WHERE h.job = %(job)s AND coalesce(h.concurrency_key, '') = %(lock_key)s
                               AND h.slot = n AND h.status = 'running' AND h.slot IS NOT NULL)
-           THEN pg_try_advisory_xact_lock(
-                    hashtextextended(format('pgjobs slot %%s/%%s', %(job)s, %(lock_key)s), n))
+           THEN {schema}.try_slot_lock(%(job)s, %(lock_key)s, n)
       END
 LIMIT 1;
 
 -- name: hold_slot
--- The manual run takes the slot try_slot found, unless a claim committed it since: a statement of
--- its own, so a snapshot of its own. No row back means it was taken.
+-- The manual run takes the slot try_slot found, unless a claim committed it since (unheld_slots
+-- looks again, as a worker's claim does). No row back means it was taken.
 UPDATE {schema}.runs SET slot = %(slot)s
 WHERE id = %(run_id)s
-  AND NOT EXISTS (SELECT 1 FROM {schema}.runs h
-                  WHERE h.job = %(job)s AND coalesce(h.concurrency_key, '') = %(lock_key)s
-                    AND h.slot = %(slot)s AND h.status = 'running' AND h.slot IS NOT NULL)
+  AND id IN (SELECT u.run_id FROM {schema}.unheld_slots(ARRAY[%(run_id)s::bigint],
+                                                        ARRAY[%(slot)s::integer]) u)
 RETURNING slot;
 
 -- name: slot_holder

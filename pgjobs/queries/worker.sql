@@ -314,8 +314,7 @@ WITH outcome AS (
                                SELECT 1 FROM {schema}.runs h
                                WHERE h.job = g.job AND coalesce(h.concurrency_key, '') = g.lock_key
                                  AND h.slot = n AND h.status = 'running' AND h.slot IS NOT NULL)
-                       THEN pg_try_advisory_xact_lock(hashtextextended(
-                                format('pgjobs slot %%s/%%s', g.job, g.lock_key), n))
+                       THEN {schema}.try_slot_lock(g.job, g.lock_key, n)
                   END
             LIMIT greatest(0, cardinality(g.ids) - cardinality(f.mine))) AS free) a
     CROSS JOIN LATERAL unnest(g.ids[1:cardinality(a.free)], a.free) WITH ORDINALITY
