@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -273,11 +274,25 @@ def catalog_snapshot(
     if not exists:
         return {kind: [] for kind in _SNAPSHOT_QUERIES}
     prefixes = (f"{sql.Identifier(schema).as_string(conn)}.", f"{schema}.")
+    names = [
+        name
+        for (name,) in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = %(s)s::regnamespace"
+            " UNION SELECT proname FROM pg_proc WHERE pronamespace = %(s)s::regnamespace"
+            " UNION SELECT typname FROM pg_type WHERE typnamespace = %(s)s::regnamespace",
+            {"s": schema},
+        )
+    ]
+    # The schema's name where it qualifies one of its objects, not in other text that starts
+    # alike (the name of a setting, pgjobs.max_payload_bytes).
+    qualified = re.compile(
+        f"(?:{'|'.join(map(re.escape, prefixes))})"
+        f"(?=(?:{'|'.join(map(re.escape, sorted(names, key=len, reverse=True)))})\\b)"
+    )
 
     def neutral(value: Any) -> Any:
         if isinstance(value, str):
-            for prefix in prefixes:
-                value = value.replace(prefix, "<schema>.")
+            value = qualified.sub("<schema>.", value)
         return value
 
     snapshot: dict[str, list[tuple[Any, ...]]] = {}

@@ -266,6 +266,20 @@ def test_the_worker_role_runs_the_commands_that_change_rows(roles: Roles) -> Non
     assert finished not in statuses  # pruned
 
 
+def test_the_worker_role_may_enqueue_from_sql_and_the_reader_may_not(roles: Roles) -> None:
+    with psycopg.connect(roles.admin, autocommit=True) as admin:
+        add_job(admin, "t-sleep")
+    with psycopg.connect(roles.dsns["worker"], autocommit=True) as conn:
+        row = conn.execute("SELECT pgjobs.enqueue('t-sleep', '{\"seconds\": 0}')").fetchone()
+    with (
+        psycopg.connect(roles.dsns["reader"], autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="function enqueue"),
+    ):
+        conn.execute("SELECT pgjobs.enqueue('t-sleep')")
+    assert row is not None
+    assert scalar(roles.admin, "SELECT id FROM pgjobs.runs WHERE trigger = 'enqueue'") == row[0]
+
+
 def test_the_worker_role_is_refused_ddl_in_one_line(roles: Roles) -> None:
     w, reader = roles.dsns["worker"], roles.names["reader"]
     assert "permission denied" in refused(w, "db", "downgrade", "0003")

@@ -49,7 +49,9 @@ $owner$;
 -- name: grant_worker
 -- Workers, producers (enqueue) and the CLI's commands that change state (`jobs run`, `jobs
 -- pause`, `runs cancel`, `runs prune`, ...): rows only, no DDL. Sequences for the identity
--- columns, routines for the trigger functions. The version table is only read (the schema check).
+-- columns; routines for the trigger functions and for producers that enqueue from SQL
+-- (pgjobs.enqueue, whose EXECUTE is not PUBLIC's). The version table is only read (the schema
+-- check).
 GRANT CONNECT ON DATABASE {{database}} TO {{role}};
 GRANT USAGE ON SCHEMA {schema} TO {{role}};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {{role}};

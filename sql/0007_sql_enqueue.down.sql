@@ -1,0 +1,1 @@
+DROP FUNCTION {schema}.enqueue(text, jsonb, timestamptz, integer, text, text, jsonb, text);
