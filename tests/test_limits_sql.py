@@ -1,10 +1,13 @@
 """Limits in SQL, under claims at the same instant. Slots: a slot is held once among running runs
 (the unique index says so), the second look of a claim drops a slot another claim committed in
 between, and two claims take different slots without waiting for each other. Rate buckets: a
-high rate is kept in shards, and two claims debit different shards without waiting."""
+high rate is kept in shards, two claims debit different shards without waiting, and a claim that
+finds every shard held waits for shard 0 and debits it as the holder left it."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -131,3 +134,61 @@ def test_claims_at_the_same_instant_debit_different_shards_without_waiting(dsn: 
 
     assert (len(taken_by_a), len(taken_by_b)) == (4, 4)
     assert [granted for _, granted in debited] == [4, 4]
+
+
+def take_tokens(conn: Conn, job: str, wanted: int) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT shard, granted, tokens FROM pgjobs.take_tokens('job', %s, %s)", [job, wanted]
+    ).fetchall()
+
+
+def test_take_tokens_grants_what_the_fullest_free_shard_holds(conn: Conn) -> None:
+    history.add_jobs(conn, ["x.rated"], None)
+    sync_bucket(conn, "x.rated", 1000.0, 1000.0)
+    conn.execute(
+        "UPDATE pgjobs.rate_buckets SET tokens = 10 * shard, updated_at = now() + interval '1 h'"
+        " WHERE name = 'x.rated'"
+    )  # refilled by nothing until then: shard k holds 10 k tokens
+
+    assert take_tokens(conn, "x.rated", 25) == [(3, 25, 5.0)]
+    assert take_tokens(conn, "x.rated", 25) == [(2, 20, 0.0)]  # all it has
+    assert take_tokens(conn, "x.rated", 1) == [(1, 1, 9.0)]
+    assert take_tokens(conn, "x.unknown", 1) == []
+
+
+def waits_for_lock(dsn: str, pid: int) -> None:
+    """Return once backend ``pid`` waits for a lock (fail after 10 s)."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(dsn, autocommit=True) as look:
+        while time.monotonic() < deadline:
+            row = look.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            ).fetchone()
+            if row is not None and row[0] == "Lock":
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+def test_take_tokens_waits_for_shard_0_when_other_claims_hold_every_shard(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        history.add_jobs(setup, ["x.rated"], None)
+        sync_bucket(setup, "x.rated", 1000.0, 1000.0)
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as claimer:
+        holder.execute("SELECT * FROM pgjobs.rate_buckets WHERE name = 'x.rated' FOR UPDATE")
+        claimer.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            take_tokens(claimer, "x.rated", 1)
+        claimer.execute("SET lock_timeout = 0")
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(take_tokens, claimer, "x.rated", 1)
+            waits_for_lock(dsn, claimer.info.backend_pid)
+            assert not waiting.done()
+            # The holder empties every shard (refilled by nothing for an hour) and commits: the
+            # waiting claim debits shard 0 as that commit left it.
+            holder.execute(
+                "UPDATE pgjobs.rate_buckets SET tokens = 0, updated_at = now() + interval '1 h'"
+                " WHERE name = 'x.rated'"
+            )
+            holder.commit()
+            assert waiting.result(timeout=10) == [(0, 0, 0.0)]

@@ -338,67 +338,54 @@ WITH outcome AS (
                AS job_rn
     FROM ranked k
     WHERE k.rated AND (k.slots IS NULL OR k.id IN (SELECT s.id FROM slotted s))
-), buckets AS MATERIALIZED (
-    -- A shard of each of their buckets, locked: the one with the most tokens that no other
-    -- claim holds, or, when other claims hold every shard, the first one, waited for. Locked in
-    -- one order (the buckets by scope and name), so claims of workers at the same instant queue
-    -- instead of deadlocking, and once the outcomes are recorded (the counts of `done` and
-    -- `unlocked` are read first), so this worker never waits for a run's row while holding a
-    -- bucket. (The walk keeps a lock on a run another worker has just started: a row that fails
-    -- the walk's recheck stays locked. That worker, recording the run's end while holding a
-    -- bucket this one waits for, would deadlock with it.)
-    SELECT n.scope, n.name,
-           coalesce((SELECT b.shard FROM {schema}.rate_buckets b
-                     WHERE b.scope = n.scope AND b.name = n.name
-                     ORDER BY {schema}.rate_bucket_level(b) DESC, b.shard
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED),
-                    (SELECT b.shard FROM {schema}.rate_buckets b
-                     WHERE b.scope = n.scope AND b.name = n.name AND b.shard = 0
-                     FOR UPDATE)) AS shard
-    FROM (SELECT 'job' AS scope, r.job AS name FROM rated r
-          UNION
-          SELECT 'queue', r.queue FROM rated r
-          ORDER BY 1, 2) n
+), job_tokens AS MATERIALIZED (
+    -- Tokens of the buckets of their jobs, then of their queues (`queue_tokens`), each bucket
+    -- debited by pgjobs.take_tokens for as many runs as ask it: buckets are locked in one order
+    -- (by scope and name), so claims of workers at the same instant queue instead of
+    -- deadlocking, and once the outcomes are recorded (the counts of `done` and `unlocked` are
+    -- read first), so this worker never waits for a run's row while holding a bucket. (The walk
+    -- keeps a lock on a run another worker has just started: a row that fails the walk's recheck
+    -- stays locked. That worker, recording the run's end while holding a bucket this one waits
+    -- for, would deadlock with it.)
+    SELECT w.name, t.shard, t.granted, t.tokens, t.rate
+    FROM (SELECT r.job AS name, count(*)::integer AS wanted
+          FROM rated r
+          WHERE r.job IN (SELECT b.name FROM {schema}.rate_buckets b WHERE b.scope = 'job')
+          GROUP BY r.job
+          ORDER BY r.job) w
+    CROSS JOIN LATERAL {schema}.take_tokens('job', w.name, w.wanted) t
     WHERE (SELECT count(*) FROM done) + (SELECT count(*) FROM unlocked) >= 0
 ), wanted AS (
-    -- Tokens each shard is asked for: a queue's only for the runs its jobs' shards can pay
-    -- for, as far as this statement's snapshot tells.
+    -- The rated runs that got a token of their job's bucket (or need none), in claim order
+    -- within their queue: each asks its queue's bucket for one more.
     SELECT r.*, row_number() OVER (PARTITION BY r.queue
                                    ORDER BY r.trigger <> 'schedule', r.job_rn, r.id) AS queue_rn
     FROM rated r
-    LEFT JOIN buckets l ON l.scope = 'job' AND l.name = r.job
-    LEFT JOIN {schema}.rate_buckets b ON b.scope = 'job' AND b.name = r.job AND b.shard = l.shard
-    WHERE b.name IS NULL OR r.job_rn <= floor({schema}.rate_bucket_level(b))
-), tokens AS (
-    -- A shard refilled for the time since it was last debited and debited as it is now that it
-    -- is locked (its newest version: claims that committed since this statement began count), so
-    -- concurrent claims add up.
-    UPDATE {schema}.rate_buckets b
-    SET granted = least(w.wanted, floor({schema}.rate_bucket_level(b))),
-        tokens = {schema}.rate_bucket_level(b) - least(w.wanted, floor({schema}.rate_bucket_level(b))),
-        updated_at = greatest(b.updated_at, now())
-    FROM (SELECT 'job' AS scope, w.job AS name, count(*) AS wanted FROM wanted w GROUP BY w.job
-          UNION ALL
-          SELECT 'queue', w.queue, count(*) FROM wanted w GROUP BY w.queue) w
-    JOIN buckets l ON l.scope = w.scope AND l.name = w.name
-    WHERE b.scope = l.scope AND b.name = l.name AND b.shard = l.shard
-    RETURNING b.scope, b.name, b.granted, b.tokens, b.rate
+    LEFT JOIN job_tokens jt ON jt.name = r.job
+    WHERE jt.name IS NULL OR r.job_rn <= jt.granted
+), queue_tokens AS MATERIALIZED (
+    SELECT w.name, t.shard, t.granted, t.tokens, t.rate
+    FROM (SELECT r.queue AS name, count(*)::integer AS wanted
+          FROM wanted r
+          WHERE r.queue IN (SELECT b.name FROM {schema}.rate_buckets b WHERE b.scope = 'queue')
+          GROUP BY r.queue
+          ORDER BY r.queue) w
+    CROSS JOIN LATERAL {schema}.take_tokens('queue', w.name, w.wanted) t
+    WHERE (SELECT count(*) FROM job_tokens) >= 0
 ), limited AS (
     -- The rated runs that got their tokens, and the seconds until a bucket whose shard this
     -- claim emptied has a token again (in that shard or another).
     SELECT coalesce(array_agg(w.id), ARRAY[]::bigint[]) AS granted,
-           (SELECT min(greatest(0, (1 - CASE WHEN b.shard = l.shard THEN t.tokens
+           (SELECT min(greatest(0, (1 - CASE WHEN b.shard = t.shard THEN t.tokens
                                              ELSE {schema}.rate_bucket_level(b) END) / b.rate))
-            FROM tokens t
-            JOIN buckets l ON l.scope = t.scope AND l.name = t.name
+            FROM (SELECT 'job' AS scope, * FROM job_tokens
+                  UNION ALL
+                  SELECT 'queue', * FROM queue_tokens) t
             JOIN {schema}.rate_buckets b ON b.scope = t.scope AND b.name = t.name
             WHERE t.tokens < 1) AS next_token_in
     FROM wanted w
-    LEFT JOIN tokens jt ON jt.scope = 'job' AND jt.name = w.job
-    LEFT JOIN tokens qt ON qt.scope = 'queue' AND qt.name = w.queue
-    WHERE (jt.name IS NULL OR w.job_rn <= jt.granted)
-      AND (qt.name IS NULL OR w.queue_rn <= qt.granted)
+    LEFT JOIN queue_tokens qt ON qt.name = w.queue
+    WHERE qt.name IS NULL OR w.queue_rn <= qt.granted
 ), locked AS (
     -- The run lock of a job that forbids overlap, for its first run here (with a token, if
     -- it needs one).
@@ -452,9 +439,9 @@ WITH outcome AS (
                                WHERE g.id NOT IN (SELECT k.id FROM ranked k WHERE k.single)))
     RETURNING r.id, r.job, r.trigger, r.scheduled_for, r.attempt, r.max_attempts, r.payload,
               r.parameters, r.started_at,
-              r.slot IS NOT NULL
-                  OR coalesce(r.id = ANY ((SELECT l.granted FROM limited l)::bigint[]), false)
-                  AS limited
+              -- Whether its end frees what another run may wait for: a slot, or a run lock. (A
+              -- rate limit's token is spent: a run's end gives none back.)
+              r.slot IS NOT NULL OR r.id IN (SELECT l.run_id FROM locked l) AS limited
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
