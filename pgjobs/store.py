@@ -83,8 +83,9 @@ class ClaimedRun:
     payload: dict[str, Any] | None
     parameters: dict[str, str] | None
     started_at: datetime
-    #: Whether it started under a limit (a slot of max_concurrency or a concurrency key, a rate
-    #: limit's token): its end may let a waiting run start.
+    #: Whether it holds what a waiting run may need (a slot of max_concurrency or a concurrency
+    #: key, the run lock of a job that forbids overlap): its end may let that run start. (A rate
+    #: limit's token is spent when the run starts; its end gives none back.)
     limited: bool = False
 
 

@@ -22,6 +22,39 @@
 --
 -- SECURITY INVOKER: the caller needs the rights of a producer (SELECT on jobs and runs, INSERT
 -- on runs), which the worker role has; EXECUTE is not granted to PUBLIC.
+-- What to tell a caller who names job `job`, which is not registered: the nearest registered
+-- names, or the known ones, or that none is. (The message of pgjobs.enqueue's and
+-- pgjobs.schedule's unknown-job error.)
+CREATE FUNCTION {schema}.unknown_job_hint(job text) RETURNS text
+LANGUAGE sql STABLE AS $fn$
+    -- The nearest names by their shared pairs of letters (Dice's coefficient): those about as
+    -- close as the best, as the client's suggestion does.
+    SELECT CASE WHEN count(*) = 0 THEN 'no jobs are registered (a job is known once a '
+                                       'worker that loads it has started)'
+                WHEN count(*) FILTER (WHERE s.is_close) > 0 THEN
+                    'did you mean: ' || string_agg(s.name, ', ' ORDER BY s.place)
+                        FILTER (WHERE s.is_close) || '?'
+                ELSE 'known jobs: ' || string_agg(s.name, ', ' ORDER BY s.name)
+                    FILTER (WHERE s.name_place <= 10)
+                    || CASE WHEN count(*) > 10 THEN ', ...' ELSE '' END
+           END
+    FROM (SELECT c.name, c.place, row_number() OVER (ORDER BY c.name) AS name_place,
+                 c.place <= 3
+                     AND c.score >= greatest(0.6, max(c.score) OVER () - 0.15) AS is_close
+          FROM (SELECT j.name, d.score,
+                       row_number() OVER (ORDER BY d.score DESC, j.name) AS place
+                FROM {schema}.jobs j,
+                     LATERAL (SELECT 2.0 * coalesce(sum(least(a.n, b.n)), 0)
+                                     / greatest(length(unknown_job_hint.job) + length(j.name) - 2, 1)
+                                     AS score
+                              FROM (SELECT substr(unknown_job_hint.job, i, 2) AS pair, count(*) AS n
+                                    FROM generate_series(1, length(unknown_job_hint.job) - 1) i
+                                    GROUP BY 1) a
+                              JOIN (SELECT substr(j.name, i, 2) AS pair, count(*) AS n
+                                    FROM generate_series(1, length(j.name) - 1) i
+                                    GROUP BY 1) b USING (pair)) d) c) s
+$fn$;
+
 CREATE FUNCTION {schema}.enqueue(
     job text,
     payload jsonb DEFAULT NULL,
@@ -123,33 +156,7 @@ BEGIN
     FROM {schema}.jobs j
     WHERE j.name = enqueue.job;
     IF NOT FOUND THEN
-        -- The nearest names by their shared pairs of letters (Dice's coefficient): those about as
-        -- close as the best, as the client's suggestion does.
-        SELECT CASE WHEN count(*) = 0 THEN 'no jobs are registered (a job is known once a '
-                                           'worker that loads it has started)'
-                    WHEN count(*) FILTER (WHERE s.is_close) > 0 THEN
-                        'did you mean: ' || string_agg(s.name, ', ' ORDER BY s.place)
-                            FILTER (WHERE s.is_close) || '?'
-                    ELSE 'known jobs: ' || string_agg(s.name, ', ' ORDER BY s.name)
-                        FILTER (WHERE s.name_place <= 10)
-                        || CASE WHEN count(*) > 10 THEN ', ...' ELSE '' END
-               END
-        INTO hint
-        FROM (SELECT c.name, c.place, row_number() OVER (ORDER BY c.name) AS name_place,
-                     c.place <= 3
-                         AND c.score >= greatest(0.6, max(c.score) OVER () - 0.15) AS is_close
-              FROM (SELECT j.name, d.score,
-                           row_number() OVER (ORDER BY d.score DESC, j.name) AS place
-                    FROM {schema}.jobs j,
-                         LATERAL (SELECT 2.0 * coalesce(sum(least(a.n, b.n)), 0)
-                                         / greatest(length(enqueue.job) + length(j.name) - 2, 1)
-                                         AS score
-                                  FROM (SELECT substr(enqueue.job, i, 2) AS pair, count(*) AS n
-                                        FROM generate_series(1, length(enqueue.job) - 1) i
-                                        GROUP BY 1) a
-                                  JOIN (SELECT substr(j.name, i, 2) AS pair, count(*) AS n
-                                        FROM generate_series(1, length(j.name) - 1) i
-                                        GROUP BY 1) b USING (pair)) d) c) s;
+        hint := {schema}.unknown_job_hint(job);
         RAISE EXCEPTION 'unknown job %', quote_literal(job)
             USING ERRCODE = 'undefined_object', HINT = hint;
     END IF;
