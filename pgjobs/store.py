@@ -231,6 +231,10 @@ class WorkerStore:
         )
         return row[0]  # type: ignore[no-any-return]
 
+    async def mark_registering(self) -> None:
+        """Let this transaction write the jobs' own schedules (see ``jobs_schedule_guard``)."""
+        await self.conn.execute(self.q["mark_registering"])
+
     async def lock_registered_jobs(
         self, names: list[str]
     ) -> tuple[datetime, dict[str, dict[str, Any]]]:

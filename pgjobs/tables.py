@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from pgjobs.db import DEFAULT_SCHEMA, resolve_schema
 
 __all__ = [
+    "all_schedules",
     "job_status",
     "jobs",
     "metadata",
@@ -50,6 +51,7 @@ __all__ = [
     "run_locks",
     "run_waits",
     "runs",
+    "schedules",
     "views",
     "views_for",
     "worker_jobs",
@@ -97,6 +99,8 @@ WORKER_STATES = ("running", "stopping", "stopped", "dead")
 """Values of ``workers.state``."""
 
 RATE_BUCKET_SCOPES = ("job", "queue")
+MISFIRE_POLICIES = ("coalesce", "skip", "backfill")
+SCHEDULE_ORIGINS = ("runtime",)
 """Values of ``rate_buckets.scope``: a job's rate limit, or a queue's."""
 
 
@@ -141,7 +145,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         _one_of("schedule_source", ("code", "profile"), "jobs_schedule_source_check"),
         CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
         _one_of("overlap", ("skip", "allow"), "jobs_overlap_check"),
-        _one_of("misfire", ("coalesce", "skip", "backfill"), "jobs_misfire_check"),
+        _one_of("misfire", MISFIRE_POLICIES, "jobs_misfire_check"),
         CheckConstraint("backfill_cap >= 1", name="jobs_backfill_cap_check"),
         CheckConstraint("max_concurrency >= 1", name="jobs_max_concurrency_check"),
         Index(
@@ -197,9 +201,15 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         ),
         _one_of("trigger", RUN_TRIGGERS, "runs_trigger_check"),
         _one_of("status", RUN_STATUSES, "runs_status_check"),
+        Column(
+            "schedule",
+            Text,
+            comment="The schedule whose tick made this run (NULL: the job's own schedule)",
+        ),
         Index(
-            "runs_tick_key",
+            "runs_schedule_tick_key",
             "job",
+            text("coalesce(schedule, '')"),
             "scheduled_for",
             unique=True,
             postgresql_where=text("trigger = 'schedule'"),
@@ -310,12 +320,53 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         CheckConstraint("burst >= 1", name="rate_buckets_burst_check"),
         PrimaryKeyConstraint("scope", "name", "shard", name="rate_buckets_pkey"),
     )
+
+    Table(
+        "schedules",
+        md,
+        Column("job", Text, ForeignKey("jobs.name", ondelete="CASCADE"), nullable=False),
+        Column("name", Text, nullable=False),
+        Column("cron", Text, nullable=False),
+        Column("timezone", Text, nullable=False, server_default=text("'UTC'::text")),
+        Column("payload", JSONB),
+        Column("parameters", JSONB),
+        Column("enabled", Boolean, nullable=False, server_default=true()),
+        Column("paused", Boolean, nullable=False, server_default=false()),
+        Column("misfire", Text),
+        Column("origin", Text, nullable=False, server_default=text("'runtime'::text")),
+        Column("next_fire_at", _timestamp()),
+        Column("last_tick_at", _timestamp()),
+        Column("error", Text),
+        Column("created_at", _timestamp(), nullable=False, server_default=_now()),
+        Column("updated_at", _timestamp(), nullable=False, server_default=_now()),
+        CheckConstraint(
+            "length(name) BETWEEN 1 AND 100 AND name = btrim(name) AND name !~ '[[:cntrl:]]'"
+            " AND name <> 'default'",
+            name="schedules_name_check",
+        ),
+        CheckConstraint(
+            "payload IS NULL OR jsonb_typeof(payload) = 'object'", name="schedules_payload_check"
+        ),
+        CheckConstraint(
+            "parameters IS NULL OR jsonb_typeof(parameters) = 'object'",
+            name="schedules_parameters_check",
+        ),
+        _one_of("misfire", MISFIRE_POLICIES, "schedules_misfire_check"),
+        _one_of("origin", SCHEDULE_ORIGINS, "schedules_origin_check"),
+        PrimaryKeyConstraint("job", "name", name="schedules_pkey"),
+        Index(
+            "schedules_due_idx",
+            text("next_fire_at NULLS FIRST"),
+            postgresql_where=text("enabled AND NOT paused AND error IS NULL"),
+        ),
+        comment="Schedules of jobs added at runtime (a job's own schedule is on its jobs row)",
+    )
     return md
 
 
 def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
-    """The read-only views ``job_status``, ``run_history`` and ``run_waits`` of the schema
-    ``schema``, as tables.
+    """The read-only views ``job_status``, ``run_history``, ``run_waits`` and ``all_schedules``
+    of the schema ``schema``, as tables.
 
     Kept apart from :func:`metadata_for` so that nothing mistakes them for tables to create.
     """
@@ -394,6 +445,27 @@ def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("detail", Text),
         Column("waiting_seconds", Double),
     )
+
+    Table(
+        "all_schedules",
+        md,
+        Column("job", Text),
+        Column("name", Text),
+        Column("cron", Text),
+        Column("timezone", Text),
+        Column("payload", JSONB),
+        Column("parameters", JSONB),
+        Column("enabled", Boolean),
+        Column("paused", Boolean),
+        Column("job_paused", Boolean),
+        Column("misfire", Text),
+        Column("origin", Text),
+        Column("next_fire_at", _timestamp()),
+        Column("last_tick_at", _timestamp()),
+        Column("error", Text),
+        Column("created_at", _timestamp()),
+        Column("updated_at", _timestamp()),
+    )
     return md
 
 
@@ -425,11 +497,17 @@ queues = metadata.tables[f"{DEFAULT_SCHEMA}.queues"]
 rate_buckets = metadata.tables[f"{DEFAULT_SCHEMA}.rate_buckets"]
 """The token buckets of the jobs' and queues' rate limits."""
 
+schedules = metadata.tables[f"{DEFAULT_SCHEMA}.schedules"]
+"""Schedules added to jobs at runtime (``pgjobs.schedule()``): cron, timezone, payload, ticks."""
+
 job_status = views.tables[f"{DEFAULT_SCHEMA}.job_status"]
 """Per job: schedule, next fire, last outcome, running now, 24 h counts and durations."""
 
 run_history = views.tables[f"{DEFAULT_SCHEMA}.run_history"]
 """Runs for people, with worker host and pid and the lag behind schedule."""
+
+all_schedules = views.tables[f"{DEFAULT_SCHEMA}.all_schedules"]
+"""Every schedule: each job's own (``default``, from code or profile) and the runtime ones."""
 
 run_waits = views.tables[f"{DEFAULT_SCHEMA}.run_waits"]
 """Per queued run: what it waits for (its time, a pause, a concurrency limit, a rate limit, a

@@ -87,9 +87,11 @@ def test_upgrade_on_an_empty_database_creates_the_tables_and_views_of_the_spec(
         "worker_jobs": "r",
         "queues": "r",
         "rate_buckets": "r",
+        "schedules": "r",
         "job_status": "v",
         "run_history": "v",
         "run_waits": "v",
+        "all_schedules": "v",
     }
     # pgjobs' version table is its own: the application's public schema stays empty.
     assert relations(empty_dsn, "public") == {}
@@ -105,7 +107,7 @@ def test_the_schema_enforces_what_the_spec_says(conn: psycopg.Connection[Any]) -
     tick = "2030-01-01 00:00:00+00"
     conn.execute(insert_run, ["ext.job", "schedule", tick, "queued"])
     # A tick can become a run once, whatever the number of workers...
-    with pytest.raises(psycopg.errors.UniqueViolation, match="runs_tick_key"):
+    with pytest.raises(psycopg.errors.UniqueViolation, match="runs_schedule_tick_key"):
         conn.execute(insert_run, ["ext.job", "schedule", tick, "queued"])
     # ...but manual runs for the same instant are independent.
     conn.execute(insert_run, ["ext.job", "manual", tick, "queued"])
@@ -122,7 +124,7 @@ def test_the_schema_enforces_what_the_spec_says(conn: psycopg.Connection[Any]) -
     )
     assert "WHERE (status = 'queued'::text)" in indexes["runs_claim_idx"]
     assert "(lease_expires_at) WHERE (status = 'running'::text)" in indexes["runs_lease_idx"]
-    assert indexes["runs_tick_key"].startswith("CREATE UNIQUE INDEX")
+    assert indexes["runs_schedule_tick_key"].startswith("CREATE UNIQUE INDEX")
 
     jobs = [row[0] for row in conn.execute("SELECT name FROM pgjobs.job_status")]
     history = [row[0] for row in conn.execute("SELECT job FROM pgjobs.run_history")]

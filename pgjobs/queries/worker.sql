@@ -43,6 +43,11 @@ FOR UPDATE;
 -- name: db_now
 SELECT now();
 
+-- name: mark_registering
+-- This transaction writes the jobs' own schedules, as the code and profile say: the guard on
+-- jobs.schedule (which refuses a hand edit) lets it.
+SELECT set_config('pgjobs.registering', 'on', true);
+
 -- name: upsert_job
 INSERT INTO {schema}.jobs AS j
     (name, extension, description, schedule, schedule_source, timezone, enabled, tags,
@@ -134,7 +139,7 @@ WITH ticks AS (
     SELECT j.name, 'schedule', t.tick, j.max_attempts, j.priority, j.queue
     FROM unnest(%(tick_jobs)s::text[], %(tick_times)s::timestamptz[]) AS t(job, tick)
     JOIN {schema}.jobs j ON j.name = t.job
-    ON CONFLICT (job, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
+    ON CONFLICT (job, coalesce(schedule, ''), scheduled_for) WHERE trigger = 'schedule' DO NOTHING
     RETURNING id, scheduled_for
 ), advanced AS (
     UPDATE {schema}.jobs j

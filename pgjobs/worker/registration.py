@@ -57,6 +57,7 @@ class Registration(WorkerCore):
         store = self.store
         definitions = sorted(self.registry.definitions.values(), key=lambda d: d.name)
         async with store.conn.transaction():
+            await store.mark_registering()
             db_now, existing = await store.lock_registered_jobs(sorted(self.job_names))
             rows = []
             for d in definitions:
