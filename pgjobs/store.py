@@ -160,6 +160,45 @@ class DueJob:
 
 
 @dataclass(frozen=True)
+class DueSchedule:
+    """A runtime schedule whose next tick is due (or not yet worked out: ``next_fire_at`` is
+    None), locked for the duration of the tick's transaction."""
+
+    job: str
+    name: str
+    cron: str
+    timezone: str
+    misfire: str
+    backfill_cap: int
+    next_fire_at: datetime | None
+    updated_at: datetime
+    payload: Any
+    db_now: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleTick:
+    """One tick of a runtime schedule to insert as a run, with its run's concurrency key."""
+
+    job: str
+    schedule: str
+    at: datetime
+    concurrency_key: str | None
+
+
+@dataclass(frozen=True)
+class ScheduleWatermark:
+    """Where a runtime schedule's ticking stands after a plan: its next tick and its last one,
+    or the error that stops it (its cron or timezone could not be used)."""
+
+    job: str
+    name: str
+    next_fire_at: datetime | None
+    last_tick_at: datetime | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """What a heartbeat learned: which of the runs this worker holds it still owns, which to
     cancel, how many jobs it has registered (none after a reaper took it for dead), and how many
@@ -295,6 +334,35 @@ class WorkerStore:
                     "names": [name for name, _, _ in watermarks],
                     "next_fire_ats": [nxt for _, nxt, _ in watermarks],
                     "last_ticks": [last for _, _, last in watermarks],
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        return list(row[0])
+
+    async def lock_due_schedules(self, limit: int) -> list[DueSchedule]:
+        cur = self.conn.cursor(row_factory=dict_row)
+        await cur.execute(self.q["lock_due_schedules"], {"worker": self.worker_id, "limit": limit})
+        return [DueSchedule(**row) for row in await cur.fetchall()]
+
+    async def insert_schedule_ticks(
+        self, ticks: list[ScheduleTick], watermarks: list[ScheduleWatermark]
+    ) -> list[int]:
+        """Insert runtime schedules' ticks as runs and advance their watermarks (or record their
+        errors); the ids of the runs inserted, earliest tick first."""
+        row = await (
+            await self.conn.execute(
+                self.q["insert_schedule_ticks"],
+                {
+                    "tick_jobs": [t.job for t in ticks],
+                    "tick_schedules": [t.schedule for t in ticks],
+                    "tick_times": [t.at for t in ticks],
+                    "tick_keys": [t.concurrency_key for t in ticks],
+                    "jobs": [w.job for w in watermarks],
+                    "names": [w.name for w in watermarks],
+                    "next_fire_ats": [w.next_fire_at for w in watermarks],
+                    "last_ticks": [w.last_tick_at for w in watermarks],
+                    "errors": [w.error for w in watermarks],
                 },
             )
         ).fetchone()

@@ -210,6 +210,49 @@ def test_slots_held_in_run_locks_move_onto_their_runs_and_back(empty_dsn: str) -
     ]
 
 
+def test_jobs_watermarks_and_runs_upgrade_to_schedules_intact(empty_dsn: str) -> None:
+    # Revision 0009 keys a tick by (job, schedule, tick). A database at 0008 with jobs, their
+    # watermarks and ticks' runs upgrades with all of them as they were, and its ticks stay
+    # unique: the job's own schedule is the schedule NULL.
+    migrations.upgrade(empty_dsn, revision="0008")
+    tick = "2030-01-01 00:00:00+00"
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgjobs.jobs (name, extension, schedule, timezone, next_fire_at)"
+            " VALUES ('x.nightly', 'x', '0 30 2 * * *', 'Europe/Paris', '2030-01-02 01:30+00')"
+        )
+        conn.execute(
+            "INSERT INTO pgjobs.runs (id, job, trigger, scheduled_for, status)"
+            " OVERRIDING SYSTEM VALUE VALUES (101, 'x.nightly', 'schedule', %(tick)s, 'succeeded'),"
+            " (102, 'x.nightly', 'manual', %(tick)s, 'queued')",
+            {"tick": tick},
+        )
+    jobs = "SELECT name, schedule, timezone, next_fire_at FROM pgjobs.jobs"
+    runs = "SELECT id, job, trigger, scheduled_for, status FROM pgjobs.runs WHERE id > 100"
+    before = (rows_of(empty_dsn, jobs), rows_of(empty_dsn, runs))
+
+    migrations.upgrade(empty_dsn)
+
+    assert (rows_of(empty_dsn, jobs), rows_of(empty_dsn, runs)) == before
+    assert rows_of(empty_dsn, "SELECT schedule FROM pgjobs.runs WHERE id = 101") == [(None,)]
+    insert_tick = (
+        "INSERT INTO pgjobs.runs (job, trigger, schedule, scheduled_for) "
+        "VALUES ('x.nightly', 'schedule', %s, %s)"
+    )
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(insert_tick, ["extra", tick])  # another schedule, the same second
+        with pytest.raises(psycopg.errors.UniqueViolation, match="runs_schedule_tick_key"):
+            conn.execute(insert_tick, [None, tick])  # the job's own tick, made twice
+        with pytest.raises(psycopg.errors.UniqueViolation, match="runs_schedule_tick_key"):
+            conn.execute(insert_tick, ["extra", tick])
+
+    migrations.downgrade(empty_dsn, "0008")
+
+    # The runtime schedule's run stays, as a manual run; the job's own tick is unique again.
+    assert rows_of(empty_dsn, "SELECT trigger FROM pgjobs.runs WHERE id < 100") == [("manual",)]
+    assert (rows_of(empty_dsn, jobs), rows_of(empty_dsn, runs)) == before
+
+
 def rows_of(dsn: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(query).fetchall()

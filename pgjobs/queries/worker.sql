@@ -152,6 +152,51 @@ WITH ticks AS (
 SELECT ARRAY(SELECT t.id FROM ticks t ORDER BY t.scheduled_for, t.id) AS inserted,
        (SELECT count(*) FROM advanced) AS advanced;
 
+-- name: lock_due_schedules
+-- Runtime schedules, step 1: those of this worker's jobs whose next tick is due, or whose first
+-- tick no worker has worked out yet (a new or changed cron), locked so one worker materialises
+-- each tick. Any worker that registers the job may tick them: their cron is in the row.
+SELECT s.job, s.name, s.cron, s.timezone, coalesce(s.misfire, j.misfire) AS misfire,
+       j.backfill_cap, s.next_fire_at, s.updated_at, s.payload, now() AS db_now
+FROM {schema}.schedules s
+JOIN {schema}.jobs j ON j.name = s.job
+WHERE (s.next_fire_at <= now() OR s.next_fire_at IS NULL)
+  AND s.enabled AND NOT s.paused AND s.error IS NULL AND NOT j.paused
+  AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+              WHERE wj.worker_id = %(worker)s AND wj.job = s.job OFFSET 0)
+ORDER BY s.next_fire_at NULLS FIRST
+LIMIT %(limit)s
+FOR UPDATE OF s SKIP LOCKED;
+
+-- name: insert_schedule_ticks
+-- Runtime schedules, step 2: insert the ticks' runs, with the schedule's payload and parameters
+-- (a tick that exists already is left alone), and advance each schedule's watermark in the same
+-- statement; a schedule whose cron or timezone the worker could not use gets its error instead.
+WITH ticks AS (
+    INSERT INTO {schema}.runs
+        (job, trigger, schedule, scheduled_for, max_attempts, priority, queue, payload, parameters,
+         concurrency_key)
+    SELECT j.name, 'schedule', s.name, t.tick, j.max_attempts, j.priority, j.queue, s.payload,
+           s.parameters, t.concurrency_key
+    FROM unnest(%(tick_jobs)s::text[], %(tick_schedules)s::text[], %(tick_times)s::timestamptz[],
+                %(tick_keys)s::text[]) AS t(job, schedule, tick, concurrency_key)
+    JOIN {schema}.jobs j ON j.name = t.job
+    JOIN {schema}.schedules s ON s.job = t.job AND s.name = t.schedule
+    ON CONFLICT (job, coalesce(schedule, ''), scheduled_for) WHERE trigger = 'schedule' DO NOTHING
+    RETURNING id, scheduled_for
+), advanced AS (
+    UPDATE {schema}.schedules s
+    SET next_fire_at = w.next_fire_at, last_tick_at = coalesce(w.last_tick_at, s.last_tick_at),
+        error = w.error
+    FROM unnest(%(jobs)s::text[], %(names)s::text[], %(next_fire_ats)s::timestamptz[],
+                %(last_ticks)s::timestamptz[], %(errors)s::text[])
+         AS w(job, name, next_fire_at, last_tick_at, error)
+    WHERE s.job = w.job AND s.name = w.name
+    RETURNING s.name
+)
+SELECT ARRAY(SELECT t.id FROM ticks t ORDER BY t.scheduled_for, t.id) AS inserted,
+       (SELECT count(*) FROM advanced) AS advanced;
+
 -- name: finish_and_claim_runs
 -- One statement, one commit per loop iteration: record the outcomes of finished runs (only those
 -- this worker still owns), free their slots, queue their retries; then claim up to `limit` due
@@ -459,8 +504,8 @@ UNION ALL
 SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL
 FROM retried t
 UNION ALL
--- Seconds until the next tick, delayed run or rate-limit token of these jobs, by the database
--- clock.
+-- Seconds until the next tick (of a job's own schedule or a runtime one), delayed run or
+-- rate-limit token of these jobs, by the database clock.
 SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        extract(epoch FROM least(
            (SELECT j.next_fire_at FROM {schema}.jobs j
@@ -469,6 +514,12 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                           WHERE wj.worker_id = %(worker)s AND wj.job = j.name
                             AND wj.schedule = j.schedule AND wj.timezone = j.timezone OFFSET 0)
             ORDER BY j.next_fire_at
+            LIMIT 1),
+           (SELECT s.next_fire_at FROM {schema}.schedules s
+            WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_fire_at IS NOT NULL
+              AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+                          WHERE wj.worker_id = %(worker)s AND wj.job = s.job OFFSET 0)
+            ORDER BY s.next_fire_at NULLS FIRST
             LIMIT 1),
            (SELECT r.scheduled_for FROM {schema}.runs r
             WHERE r.status = 'queued' AND r.scheduled_for > r.created_at

@@ -1,0 +1,122 @@
+"""Runtime schedules ticked by real workers: added, altered and removed from SQL while they run,
+each tick once, next to the job's own schedule at the same second.
+
+``t-tick`` (overlap ``allow``) ticks every second by its own schedule; the tests add runtime
+schedules to it with ``pgjobs.schedule()`` and read the runs back with SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.workers import rows, scalar, wait_until, worker_pool
+
+TICKS = """
+SELECT coalesce(schedule, 'default'), count(*), count(DISTINCT scheduled_for),
+       min(scheduled_for), max(scheduled_for)
+FROM pgjobs.runs
+WHERE job = 't-tick' AND trigger = 'schedule'
+GROUP BY 1
+ORDER BY 1
+"""
+
+
+def ticks_of(dsn: str, schedule: str) -> list[datetime]:
+    found = rows(
+        dsn,
+        "SELECT scheduled_for FROM pgjobs.runs WHERE job = 't-tick' AND trigger = 'schedule'"
+        " AND schedule = %s ORDER BY 1",
+        schedule,
+    )
+    return [row[0] for row in found]
+
+
+def latest_tick(dsn: str, schedule: str) -> Any:
+    return scalar(
+        dsn,
+        "SELECT max(scheduled_for) FROM pgjobs.runs WHERE job = 't-tick' AND schedule = %s",
+        schedule,
+    )
+
+
+def test_schedules_added_altered_and_removed_from_sql_while_four_workers_run(
+    dsn: str, tmp_path: Path
+) -> None:
+    with worker_pool(dsn, tmp_path) as workers:
+        procs = [workers.start(["t-tick"]) for _ in range(4)]
+        workers.wait_registered(*procs)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for i in range(50):
+                conn.execute(
+                    "SELECT pgjobs.schedule('t-tick', '* * * * * *', name => %s)", [f"s{i:02}"]
+                )
+            wait_until(
+                lambda: (
+                    scalar(
+                        dsn, "SELECT count(DISTINCT schedule) FROM pgjobs.runs WHERE job = 't-tick'"
+                    )
+                    == 50
+                ),
+                10,
+                "every runtime schedule to tick",
+            )
+            row = conn.execute(
+                "SELECT now(), pgjobs.unschedule('t-tick', 's00'),"
+                " pgjobs.alter_schedule('t-tick', 's01', cron => '*/2 * * * * *')"
+            ).fetchone()
+            assert row is not None
+            changed_at: datetime = row[0]
+            assert row[1] is True
+        # Four seconds of ticks after the change.
+        wait_until(
+            lambda: (latest_tick(dsn, "s49") or changed_at) >= changed_at + timedelta(seconds=4),
+            15,
+            "ticks after the change",
+        )
+        for p in procs:
+            assert p.stop() == 0, p.log()
+
+    found = {name: counts for name, *counts in rows(dsn, TICKS)}
+    assert set(found) == {"default", *(f"s{i:02}" for i in range(50))}
+    for name, (runs, distinct, first, last) in found.items():
+        if name in ("s00", "s01"):
+            continue
+        # Every second from its first tick to its last, each once.
+        assert runs == distinct == int((last - first).total_seconds()) + 1, name
+    # Removed: no tick after the second it was removed in.
+    assert ticks_of(dsn, "s00")[-1] <= changed_at + timedelta(seconds=1)
+    # Altered: every second until the change, then even seconds from its next tick on.
+    after = [t for t in ticks_of(dsn, "s01") if t > changed_at + timedelta(seconds=1)]
+    assert len(after) >= 1
+    assert all(t.second % 2 == 0 for t in after), after
+    assert not scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE status = 'failed'")
+
+
+def test_a_cron_the_workers_cannot_use_is_reported_on_its_schedule(
+    dsn: str, tmp_path: Path
+) -> None:
+    with worker_pool(dsn, tmp_path) as workers:
+        workers.wait_registered(workers.start(["t-tick"]))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # The database checks the expression's shape; second 99 is the workers' to refuse.
+            conn.execute("SELECT pgjobs.schedule('t-tick', '99 * * * * *', name => 'bad')")
+            error = wait_until(
+                lambda: scalar(
+                    dsn, "SELECT error FROM pgjobs.schedules WHERE job = 't-tick' AND name = 'bad'"
+                ),
+                10,
+                "the workers to report the schedule's error",
+            )
+            assert "99" in error
+            assert ticks_of(dsn, "bad") == []
+            # Changed by hand, it is adopted: the error is cleared and it ticks.
+            conn.execute(
+                "UPDATE pgjobs.schedules SET cron = '* * * * * *' WHERE job = 't-tick'"
+                " AND name = 'bad'"
+            )
+        wait_until(lambda: ticks_of(dsn, "bad"), 10, "the corrected schedule to tick")
+        assert scalar(dsn, "SELECT error FROM pgjobs.schedules WHERE name = 'bad'") is None
