@@ -21,6 +21,14 @@ from pgjobs.errors import (
     UnknownJobError,
 )
 from pgjobs.job import CancelSignal, Extension, Job, JobContext, JobResult, RetryBackoff
+from pgjobs.schedules import (
+    alter_schedule,
+    alter_schedule_sync,
+    schedule,
+    schedule_sync,
+    unschedule,
+    unschedule_sync,
+)
 
 __version__ = "0.1.0"
 
@@ -42,8 +50,14 @@ __all__ = [
     "SchemaError",
     "UnknownJobError",
     "__version__",
+    "alter_schedule",
+    "alter_schedule_sync",
     "enqueue",
     "enqueue_many",
     "enqueue_many_sync",
     "enqueue_sync",
+    "schedule",
+    "schedule_sync",
+    "unschedule",
+    "unschedule_sync",
 ]

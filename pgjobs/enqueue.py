@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeAlias
 
-import psycopg
-from psycopg.rows import tuple_row
-
+from pgjobs.caller import Api, Plan, Row, async_connection, drive_async, drive_sync, sync_connection
 from pgjobs.db import resolve_schema
 from pgjobs.discovery import exception_line
 from pgjobs.errors import ConfigError, PgJobsError, UnknownJobError
@@ -58,9 +56,13 @@ _DEDUP_ROUNDS = 3
 JobRef: TypeAlias = str | type[Job] | Job
 """A job to enqueue: its name, or its :class:`~pgjobs.Job` class or instance."""
 
-_Row: TypeAlias = tuple[Any, ...]
-_Statement: TypeAlias = tuple[str, Mapping[str, Any]]
-_Plan: TypeAlias = Generator[_Statement, list[_Row], list[int]]
+_API = Api(
+    sync_name="enqueue_sync",
+    async_name="enqueue",
+    sync_call="`pgjobs.enqueue_sync(...)` / `enqueue_many_sync(...)`",
+    async_call="`await pgjobs.enqueue(...)` / `enqueue_many(...)`",
+    activity="enqueueing",
+)
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ async def enqueue_many(
     same ``job`` and ``dedup_key`` get the same run. ``conn`` as for :func:`enqueue`.
     """
     plan = _plan(_prepare(requests), _queries(resolve_schema(schema)))
-    return await _drive_async(await _async_connection(conn), plan)
+    return await drive_async(await async_connection(conn, _API), plan)
 
 
 def enqueue_many_sync(
@@ -166,7 +168,7 @@ def enqueue_many_sync(
 ) -> list[int]:
     """:func:`enqueue_many` for sync code; ``conn`` as for :func:`enqueue_sync`."""
     plan = _plan(_prepare(requests), _queries(resolve_schema(schema)))
-    return _drive_sync(_sync_connection(conn), plan)
+    return drive_sync(sync_connection(conn, _API), plan)
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -440,7 +442,7 @@ def _queries(schema: str) -> Queries:
     return Queries(schema)
 
 
-def _plan(prepared: _Prepared, queries: Queries) -> _Plan:
+def _plan(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
     """The statements of one enqueue, as a generator that the sync and async drivers run: it
     yields (query, params), receives the rows and returns the ids in request order."""
     count = len(prepared.jobs)
@@ -516,7 +518,7 @@ _REFUSALS: dict[str, Callable[[str, str], ConfigError]] = {
 """What ``enqueue_runs`` refuses, other than an unknown job: the error for (job, its key)."""
 
 
-def _ids_by_dedup_key(rows: Iterable[_Row]) -> dict[tuple[str, str], int]:
+def _ids_by_dedup_key(rows: Iterable[Row]) -> dict[tuple[str, str], int]:
     """(job, dedup_key) -> run id; a run this statement inserted wins over one it found."""
     found: dict[tuple[str, str], int] = {}
     for _, run_id, job, key in sorted(rows, key=lambda row: row[0] != "inserted"):
@@ -532,105 +534,3 @@ def _unknown_job(name: str, known: list[str]) -> UnknownJobError:
     if not known:
         hint += " (a job is known once a worker that loads it has started)"
     return UnknownJobError(f"unknown job {name!r}; {hint}")
-
-
-def _drive_sync(conn: psycopg.Connection[Any], plan: _Plan) -> list[int]:
-    try:
-        query, params = next(plan)
-        while True:
-            with conn.cursor(row_factory=tuple_row) as cur:
-                cur.execute(query, params)
-                rows = cur.fetchall()
-            query, params = plan.send(rows)
-    except StopIteration as done:
-        result: list[int] = done.value
-        return result
-
-
-async def _drive_async(conn: psycopg.AsyncConnection[Any], plan: _Plan) -> list[int]:
-    try:
-        query, params = next(plan)
-        while True:
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(query, params)
-                rows = await cur.fetchall()
-            query, params = plan.send(rows)
-    except StopIteration as done:
-        result: list[int] = done.value
-        return result
-
-
-# -- the caller's connection --------------------------------------------------------------------
-
-
-def _is_sqlalchemy(conn: object) -> bool:
-    return type(conn).__module__.split(".", 1)[0] == "sqlalchemy"
-
-
-def _sync_connection(conn: object) -> psycopg.Connection[Any]:
-    """The psycopg connection under ``conn``, with its SQLAlchemy transaction begun."""
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    if _is_sqlalchemy(conn):
-        from sqlalchemy.engine import Connection
-        from sqlalchemy.orm import Session, scoped_session
-
-        if isinstance(conn, scoped_session):
-            conn = conn()
-        if isinstance(conn, Session):
-            conn = conn.connection()
-        if isinstance(conn, Connection):
-            if not conn.in_transaction():
-                conn.begin()
-            driver = conn.connection.driver_connection
-            if isinstance(driver, psycopg.Connection):
-                return driver
-            raise _not_psycopg(conn.dialect.name, conn.dialect.driver)
-    if isinstance(conn, psycopg.AsyncConnection) or _is_sqlalchemy_async(conn):
-        raise ConfigError(
-            f"{_kind(conn)} is async: use `await pgjobs.enqueue(...)` / `enqueue_many(...)`"
-        )
-    raise ConfigError(
-        "enqueue_sync needs a psycopg Connection or a SQLAlchemy Connection or Session "
-        f"(enqueueing joins their transaction), got {_kind(conn)}"
-    )
-
-
-async def _async_connection(conn: object) -> psycopg.AsyncConnection[Any]:
-    """The psycopg async connection under ``conn``, with its SQLAlchemy transaction begun."""
-    if isinstance(conn, psycopg.AsyncConnection):
-        return conn
-    if _is_sqlalchemy_async(conn):
-        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
-
-        if isinstance(conn, async_scoped_session):
-            conn = conn()
-        if isinstance(conn, AsyncSession):
-            conn = await conn.connection()
-        if isinstance(conn, AsyncConnection):
-            if not conn.in_transaction():
-                await conn.begin()
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            if isinstance(driver, psycopg.AsyncConnection):
-                return driver
-            raise _not_psycopg(conn.dialect.name, conn.dialect.driver)
-    if isinstance(conn, psycopg.Connection) or _is_sqlalchemy(conn):
-        raise ConfigError(
-            f"{_kind(conn)} is sync: use `pgjobs.enqueue_sync(...)` / `enqueue_many_sync(...)`"
-        )
-    raise ConfigError(
-        "enqueue needs a psycopg AsyncConnection or a SQLAlchemy AsyncConnection or "
-        f"AsyncSession (enqueueing joins their transaction), got {_kind(conn)}"
-    )
-
-
-def _is_sqlalchemy_async(conn: object) -> bool:
-    return type(conn).__module__.startswith("sqlalchemy.ext.asyncio")
-
-
-def _not_psycopg(dialect: str, driver: str) -> ConfigError:
-    return ConfigError(
-        f"enqueueing needs SQLAlchemy's psycopg driver (postgresql+psycopg://), "
-        f"not {dialect}+{driver}"
-    )

@@ -67,6 +67,7 @@ def _register() -> None:
         metrics,
         queues,
         runs,
+        schedules,
         worker,
         workers,
     )
@@ -77,6 +78,7 @@ def _register() -> None:
         jobs.jobs,
         runs.runs,
         queues.queues,
+        schedules.schedules,
         workers.workers,
         check.check,
         demo.demo,
