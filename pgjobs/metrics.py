@@ -35,6 +35,9 @@ Cluster metrics (``pgjobs metrics --port P``), read from the database on every s
 - ``pgjobs_runs_waiting{job,reason}``: due queued runs by what they wait for (the ``run_waits``
   view's ``waiting_for``: ``job paused``, ``queue paused``, ``concurrency``, ``rate limit``,
   ``worker``); a job and reason without such runs has no series;
+- ``pgjobs_schedules{job,origin,state}``: the job's schedules by where they come from (``code``,
+  ``profile``, ``runtime``) and what they do (:data:`SCHEDULE_STATES`); every state of a job and
+  origin that has schedules has a series, 0 when none is in it;
 - ``pgjobs_workers{state}`` (running, stopping, stopped, dead; a running worker whose heartbeat
   expired counts as dead) and ``pgjobs_workers_alive``.
 """
@@ -79,6 +82,11 @@ OVERDUE_AFTER = 60.0
 WAIT_REASONS = ("scheduled", "job paused", "queue paused", "concurrency", "rate limit", "worker")
 """What a queued run waits for, as the ``run_waits`` view says (``waiting_for``), in the order
 the view tries them: the first that applies is the run's."""
+
+SCHEDULE_STATES = ("error", "disabled", "paused", "job paused", "ticking")
+"""What a schedule does, as the ``schedule_states`` query says (``state``), in the order it tries
+them: ``error`` (a worker could not use its cron or timezone), ``disabled``, ``paused`` (its own
+pause), ``job paused`` (its job's), else ``ticking``."""
 
 METRICS_HOST = "127.0.0.1"
 """Where ``/metrics`` binds unless told otherwise: loopback, since the endpoint has no
@@ -277,7 +285,7 @@ class WorkerMetrics:
 class ClusterCollector(Collector):
     """Reads the cluster's state from the database on every scrape (see the module docstring).
 
-    Each scrape opens one short connection, runs four read-only queries and closes it; if the
+    Each scrape opens one short connection, runs five read-only queries and closes it; if the
     database does not answer, the scrape reports ``pgjobs_up 0`` and nothing else. The count of
     waiting runs reads every queued run through ``run_waits`` (about half a second for 200,000
     queued runs).
@@ -323,10 +331,12 @@ class ClusterCollector(Collector):
             jobs = cur.execute(self.queries["metrics_jobs"]).fetchall()
             waits = cur.execute(self.queries["waiting_runs"], {"job": None}).fetchall()
             workers = cur.execute(self.queries["metrics_workers"]).fetchall()
+            schedules = cur.execute(self.queries["schedule_states"], {"job": None}).fetchall()
         return [
             *_queue_families(queues),
             *self._job_families(jobs),
             _waiting_family(waits),
+            _schedule_family(schedules),
             *_worker_families(workers),
         ]
 
@@ -400,6 +410,38 @@ def _waiting_family(rows: list[dict[str, Any]]) -> Metric:
             if runs and reason != "scheduled":
                 waiting.add_metric([job, reason], runs)
     return waiting
+
+
+def _schedule_family(rows: list[dict[str, Any]]) -> Metric:
+    schedules = GaugeMetricFamily(
+        "pgjobs_schedules",
+        "Schedules by job, origin (code, profile, runtime) and state "
+        "(error, disabled, paused, job paused, ticking).",
+        labels=["job", "origin", "state"],
+    )
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in rows:
+        per = counts.setdefault((row["job"], row["origin"]), dict.fromkeys(SCHEDULE_STATES, 0))
+        per[row["state"]] += 1
+    for (job, origin), states in counts.items():
+        for state, n in states.items():
+            schedules.add_metric([job, origin, state], n)
+    return schedules
+
+
+NO_EXTRA_SCHEDULES = {"runtime_schedules": 0, "schedules_in_error": 0}
+"""What :func:`count_extra_schedules` says of a job without schedules."""
+
+
+def count_extra_schedules(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per job of the ``schedule_states`` rows: ``runtime_schedules`` (how many it has besides its
+    own) and ``schedules_in_error`` (of all of them); a job without schedules is left out."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        per = counts.setdefault(row["job"], dict(NO_EXTRA_SCHEDULES))
+        per["runtime_schedules"] += row["origin"] == "runtime"
+        per["schedules_in_error"] += row["state"] == "error"
+    return counts
 
 
 def _worker_families(rows: list[dict[str, Any]]) -> list[Metric]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from tests.cli import APP, add_job, add_run, invoke, one_line_error, run_pgjobs
+from tests.cli import APP, add_job, add_run, add_worker, invoke, one_line_error, run_pgjobs
 
 Conn = psycopg.Connection[Any]
 
@@ -102,3 +102,36 @@ def test_check_reports_every_problem_and_exits_1(dsn: str, empty_dsn: str, tmp_p
     assert len(problems) == 2, bad.stdout
     assert f"{profile}:4" in problems[0] and "second" in problems[0]
     assert "pgjobs db upgrade" in problems[1]
+
+
+def test_check_warns_of_runtime_schedules_that_do_not_tick_and_still_exits_0(
+    conn: Conn, dsn: str
+) -> None:
+    add_job(conn, "t-tick", schedule="* * * * * *")
+    add_job(conn, "t-echo")
+    add_worker(conn, "w-live", ["t-tick"])
+    conn.execute("SELECT pgjobs.schedule('t-tick', '0 */5 * * * *', name => 'fine')")
+    conn.execute("SELECT pgjobs.schedule('t-tick', '0 0 25 * * *', name => 'untried')")
+    conn.execute(
+        "INSERT INTO pgjobs.schedules (job, name, cron, error)"
+        " VALUES ('t-tick', 'refused', '0 99 * * * *', 'minute field ''99'' is out of range')"
+    )
+    conn.execute("SELECT pgjobs.schedule('t-echo', '@hourly', name => 'orphan')")
+    conn.execute("SELECT pgjobs.schedule('t-echo', '@daily', name => 'off', enabled => false)")
+
+    proc = run_pgjobs(dsn, "check", "--app", APP, jobs="t-tick,t-echo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("WRN")]
+    assert warnings == [
+        "WRN  schedule t-echo/orphan: no live worker registers job t-echo: it does not tick",
+        "WRN  schedule t-tick/refused: workers refused it: minute field '99' is out of range;"
+        " it does not tick until its cron or timezone is changed",
+        "WRN  schedule t-tick/untried: invalid cron '0 0 25 * * *': hour field '25' is out of"
+        " range 0-23: workers will refuse it",
+    ]
+    assert proc.stdout.rstrip().endswith("all checks passed, 3 warning(s)")
+
+    conn.execute("DELETE FROM pgjobs.schedules WHERE name IN ('orphan', 'refused', 'untried')")
+    quiet = run_pgjobs(dsn, "check", "--app", APP, jobs="t-tick,t-echo")
+    assert "ok   runtime schedules: 2 (1 disabled, 1 ticking)" in quiet.stdout
+    assert quiet.stdout.rstrip().endswith("all checks passed")

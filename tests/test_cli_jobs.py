@@ -141,6 +141,100 @@ def test_jobs_next_lists_fire_times_in_the_jobs_timezone(conn: Conn, dsn: str) -
         assert local.utcoffset() in (timedelta(hours=1), timedelta(hours=2))
 
 
+# -- schedules: a job's own and those added at runtime -----------------------------------------
+
+
+REFUSED = "minute field '99' is out of range 0-59"
+
+
+def add_schedules(conn: Conn, job: str) -> None:
+    """Runtime schedules of ``job`` in every state: ticking, paused, disabled, and one a worker
+    refused (as a worker that could not use its cron writes it)."""
+    conn.execute(f"SELECT pgjobs.schedule('{job}', '*/5 * * * * *', name => 'fast')")
+    conn.execute(f"SELECT pgjobs.schedule('{job}', '0 0 6 * * *', name => 'morning')")
+    conn.execute(f"SELECT pgjobs.alter_schedule('{job}', 'morning', paused => true)")
+    conn.execute(f"SELECT pgjobs.schedule('{job}', '@daily', name => 'off', enabled => false)")
+    conn.execute(
+        "INSERT INTO pgjobs.schedules (job, name, cron, error) VALUES (%s, 'typo', %s, %s)",
+        [job, "0 99 * * * *", REFUSED],
+    )
+
+
+def test_jobs_list_counts_runtime_schedules_and_flags_those_in_error(conn: Conn, dsn: str) -> None:
+    add_job(conn, "t-report", schedule="0 0 * * * *")
+    add_job(conn, "t-adhoc")
+    add_job(conn, "t-plain", schedule="0 0 3 * * *")
+    add_schedules(conn, "t-report")
+    conn.execute("SELECT pgjobs.schedule('t-adhoc', '0 30 * * * *', name => 'half-past')")
+
+    table = invoke(dsn, "jobs", "list")
+    assert table.exit_code == 0, table.output
+    lines = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+    assert "0 0 * * * * (every hour) +4 (1 in error)" in lines["t-report"]
+    assert "on demand +1" in lines["t-adhoc"] and "error" not in lines["t-adhoc"]
+    assert "+" not in lines["t-plain"]
+
+    listed = {job["name"]: job for job in parse_json(invoke(dsn, "jobs", "list", "--json"))}
+    assert listed["t-report"]["runtime_schedules"] == 4
+    assert listed["t-report"]["schedules_in_error"] == 1
+    assert listed["t-report"]["schedule"] == "0 0 * * * *"  # its own, as before
+    assert listed["t-adhoc"]["runtime_schedules"] == 1
+    assert listed["t-plain"]["runtime_schedules"] == listed["t-plain"]["schedules_in_error"] == 0
+
+
+def test_jobs_show_lists_every_schedule_with_what_it_is_doing(conn: Conn, dsn: str) -> None:
+    add_job(conn, "t-report", schedule="0 0 * * * *", schedule_source="profile")
+    add_schedules(conn, "t-report")
+
+    shown = invoke(dsn, "jobs", "show", "t-report")
+    assert shown.exit_code == 0, shown.output
+    part = shown.stdout[shown.stdout.index("Schedules") :].splitlines()
+    rows = {line.split()[0]: " ".join(line.split()) for line in part[2:] if line.strip()}
+    assert list(rows) == ["default", "fast", "morning", "off", "typo"]
+    assert rows["default"].startswith("default 0 0 * * * * UTC profile ticking")
+    assert rows["fast"].startswith("fast */5 * * * * * UTC runtime ticking")
+    assert rows["morning"].startswith("morning 0 0 6 * * * UTC runtime paused")
+    assert rows["off"].startswith("off @daily UTC runtime disabled")
+    assert rows["typo"].startswith(f"typo 0 99 * * * * UTC runtime error: {REFUSED}")
+
+    conn.execute("UPDATE pgjobs.jobs SET paused = true WHERE name = 't-report'")
+    schedules = parse_json(invoke(dsn, "jobs", "show", "t-report", "--json"))["schedules"]
+    states = {s["name"]: (s["origin"], s["state"]) for s in schedules}
+    assert states == {
+        "default": ("profile", "job paused"),
+        "fast": ("runtime", "job paused"),
+        "morning": ("runtime", "paused"),
+        "off": ("runtime", "disabled"),
+        "typo": ("runtime", "error"),
+    }
+    typo = next(s for s in schedules if s["name"] == "typo")
+    assert typo["error"] == REFUSED and typo["cron"] == "0 99 * * * *"
+    assert typo["next_fire_at"] is None
+
+
+def test_a_hand_edit_of_a_jobs_own_schedule_is_refused_and_changes_nothing(conn: Conn) -> None:
+    add_job(conn, "t-report", schedule="0 0 * * * *", timezone="UTC")
+    for change in ("schedule = '*/5 * * * * *'", "timezone = 'Europe/Paris'"):
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            conn.execute(f"UPDATE pgjobs.jobs SET {change} WHERE name = 't-report'")
+        diag = refused.value.diag
+        assert diag.message_primary == "the schedule of job 't-report' comes from its code"
+        assert diag.message_hint == (
+            "change it there, or add a schedule at runtime: "
+            "SELECT pgjobs.schedule('t-report', '<cron>', name => '<name>')"
+        )
+    row = conn.execute(
+        "SELECT schedule, timezone FROM pgjobs.jobs WHERE name = 't-report'"
+    ).fetchone()
+    assert row == ("0 0 * * * *", "UTC")
+    # A runtime schedule edited by hand is adopted: its new cron is worked out again.
+    conn.execute("SELECT pgjobs.schedule('t-report', '0 99 * * * *', name => 'typo')")
+    conn.execute("UPDATE pgjobs.schedules SET error = 'refused' WHERE name = 'typo'")
+    conn.execute("UPDATE pgjobs.schedules SET cron = '0 9 * * * *' WHERE name = 'typo'")
+    adopted = conn.execute("SELECT error, next_fire_at FROM pgjobs.schedules WHERE name = 'typo'")
+    assert adopted.fetchone() == (None, None)
+
+
 # -- running jobs -------------------------------------------------------------------------------
 
 

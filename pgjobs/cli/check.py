@@ -1,16 +1,24 @@
 """``pgjobs check``: validate the code, the profile, the schedules and the database in one go.
 
-Each check is reported on its own line; the exit code is 1 if any of them found a problem, so a
-deployment can run ``pgjobs check`` before starting its workers.
+Each check is reported on its own line: ``ok``, ``ERR`` (a problem) or ``WRN`` (a warning). The
+exit code is 1 if any check found a problem, so a deployment can run ``pgjobs check`` before
+starting its workers. Warnings leave it 0: they are about what the cluster does now, not about
+what is deployed, and a worker started anyway is what fixes some of them. They are the runtime
+schedules that do not tick: one a worker refused (its cron or timezone, with the reason), one
+whose cron a worker would refuse and none has tried yet, and one of a job that no live worker
+registers.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
+from pgjobs.cli import output
 from pgjobs.cli.options import (
     code_options,
     database_options,
@@ -18,9 +26,10 @@ from pgjobs.cli.options import (
     open_database,
 )
 from pgjobs.db import describe_target, resolve_dsn
-from pgjobs.errors import PgJobsError
+from pgjobs.errors import ConfigError, PgJobsError
 from pgjobs.migrations import check_schema, head
 from pgjobs.registry import Registry, load_registry
+from pgjobs.schedule import CronSchedule
 
 
 @dataclass(frozen=True)
@@ -28,18 +37,26 @@ class _Line:
     ok: bool
     what: str
     detail: str
+    warning: bool = False
+
+    @property
+    def mark(self) -> str:
+        return "WRN" if self.warning else ("ok " if self.ok else "ERR")
 
 
 @click.command(name="check")
 @code_options
 @database_options
 def check(app: str | None, profile: str | None, dsn: str, schema: str) -> None:
-    """Validate code, profile, cron schedules, the database and its schema version."""
+    """Validate code, profile, cron schedules, the database and its schema version; warn of
+    runtime schedules that do not tick. Exit 1 on a problem; warnings leave the exit code 0."""
     lines = [*_check_code(app, profile), *_check_database(dsn, schema)]
     for line in lines:
-        click.echo(f"{'ok ' if line.ok else 'ERR'}  {line.what}: {line.detail}")
+        output.echo(f"{line.mark}  {line.what}: {line.detail}")
     problems = sum(not line.ok for line in lines)
-    click.echo(f"{problems} problem(s) found" if problems else "all checks passed")
+    warnings = sum(line.warning for line in lines)
+    verdict = f"{problems} problem(s) found" if problems else "all checks passed"
+    click.echo(verdict + (f", {warnings} warning(s)" if warnings else ""))
     sys.exit(1 if problems else 0)
 
 
@@ -105,6 +122,36 @@ def _check_database(dsn: str, schema: str) -> list[_Line]:
             lines.append(_Line(True, "schema", f'"{db.queries.schema}" at revision {head()}'))
             live = len(db.all("list_workers", all=False))
             lines.append(_Line(True, "workers", f"{live} live"))
-            return lines
+            schedules = db.all("schedule_states", job=None)
+            return [*lines, *_runtime_schedule_lines(schedules)]
     except PgJobsError as exc:
         return [_Line(False, "database", str(exc))]
+
+
+def _runtime_schedule_lines(rows: list[dict[str, Any]]) -> list[_Line]:
+    """A warning for each runtime schedule that does not tick though it should: in error, with a
+    cron or timezone a worker would refuse, or of a job no live worker registers; else one line
+    counting them."""
+    runtime = [row for row in rows if row["origin"] == "runtime"]
+    warnings = []
+    for row in runtime:
+        what = f"schedule {row['job']}/{row['name']}"
+        if row["state"] == "error":
+            detail = f"workers refused it: {row['error']}; it does not tick until its cron or "
+            detail += "timezone is changed"
+            warnings.append(_Line(True, what, detail, warning=True))
+            continue
+        try:
+            CronSchedule.parse(row["cron"], row["timezone"])
+        except ConfigError as exc:
+            detail = f"{exc}: workers will refuse it"
+            warnings.append(_Line(True, what, detail, warning=True))
+            continue
+        if row["state"] == "ticking" and not row["registered"]:
+            detail = f"no live worker registers job {row['job']}: it does not tick"
+            warnings.append(_Line(True, what, detail, warning=True))
+    if warnings:
+        return warnings
+    states = Counter(row["state"] for row in runtime)
+    detail = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return [_Line(True, "runtime schedules", f"{len(runtime)} ({detail})" if runtime else "none")]

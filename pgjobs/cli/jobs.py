@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from pgjobs.cli import output
+from pgjobs.cli import jobs_schedules, output
 from pgjobs.cli.jobs_run import run
 from pgjobs.cli.jobs_show import (
     code_only_row,
@@ -33,6 +33,7 @@ from pgjobs.cli.options import (
     optional_registry,
 )
 from pgjobs.cli.runs import fetch_runs, print_runs, run_filter_options
+from pgjobs.metrics import NO_EXTRA_SCHEDULES, count_extra_schedules
 
 LIST_JSON_KEYS = (
     "name",
@@ -59,6 +60,8 @@ LIST_JSON_KEYS = (
     "max_concurrency",
     "concurrency_key",
     "rate_limit",
+    "runtime_schedules",
+    "schedules_in_error",
 )
 
 SHORT_STATUS = {
@@ -91,11 +94,13 @@ for command in (run, show, next_fires):
 def list_jobs(
     tag: str | None, as_json: bool, app: str | None, profile: str | None, dsn: str, schema: str
 ) -> None:
-    """Every job: schedule, state, whether a live worker registered it, next run."""
+    """Every job: schedule (``+N``: its runtime schedules), state, whether a live worker
+    registered it, next run."""
     code = optional_registry(app, profile)
     with open_database(dsn, schema) as db:
         now = db.now()
         rows = [{**row, "in_database": True} for row in db.all("list_jobs", tag=tag)]
+        schedules = count_extra_schedules(db.all("schedule_states", job=None))
     known = {row["name"] for row in rows}
     if code is not None:
         for d in code.with_tag(tag) if tag else code:
@@ -105,6 +110,7 @@ def list_jobs(
     for row in rows:
         row["schedule_description"] = describe(row["schedule"], row["timezone"])
         row["held"] = held(row)
+        row.update(schedules.get(row["name"], NO_EXTRA_SCHEDULES))
     if as_json:
         output.emit_json([output.pick(row, LIST_JSON_KEYS) for row in rows])
         return
@@ -119,7 +125,7 @@ def list_jobs(
         t.add_row(
             output.text(row["name"]),
             output.text(row["extension"]),
-            output.text(schedule),
+            jobs_schedules.summary(schedule, row),
             state(row),
             registered(row),
             output.relative(row["next_fire_at"], now),

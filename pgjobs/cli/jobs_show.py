@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from pgjobs.cli import output
+from pgjobs.cli.jobs_schedules import SCHEDULE_JSON_KEYS, print_schedules
 from pgjobs.cli.options import (
     Database,
     code_options,
@@ -132,7 +133,8 @@ def registered(row: dict[str, Any]) -> str:
 def show(
     name: str, as_json: bool, app: str | None, profile: str | None, dsn: str, schema: str
 ) -> None:
-    """One job's definition, where its schedule came from, its policies and next fire times."""
+    """One job's definition, where its schedule came from, its policies, next fire times, and
+    every schedule of it (its own and those added at runtime) with what each is doing."""
     code = optional_registry(app, profile)
     definition = code.definitions.get(name) if code is not None else None
     with open_database(dsn, schema) as db:
@@ -142,7 +144,9 @@ def show(
             raise db.unknown_job(name, code=code)
         controls = _controls(db, name) if row is not None else _NO_CONTROLS
         waits = db.all("waiting_runs", job=name) if row is not None else []
+        schedules = db.all("schedule_states", job=name) if row is not None else []
     job = {**_show_row(row, definition, now), **controls}
+    job["schedules"] = [output.pick(s, SCHEDULE_JSON_KEYS) for s in schedules]
     job["concurrency_limit"] = concurrency_limit(job)
     job["waiting"] = count_waits(waits, "job").get(name, dict.fromkeys(WAIT_REASONS, 0))
     fires = _fire_times(job["schedule"], job["timezone"], now, 5)
@@ -181,6 +185,7 @@ def show(
         click.echo(f"\nnext {len(fires)} fire times ({job['timezone']}):")
         for fire in fires:
             click.echo(f"  {fire['local']}")
+    print_schedules(schedules, now)
 
 
 def _show_row(

@@ -98,3 +98,28 @@ SELECT CASE WHEN state IN ('running', 'stopping') AND expires_at <= now() THEN '
        count(*) AS workers
 FROM {schema}.workers
 GROUP BY 1;
+
+-- name: schedule_states
+-- Every schedule (the all_schedules view: each job's own, named `default`, and its runtime ones),
+-- optionally of one job, with what it is doing: `state` is `error` (a worker could not use its
+-- cron or timezone; `error` says why, and it ticks no more until they change), `disabled`,
+-- `paused` (its own pause), `job paused` or `ticking`, the first that applies. `registered`: a
+-- live worker registers its job (without one nothing ticks it). `next_fire_at` only while it
+-- ticks. Also `jobs list`, `jobs show`, `check` and the dashboard's.
+SELECT a.job, a.name, a.cron, a.timezone, a.origin, a.enabled, a.paused, a.job_paused, a.misfire,
+       a.payload, a.parameters, a.error,
+       CASE WHEN a.error IS NOT NULL THEN 'error'
+            WHEN NOT a.enabled THEN 'disabled'
+            WHEN a.paused THEN 'paused'
+            WHEN a.job_paused THEN 'job paused'
+            ELSE 'ticking' END AS state,
+       CASE WHEN a.error IS NULL AND a.enabled AND NOT a.paused AND NOT a.job_paused
+            THEN a.next_fire_at END AS next_fire_at,
+       a.last_tick_at, a.created_at, a.updated_at,
+       EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+               JOIN {schema}.workers w ON w.id = wj.worker_id
+               WHERE wj.job = a.job AND w.state = 'running' AND w.expires_at > now())
+           AS registered
+FROM {schema}.all_schedules a
+WHERE %(job)s::text IS NULL OR a.job = %(job)s::text
+ORDER BY a.job, a.name <> 'default', a.name;
