@@ -296,6 +296,38 @@ def test_the_exporter_reports_pauses_and_what_queued_runs_wait_for(dsn: str) -> 
     assert value("pgjobs_job_held", job="obs-free") == 0
 
 
+def test_the_exporter_counts_schedules_by_origin_and_state(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO pgjobs.jobs (name, extension, schedule, schedule_source, paused) VALUES
+              ('obs-nightly', 'obs', '0 0 3 * * *', 'profile', false),
+              ('obs-held', 'obs', '0 * * * * *', 'code', true),
+              ('obs-adhoc', 'obs', NULL, 'code', false);
+            SELECT pgjobs.schedule('obs-nightly', '0 */5 * * * *', name => 'often');
+            SELECT pgjobs.schedule('obs-nightly', '0 0 6 * * *', name => 'morning');
+            SELECT pgjobs.alter_schedule('obs-nightly', 'morning', paused => true);
+            SELECT pgjobs.schedule('obs-nightly', '@daily', name => 'off', enabled => false);
+            INSERT INTO pgjobs.schedules (job, name, cron, error)
+            VALUES ('obs-nightly', 'typo', '0 99 * * * *', 'minute field out of range'),
+                   ('obs-held', 'extra', '0 30 * * * *', NULL);
+            """
+        )
+    series = {
+        tuple(s.labels[k] for k in ("job", "origin", "state")): s.value
+        for family in cluster_registry(dsn).collect()
+        if family.name == "pgjobs_schedules"
+        for s in family.samples
+    }
+    states = ("error", "disabled", "paused", "job paused", "ticking")
+    assert series == {
+        **{("obs-nightly", "profile", state): float(state == "ticking") for state in states},
+        **{("obs-nightly", "runtime", state): float(state != "job paused") for state in states},
+        **{("obs-held", "code", state): float(state == "job paused") for state in states},
+        **{("obs-held", "runtime", state): float(state == "job paused") for state in states},
+    }  # an on-demand job without runtime schedules has none
+
+
 def test_the_overdue_threshold_is_the_exporters_setting(cluster: str) -> None:
     r = cluster_registry(cluster, overdue_after=600)
     assert r.get_sample_value("pgjobs_job_overdue", {"job": "obs-overdue"}) == 0
