@@ -79,7 +79,8 @@ OVERRIDE_KEYS: tuple[str, ...] = (
 _TOP_KEYS = ("app", "scheduler", "extensions", "queues")
 _QUEUE_KEYS = ("rate_limit",)
 _SCHEDULER_KEYS = ("enabled", "jobs")
-_ENTRY_KEYS = ("extension", "job", "name", *OVERRIDE_KEYS)
+_ENTRY_KEYS = ("extension", "job", "name", "schedules", *OVERRIDE_KEYS)
+_SCHEDULE_KEYS = ("schedule", "timezone", "payload", "parameters", "enabled", "misfire")
 
 _TAG = "tag:yaml.org,2002:"
 # The YAML types a profile may use: plain data. Anything else (python/..., a local !tag) is
@@ -109,6 +110,19 @@ SETTING_RANGES: dict[str, tuple[int, int]] = {
 MAX_TIMEOUT_SECONDS = 1e12
 
 
+def schedule_name_error(name: str) -> str | None:
+    """Why ``name`` cannot name a further schedule of a job, or None (the rule of the
+    ``schedules`` table: 1 to 100 characters, no control character or space at either end,
+    and not ``default``, the job's own schedule)."""
+    if name == "default":
+        return "the schedule named 'default' is the job's own (its 'schedule')"
+    if not 1 <= len(name) <= 100 or name != name.strip():
+        return f"schedule name {name!r} must be 1 to 100 characters, without spaces at either end"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"schedule name {name!r} must not contain control characters"
+    return None
+
+
 def setting_range_error(key: str, value: object) -> str | None:
     """Why ``value`` is not a valid ``priority``, ``max_attempts``, ``backfill_cap`` or
     ``max_concurrency``, or None.
@@ -133,6 +147,22 @@ def profile_error(path: str, line: int, where: str, reason: str) -> ProfileError
     """A :class:`ProfileError` reading ``path:line: where: reason`` (``where`` may be empty)."""
     location = f"{where}: " if where else ""
     return ProfileError(f"{path}:{line}: {location}{reason}")
+
+
+@dataclass(frozen=True)
+class ProfileSchedule:
+    """An item of a job entry's ``schedules`` map: a further schedule of the job, by name.
+
+    ``timezone`` and ``misfire`` None: the job's."""
+
+    name: str
+    schedule: str
+    line: int
+    timezone: str | None = None
+    payload: dict[str, Any] | None = None
+    parameters: dict[str, str] | None = None
+    enabled: bool = True
+    misfire: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +192,7 @@ class ProfileEntry:
     max_concurrency: int | None = None
     concurrency_key: str | None = None
     rate_limit: RateLimit | None = None
+    schedules: tuple[ProfileSchedule, ...] = ()
     lines: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -359,6 +390,8 @@ class _Reader:
         return ProfileEntry(self.path, index, _line(node), lines=lines, **values)
 
     def entry_value(self, key: str, node: Node, where: str) -> Any:
+        if key == "schedules":
+            return self.schedules(node, f"{where}.schedules")
         if key in ("extension", "schedule", "timezone", "queue"):
             return self.string(node, where, key)
         if key == "enabled":
@@ -382,6 +415,46 @@ class _Reader:
         if key == "max_concurrency" and _is_null(node):
             return None
         return self.setting(node, where, key)
+
+    def schedules(self, node: Node, where: str) -> tuple[ProfileSchedule, ...]:
+        """A job's further schedules: a map of names to their settings (``schedule`` required)."""
+        if _is_null(node):
+            return ()
+        if not isinstance(node, MappingNode):
+            raise self.fail(
+                node, where, f"must be a map of schedule names to settings, got {_describe(node)}"
+            )
+        seen: dict[str, Any] = {}
+        result = []
+        for key_node, value_node in node.value:
+            name = self.key(key_node, where, seen)
+            seen[name] = True
+            problem = schedule_name_error(name)
+            if problem is not None:
+                raise self.fail(key_node, where, problem)
+            inner = f"{where}.{name}"
+            keys = self.mapping(value_node, inner, _SCHEDULE_KEYS, "a schedule")
+            if "schedule" not in keys:
+                raise self.fail(value_node, inner, "missing 'schedule' (its cron expression)")
+            values: dict[str, Any] = {"schedule": self.string(keys["schedule"], inner, "schedule")}
+            for key in ("timezone", "misfire"):
+                if key in keys:
+                    values[key] = self.entry_value(key, keys[key], inner)
+            if "enabled" in keys:
+                values["enabled"] = self.boolean(keys["enabled"], inner, "enabled")
+            if "parameters" in keys:
+                values["parameters"] = self.parameters(keys["parameters"], f"{inner}.parameters")
+            if "payload" in keys and not _is_null(keys["payload"]):
+                payload = self.construct(keys["payload"], inner)
+                if not isinstance(payload, dict):
+                    raise self.fail(
+                        keys["payload"],
+                        inner,
+                        f"payload must be a map, got {_describe(keys['payload'])}",
+                    )
+                values["payload"] = payload
+            result.append(ProfileSchedule(name, line=_line(key_node), **values))
+        return tuple(result)
 
     def parameters(self, node: Node, where: str) -> dict[str, str]:
         if _is_null(node):

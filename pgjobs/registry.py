@@ -39,6 +39,7 @@ from pgjobs.limits import (
 from pgjobs.profile import (
     Profile,
     ProfileEntry,
+    ProfileSchedule,
     QueueSettings,
     load_profile,
     setting_range_error,
@@ -87,6 +88,8 @@ class JobDefinition:
     max_concurrency: int | None = None
     concurrency_key: ConcurrencyKey | None = None
     rate_limit: RateLimit | None = None
+    #: Further schedules of the job, from the profile (each with its timezone resolved).
+    schedules: tuple[ProfileSchedule, ...] = ()
 
     def __post_init__(self) -> None:
         # "One at a time per key" whether the code or the profile gave the key: the limit is
@@ -447,9 +450,29 @@ def _apply_profile(
                 raise entry.error("schedule", str(err)) from err
         source: ScheduleSource = "profile" if "schedule" in overrides else "code"
         result[entry.job] = replace(
-            definition, **overrides, schedule_source=source, overrides=tuple(overrides)
+            definition,
+            **overrides,
+            schedule_source=source,
+            overrides=tuple(overrides),
+            schedules=tuple(
+                _checked_schedule(profile, entry, s, timezone) for s in entry.schedules
+            ),
         )
     return result
+
+
+def _checked_schedule(
+    profile: Profile, entry: ProfileEntry, schedule: ProfileSchedule, timezone: str
+) -> ProfileSchedule:
+    """A further schedule of a profile entry, its cron and timezone checked; without a timezone
+    of its own it has its job's."""
+    where = f"{entry.where}.schedules.{schedule.name}"
+    zone = schedule.timezone or timezone
+    try:
+        CronSchedule.parse(schedule.schedule, zone)
+    except ConfigError as err:
+        raise profile.error(schedule.line, where, str(err)) from err
+    return replace(schedule, timezone=zone)
 
 
 def _entry_target(

@@ -274,6 +274,17 @@ class WorkerStore:
         """Let this transaction write the jobs' own schedules (see ``jobs_schedule_guard``)."""
         await self.conn.execute(self.q["mark_registering"])
 
+    async def sync_profile_schedules(
+        self, jobs: Sequence[str], schedules: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Write the further schedules the profile gives ``jobs`` (each a mapping of the
+        ``schedules`` columns job, name, cron, timezone, payload, parameters, enabled and
+        misfire), and remove those it no longer lists."""
+        await self.conn.execute(
+            self.q["sync_profile_schedules"],
+            {"schedules": Jsonb(list(map(dict, schedules))), "jobs": list(jobs)},
+        )
+
     async def lock_registered_jobs(
         self, names: list[str]
     ) -> tuple[datetime, dict[str, dict[str, Any]]]:

@@ -100,7 +100,7 @@ WORKER_STATES = ("running", "stopping", "stopped", "dead")
 
 RATE_BUCKET_SCOPES = ("job", "queue")
 MISFIRE_POLICIES = ("coalesce", "skip", "backfill")
-SCHEDULE_ORIGINS = ("runtime",)
+SCHEDULE_ORIGINS = ("profile", "runtime")
 """Values of ``rate_buckets.scope``: a job's rate limit, or a queue's."""
 
 

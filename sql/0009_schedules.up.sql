@@ -2,8 +2,9 @@
 --
 -- A job's own schedule (`Job.schedule`, or the profile's entry for the job) stays on its `jobs`
 -- row, shown as the schedule named `default`. Further schedules of a job are rows of
--- `schedules`: added at runtime by pgjobs.schedule() (SQL, Python or `pgjobs schedules add`),
--- each with its own cron, timezone, payload and parameters. A tick is unique per (job,
+-- `schedules`, each with its own cron, timezone, payload and parameters: listed in the profile
+-- (`origin` profile, written by the workers that load it), or added at runtime by
+-- pgjobs.schedule() (SQL, Python or `pgjobs schedules add`). A tick is unique per (job,
 -- schedule, tick): two schedules of one job may fire at the same second, each once.
 
 CREATE TABLE {schema}.schedules (
@@ -24,7 +25,7 @@ CREATE TABLE {schema}.schedules (
     misfire      text CONSTRAINT schedules_misfire_check
                  CHECK (misfire IN ('coalesce', 'skip', 'backfill')),
     origin       text NOT NULL DEFAULT 'runtime'
-                 CONSTRAINT schedules_origin_check CHECK (origin IN ('runtime')),
+                 CONSTRAINT schedules_origin_check CHECK (origin IN ('profile', 'runtime')),
     -- The tick watermark; NULL until a worker works out the first tick after `updated_at`
     -- (the database has no cron arithmetic), and again whenever the cron or timezone changes.
     next_fire_at timestamptz,
@@ -52,9 +53,33 @@ DROP INDEX {schema}.runs_tick_key;
 
 -- A hand edit of a runtime schedule is adopted like one by pgjobs.alter_schedule: a new cron or
 -- timezone has its watermark worked out again from now (and a worker that could not use the old
--- one tries the new one), and workers are told at once.
+-- one tries the new one), and workers are told at once. A profile's schedule is written by the
+-- workers that load the profile (`pgjobs.registering`); by hand, only its pause may change.
 CREATE FUNCTION {schema}.schedules_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF coalesce(current_setting('pgjobs.registering', true), '') <> 'on' THEN
+        -- A profile's schedule is the profile's: only its pause is kept at runtime.
+        IF TG_OP = 'DELETE' AND OLD.origin = 'profile' THEN
+            RAISE EXCEPTION 'schedule % of job % comes from the profile', quote_literal(OLD.name),
+                            quote_literal(OLD.job)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'remove it from the profile, or pause it';
+        END IF;
+        IF TG_OP = 'UPDATE' AND (OLD.origin = 'profile' OR NEW.origin = 'profile')
+           AND (NEW.job, NEW.name, NEW.cron, NEW.timezone, NEW.payload, NEW.parameters,
+                NEW.enabled, NEW.misfire, NEW.origin)
+               IS DISTINCT FROM
+               (OLD.job, OLD.name, OLD.cron, OLD.timezone, OLD.payload, OLD.parameters,
+                OLD.enabled, OLD.misfire, OLD.origin) THEN
+            RAISE EXCEPTION 'schedule % of job % comes from the profile', quote_literal(OLD.name),
+                            quote_literal(OLD.job)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'change it in the profile; only its pause is kept at runtime';
+        END IF;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
     IF NEW.cron IS DISTINCT FROM OLD.cron OR NEW.timezone IS DISTINCT FROM OLD.timezone THEN
         NEW.next_fire_at := NULL;
         NEW.error := NULL;
@@ -68,7 +93,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER schedules_changed BEFORE UPDATE ON {schema}.schedules
+CREATE TRIGGER schedules_changed BEFORE UPDATE OR DELETE ON {schema}.schedules
     FOR EACH ROW EXECUTE FUNCTION {schema}.schedules_changed();
 
 -- Workers pick up a new, changed or removed schedule at once, however it was written (a worker

@@ -847,3 +847,81 @@ def test_a_worker_stores_the_extremes_a_profile_accepts(dsn: str, tmp_path: Path
         )
         assert row == [2**31 - 1, 1000, 10_000]
         assert proc.stop() == 0, proc.log()
+
+
+# --- further schedules ---------------------------------------------------------------------------
+
+
+def test_a_profile_gives_a_job_further_schedules(write: WriteProfile) -> None:
+    path = write(
+        """\
+        scheduler:
+          jobs:
+            - job: good-report
+              timezone: Europe/Paris
+              schedules:
+                eu-morning: {schedule: "0 0 8 * * *", payload: {region: eu}}
+                us-morning:
+                  schedule: "0 0 8 * * *"
+                  timezone: America/New_York
+                  parameters: {batch: 10}
+                  misfire: skip
+                  enabled: false
+        """
+    )
+    eu, us = build(path).get("good-report").schedules
+
+    assert (eu.name, eu.schedule, eu.timezone, eu.payload) == (
+        "eu-morning",
+        "0 0 8 * * *",
+        "Europe/Paris",  # the job's, having none of its own
+        {"region": "eu"},
+    )
+    assert (us.timezone, us.parameters, us.misfire, us.enabled) == (
+        "America/New_York",
+        {"batch": "10"},
+        "skip",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "schedules:\n        default: {schedule: '@daily'}\n",
+            ":5: scheduler.jobs[0].schedules: the schedule named 'default' is the job's own",
+        ),
+        (
+            "schedules:\n        nightly: {timezone: UTC}\n",
+            ":5: scheduler.jobs[0].schedules.nightly: missing 'schedule' (its cron expression)",
+        ),
+        (
+            "schedules:\n        nightly: {schedule: '@daily', payload: [1]}\n",
+            ":5: scheduler.jobs[0].schedules.nightly: payload must be a map, got a list",
+        ),
+        (
+            "schedules:\n        nightly: {schedule: '@daily', every: 2}\n",
+            ":5: scheduler.jobs[0].schedules.nightly: unknown key 'every'",
+        ),
+        (
+            "schedules: [nightly]\n",
+            ":4: scheduler.jobs[0].schedules: must be a map of schedule names to settings",
+        ),
+    ],
+)
+def test_a_further_schedule_mistake_is_reported_at_its_line(
+    write: WriteProfile, text: str, expected: str
+) -> None:
+    path = write(f"scheduler:\n  jobs:\n    - job: good-report\n      {text}")
+    assert profile_error(path).startswith(expected)
+
+
+def test_a_further_schedule_with_a_bad_cron_is_reported_at_its_line(write: WriteProfile) -> None:
+    path = write(
+        "scheduler:\n  jobs:\n    - job: good-report\n      schedules:\n"
+        "        nightly: {schedule: '99 * * * * *'}\n"
+    )
+    message = profile_error(path, registry=True)
+    assert message.startswith(":5: scheduler.jobs[0].schedules.nightly: ")
+    assert "99" in message

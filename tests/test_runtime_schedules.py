@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.workers import rows, scalar, wait_until, worker_pool
 
@@ -120,3 +121,42 @@ def test_a_cron_the_workers_cannot_use_is_reported_on_its_schedule(
             )
         wait_until(lambda: ticks_of(dsn, "bad"), 10, "the corrected schedule to tick")
         assert scalar(dsn, "SELECT error FROM pgjobs.schedules WHERE name = 'bad'") is None
+
+
+def test_a_profile_schedule_ticks_is_kept_from_hand_edits_and_goes_with_the_profile(
+    dsn: str, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        "scheduler:\n  jobs:\n    - job: t-tick\n      schedules:\n"
+        "        eu: {schedule: '* * * * * *', payload: {region: eu}}\n"
+    )
+    with worker_pool(dsn, tmp_path) as workers:
+        worker = workers.start(["t-tick"], "--profile", str(profile))
+        workers.wait_registered(worker)
+        wait_until(lambda: ticks_of(dsn, "eu"), 10, "the profile's schedule to tick")
+        assert rows(dsn, "SELECT DISTINCT payload FROM pgjobs.runs WHERE schedule = 'eu'") == [
+            ({"region": "eu"},)
+        ]
+        assert rows(dsn, "SELECT origin FROM pgjobs.schedules WHERE name = 'eu'") == [("profile",)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for statement in (
+                "UPDATE pgjobs.schedules SET cron = '@daily' WHERE name = 'eu'",
+                "DELETE FROM pgjobs.schedules WHERE name = 'eu'",
+                "SELECT pgjobs.unschedule('t-tick', 'eu')",
+                "SELECT pgjobs.schedule('t-tick', '@daily', name => 'eu')",
+            ):
+                with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="profile"):
+                    conn.execute(statement)
+            # Its pause is the one thing kept at runtime.
+            conn.execute("SELECT pgjobs.alter_schedule('t-tick', 'eu', paused => true)")
+        assert rows(dsn, "SELECT cron, paused FROM pgjobs.schedules WHERE name = 'eu'") == [
+            ("* * * * * *", True)
+        ]
+        assert worker.stop() == 0, worker.log()
+
+        profile.write_text("scheduler:\n  jobs:\n    - job: t-tick\n")
+        worker = workers.start(["t-tick"], "--profile", str(profile), name="w2")
+        workers.wait_registered(worker)
+        assert scalar(dsn, "SELECT count(*) FROM pgjobs.schedules") == 0
+        assert worker.stop() == 0, worker.log()

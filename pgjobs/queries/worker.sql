@@ -74,6 +74,34 @@ SET extension = excluded.extension, description = excluded.description,
     next_fire_at = CASE WHEN %(reset_next_fire)s THEN excluded.next_fire_at ELSE j.next_fire_at END,
     registered_by = excluded.registered_by, updated_at = now();
 
+-- name: sync_profile_schedules
+-- The further schedules the profile gives these jobs (`jobs`), written as it says: a changed cron
+-- or timezone starts afresh, a pause set at runtime is kept, and a runtime schedule of the same
+-- name becomes the profile's. The profile's schedules of these jobs that it no longer lists go.
+WITH wanted AS (
+    SELECT w.*
+    FROM jsonb_to_recordset(%(schedules)s::jsonb)
+         AS w(job text, name text, cron text, timezone text, payload jsonb, parameters jsonb,
+              enabled boolean, misfire text)
+), written AS (
+    INSERT INTO {schema}.schedules AS s
+        (job, name, cron, timezone, payload, parameters, enabled, misfire, origin)
+    SELECT w.job, w.name, w.cron, w.timezone, w.payload, w.parameters, w.enabled, w.misfire,
+           'profile'
+    FROM wanted w
+    ORDER BY w.job, w.name
+    ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
+    SET cron = excluded.cron, timezone = excluded.timezone, payload = excluded.payload,
+        parameters = excluded.parameters, enabled = excluded.enabled, misfire = excluded.misfire,
+        origin = 'profile'
+    WHERE (s.cron, s.timezone, s.payload, s.parameters, s.enabled, s.misfire, s.origin)
+          IS DISTINCT FROM (excluded.cron, excluded.timezone, excluded.payload,
+                            excluded.parameters, excluded.enabled, excluded.misfire, 'profile')
+)
+DELETE FROM {schema}.schedules s
+WHERE s.origin = 'profile' AND s.job = ANY (%(jobs)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM wanted w WHERE w.job = s.job AND w.name = s.name);
+
 -- name: sync_rate_buckets
 -- The token buckets of these jobs or queues (`scope`), as the registering code or profile says:
 -- a bucket per rate limit (one that exists keeps its tokens, up to its new size), none without.

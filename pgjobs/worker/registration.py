@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from pgjobs import __version__
 from pgjobs.db import first_line
+from pgjobs.profile import ProfileSchedule
 from pgjobs.registry import JobDefinition
 from pgjobs.worker.connection import is_transient_conflict
 from pgjobs.worker.core import WorkerCore
@@ -71,6 +72,10 @@ class Registration(WorkerCore):
                     job_row(d, next_fire_at=cron.next_after(db_now) if cron else None, reset=reset)
                 )
             await store.upsert_jobs(rows)
+            await store.sync_profile_schedules(
+                [d.name for d in definitions],
+                [profile_schedule_row(d.name, s) for d in definitions for s in d.schedules],
+            )
             await store.sync_rate_limits("job", {d.name: d.rate_limit for d in definitions})
             queue_settings = self.registry.queue_settings
             await store.sync_rate_limits(
@@ -122,4 +127,18 @@ def job_row(d: JobDefinition, *, next_fire_at: datetime | None, reset: bool) -> 
         "rate_limit": str(d.rate_limit) if d.rate_limit else None,
         "next_fire_at": next_fire_at,
         "reset_next_fire": reset,
+    }
+
+
+def profile_schedule_row(job: str, s: ProfileSchedule) -> dict[str, Any]:
+    """The ``schedules`` row of a further schedule the profile gives ``job``."""
+    return {
+        "job": job,
+        "name": s.name,
+        "cron": s.schedule,
+        "timezone": s.timezone,
+        "payload": s.payload,
+        "parameters": s.parameters,
+        "enabled": s.enabled,
+        "misfire": s.misfire,
     }
