@@ -160,3 +160,30 @@ def test_a_profile_schedule_ticks_is_kept_from_hand_edits_and_goes_with_the_prof
         workers.wait_registered(worker)
         assert scalar(dsn, "SELECT count(*) FROM pgjobs.schedules") == 0
         assert worker.stop() == 0, worker.log()
+
+
+def test_a_new_schedule_reaches_a_sleeping_worker_by_notify(dsn: str, tmp_path: Path) -> None:
+    # t-sleep has no schedule of its own, and the worker polls every 30 s: only the NOTIFY of
+    # the new schedule can wake it for the first tick.
+    with worker_pool(dsn, tmp_path) as workers:
+        worker = workers.start(["t-sleep"], "--poll-interval", "30")
+        workers.wait_registered(worker)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pgjobs.schedule('t-sleep', '* * * * * *', name => 'soon',"
+                " payload => '{\"seconds\": 0}')"
+            )
+        wait_until(
+            lambda: scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE status = 'succeeded'"),
+            5,
+            "the new schedule's first run",
+        )
+        # Its first tick was made as it came: the second after the schedule was added.
+        lag = scalar(
+            dsn,
+            "SELECT extract(epoch FROM min(r.created_at - r.scheduled_for)) FROM pgjobs.runs r",
+        )
+        assert lag < 1.0
+        first = scalar(dsn, "SELECT min(scheduled_for) FROM pgjobs.runs")
+        added = scalar(dsn, "SELECT created_at FROM pgjobs.schedules WHERE name = 'soon'")
+        assert added < first <= added + timedelta(seconds=1)
