@@ -456,7 +456,7 @@ def _plan(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
         unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
         if unknown:
             names = yield queries["job_names"], {}
-            raise _unknown_job(unknown[0], [name for (name,) in names])
+            raise unknown_job_error(unknown[0], [name for (name,) in names])
         refused = sorted((kind, job, key) for kind, _, job, key in rows if kind in _REFUSALS)
         if refused:
             raise _REFUSALS[refused[0][0]](*refused[0][1:])
@@ -527,7 +527,8 @@ def _ids_by_dedup_key(rows: Iterable[Row]) -> dict[tuple[str, str], int]:
     return found
 
 
-def _unknown_job(name: str, known: list[str]) -> UnknownJobError:
+def unknown_job_error(name: str, known: list[str]) -> UnknownJobError:
+    """The error for a job name that no worker registered, naming the nearest of ``known``."""
     from pgjobs.registry import suggest  # only on this error path: it imports the profile code
 
     hint = suggest(name, known, "jobs")

@@ -37,8 +37,8 @@ from pgjobs.caller import (
     sync_connection,
 )
 from pgjobs.db import first_line, resolve_schema
-from pgjobs.enqueue import JobRef, check_run_input
-from pgjobs.errors import ConfigError, PgJobsError, SchemaError, UnknownJobError
+from pgjobs.enqueue import JobRef, check_run_input, unknown_job_error
+from pgjobs.errors import ConfigError, SchemaError
 from pgjobs.job import Job
 from pgjobs.schedule import CronSchedule, validate_timezone
 from pgjobs.store import Queries
@@ -88,7 +88,7 @@ async def schedule(
     """
     params = _schedule_params(job, cron, name, timezone, payload, parameters, misfire, enabled)
     pg = await async_connection(conn, _SCHEDULE)
-    plan = _call(schema, "call_schedule", params, in_transaction(pg), UnknownJobError)
+    plan = _call(schema, "call_schedule", params, in_transaction(pg), unknown_job=True)
     result: str = await drive_async(pg, plan)
     return result
 
@@ -110,7 +110,7 @@ def schedule_sync(
     ``Connection`` or ``Session``. Same arguments, same guarantees."""
     params = _schedule_params(job, cron, name, timezone, payload, parameters, misfire, enabled)
     pg = sync_connection(conn, _SCHEDULE)
-    plan = _call(schema, "call_schedule", params, in_transaction(pg), UnknownJobError)
+    plan = _call(schema, "call_schedule", params, in_transaction(pg), unknown_job=True)
     result: str = drive_sync(pg, plan)
     return result
 
@@ -124,7 +124,7 @@ async def unschedule(conn: Any, job: JobRef, name: str, *, schema: str | None = 
     """
     params = _names(job, name)
     pg = await async_connection(conn, _UNSCHEDULE)
-    plan = _call(schema, "call_unschedule", params, in_transaction(pg), ConfigError)
+    plan = _call(schema, "call_unschedule", params, in_transaction(pg))
     return bool(await drive_async(pg, plan))
 
 
@@ -132,7 +132,7 @@ def unschedule_sync(conn: Any, job: JobRef, name: str, *, schema: str | None = N
     """:func:`unschedule` for sync code; ``conn`` as for :func:`schedule_sync`."""
     params = _names(job, name)
     pg = sync_connection(conn, _UNSCHEDULE)
-    plan = _call(schema, "call_unschedule", params, in_transaction(pg), ConfigError)
+    plan = _call(schema, "call_unschedule", params, in_transaction(pg))
     return bool(drive_sync(pg, plan))
 
 
@@ -160,9 +160,7 @@ async def alter_schedule(
     """
     params = _alter_params(job, name, cron, timezone, payload, parameters, misfire, enabled, paused)
     pg = await async_connection(conn, _ALTER)
-    await drive_async(
-        pg, _call(schema, "call_alter_schedule", params, in_transaction(pg), ConfigError)
-    )
+    await drive_async(pg, _call(schema, "call_alter_schedule", params, in_transaction(pg)))
 
 
 def alter_schedule_sync(
@@ -182,7 +180,7 @@ def alter_schedule_sync(
     """:func:`alter_schedule` for sync code; ``conn`` as for :func:`schedule_sync`."""
     params = _alter_params(job, name, cron, timezone, payload, parameters, misfire, enabled, paused)
     pg = sync_connection(conn, _ALTER)
-    drive_sync(pg, _call(schema, "call_alter_schedule", params, in_transaction(pg), ConfigError))
+    drive_sync(pg, _call(schema, "call_alter_schedule", params, in_transaction(pg)))
 
 
 # -- checking arguments, before any statement ---------------------------------------------------
@@ -290,12 +288,13 @@ def _call(
     query: str,
     params: Mapping[str, Any],
     savepoint: bool,
-    undefined: type[PgJobsError],
+    *,
+    unknown_job: bool = False,
 ) -> Plan[Any]:
     """One call of a schedule function, returning its value. Inside the caller's transaction it
     runs under a savepoint, undone alone when the function refuses, so that the transaction
-    carries on. ``undefined`` is the error for what the function does not find (the job, or
-    the schedule)."""
+    carries on. With ``unknown_job``, what the function does not find is the job, named with
+    the nearest jobs as :func:`pgjobs.enqueue` names them; else it is the schedule."""
     queries = _queries(resolve_schema(schema))
     if savepoint:
         yield queries["open_schedule_savepoint"], None
@@ -304,21 +303,22 @@ def _call(
     except psycopg.Error as err:
         if savepoint:
             yield queries["rollback_to_schedule_savepoint"], None
-        raise _refusal(err, undefined, queries.schema) from None
+        if unknown_job and isinstance(err, psycopg.errors.UndefinedObject):
+            names = yield queries["job_names"], None
+            raise unknown_job_error(params["job"], [name for (name,) in names]) from None
+        raise _refusal(err, queries.schema) from None
     if savepoint:
         yield queries["release_schedule_savepoint"], None
     return rows[0][0]
 
 
-def _refusal(err: psycopg.Error, undefined: type[PgJobsError], schema: str) -> Exception:
+def _refusal(err: psycopg.Error, schema: str) -> Exception:
     """The pgjobs error for what a schedule function raised: its message and hint as one line.
     Anything else (a lost connection, a missing privilege) is raised as it came."""
     line = err.diag.message_primary or first_line(err)
     if err.diag.message_hint:
         line += f"; {err.diag.message_hint}"
-    if isinstance(err, psycopg.errors.UndefinedObject):
-        return undefined(line)
-    if isinstance(err, psycopg.errors.InvalidParameterValue):
+    if isinstance(err, psycopg.errors.UndefinedObject | psycopg.errors.InvalidParameterValue):
         return ConfigError(line)
     if isinstance(err, psycopg.errors.UndefinedFunction):
         from pgjobs.migrations import upgrade_command  # only on this error path
