@@ -306,6 +306,66 @@ def test_a_job_page_shows_limits_running_of_allowed_and_why_runs_wait(
     assert call(readonly, "/job").status == 404
 
 
+def add_schedules(dsn: str) -> None:
+    """Runtime schedules of obs-cleanup: one ticking, one paused, one a worker refused; and one
+    of obs-echo, refused, whose name and error are a script."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pgjobs.schedule('obs-cleanup', '0 0 6 * * *', name => 'morning')")
+        conn.execute("SELECT pgjobs.schedule('obs-cleanup', '0 0 7 * * *', name => 'later')")
+        conn.execute("SELECT pgjobs.alter_schedule('obs-cleanup', 'later', paused => true)")
+        conn.execute(
+            "INSERT INTO pgjobs.schedules (job, name, cron, timezone, error) VALUES"
+            " ('obs-cleanup', 'typo', '0 99 * * * *', 'UTC', 'minute field out of range'),"
+            " ('obs-echo', %s, '0 99 * * * *', 'UTC', %s)",
+            [XSS, XSS],
+        )
+
+
+def test_the_jobs_page_counts_runtime_schedules_and_flags_those_in_error(seeded: str) -> None:
+    add_schedules(seeded)
+    with serving(seeded) as readonly:
+        page = call(readonly, "/").text
+
+    cleanup = row_of(page, "data-job", "obs-cleanup")
+    assert '<span class="more" title="schedules added at runtime">+3</span>' in cleanup
+    assert ">1 in error</span>" in cleanup
+    report = row_of(page, "data-job", "obs-report")
+    assert 'class="more"' not in report and "in error" not in report
+    notice = row_of(page, "data-schedule-error", "obs-cleanup/typo")
+    assert "<strong>schedule typo</strong>" in notice and 'href="/job?name=obs-cleanup"' in notice
+    assert "<code>0 99 * * * *</code> UTC" in notice
+    assert '<span class="schedule-error">minute field out of range</span>' in notice
+    assert "2 schedule(s) in error" in page  # the strip at the top of every page
+    assert "<script>document" not in page and page.count("<script") == 1
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;" in page
+
+
+def test_a_job_page_lists_its_schedules_and_what_each_is_doing(seeded: str) -> None:
+    add_schedules(seeded)
+    with serving(seeded) as readonly:
+        page = call(readonly, "/job?name=obs-cleanup").text
+        echo = call(readonly, "/job?name=obs-echo").text
+
+    assert "<h2>Schedules</h2>" in page
+    names = re.findall(r'<tr data-schedule="([^"]+)">', page)
+    assert names == ["default", "later", "morning", "typo"]
+    default = row_of(page, "data-schedule", "default")
+    assert "every 5 minutes <code>0 */5 * * * *</code>" in default
+    assert "<td>code</td>" in default and ">ticking</span>" in default
+    assert re.search(r"<time [^>]*>in 2m5\ds</time>", default)
+    assert ">paused</span>" in row_of(page, "data-schedule", "later")
+    morning = row_of(page, "data-schedule", "morning")
+    assert ">ticking</span>" in morning and "not yet worked out" in morning
+    typo = row_of(page, "data-schedule", "typo")
+    assert '>error</span> <span class="schedule-error">minute field out of range</span>' in typo
+    assert "not yet worked out" not in typo
+
+    # obs-echo has no schedule of its own: only its runtime one, whose name and error are text.
+    assert re.findall(r"<tr data-schedule=", echo) == ["<tr data-schedule="]
+    assert "<script>document" not in echo and echo.count("<script") == 1
+    assert echo.count("&lt;script&gt;document.title=&#x27;pwned&#x27;") >= 3
+
+
 def test_the_queues_page_shows_each_queues_pause_and_what_its_runs_wait_for(
     seeded: str, readonly: Server
 ) -> None:

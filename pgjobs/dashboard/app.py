@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.dashboard import controls, pages
+from pgjobs.dashboard import controls, pages, schedules
 from pgjobs.dashboard.actions import ACTIONS, FLASH_PARAMS, flash_text, perform
 from pgjobs.dashboard.data import DashboardStore, DatabaseUnavailable
 from pgjobs.dashboard.guards import check_bind, cross_site, is_loopback, safe_next
@@ -203,8 +203,15 @@ class Dashboard:
     def _page(self, request: Request, ctx: PageContext) -> Page | None:
         path, query = request.path.rstrip("/") or "/", request.query
         if path in ("/", "/jobs"):
-            notice = controls.paused_queues_notice(ctx, self.store.paused_queues())
-            return pages.jobs_page(ctx, self.store.jobs(), notice)
+            every = self.store.schedules()
+            notice = join(
+                [
+                    controls.paused_queues_notice(ctx, self.store.paused_queues()),
+                    schedules.schedule_errors_notice(every),
+                ]
+            )
+            jobs = schedules.with_schedule_counts(self.store.jobs(), every)
+            return pages.jobs_page(ctx, jobs, notice)
         if path == "/job":
             found = self.store.job(query.get("name", ""))
             return None if found is None else controls.job_page(ctx, found)
@@ -369,7 +376,7 @@ def _summary(row: dict[str, Any] | None) -> Markup:
     paused = row["queues_paused"]
     return html(
         '<span class="{0}">{1} worker(s) alive</span><span>{2} queued</span>'
-        '<span>{3} running</span><span class="{4}">{5} failed (24 h)</span>{6}',
+        '<span>{3} running</span><span class="{4}">{5} failed (24 h)</span>{6}{7}',
         "" if row["workers_alive"] else "warn",
         row["workers_alive"],
         row["queued_due"],
@@ -377,4 +384,7 @@ def _summary(row: dict[str, Any] | None) -> Markup:
         "bad" if row["failed_24h"] else "",
         row["failed_24h"],
         html('<a class="warn" href="/queues">{0} queue(s) paused</a>', paused) if paused else "",
+        html('<a class="bad" href="/">{0} schedule(s) in error</a>', row["schedules_in_error"])
+        if row["schedules_in_error"]
+        else "",
     )

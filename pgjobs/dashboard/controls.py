@@ -2,7 +2,7 @@
 jobs, and the queued runs counted by what they wait for (the ``run_waits`` view's reasons).
 
 - :func:`job_page`: one job's definition, its limits, how many of its runs run of how many it
-  allows, and its waiting runs by reason, with its actions;
+  allows, its schedules, and its waiting runs by reason, with its actions;
 - :func:`queues_page`: every queue with its pause, rate limit, runs and workers, and the actions
   that pause and resume it;
 - :func:`paused_queues_notice`: the lines the jobs page opens with while queues are paused.
@@ -14,6 +14,7 @@ from typing import Any
 
 from pgjobs.dashboard.markup import NOTHING, Markup, html, join, span, time_cell, url, when
 from pgjobs.dashboard.pages import Page, PageContext, action_form, describe_schedule
+from pgjobs.dashboard.schedules import schedules_section
 from pgjobs.limits import declared_limit, key_display
 from pgjobs.metrics import WAIT_REASONS
 
@@ -127,8 +128,9 @@ def _waiting(job: Row) -> Markup:
 
 
 def job_page(ctx: PageContext, job: Row) -> Page:
-    """One job: its schedule, queue and limits, its runs running of those allowed, and its queued
-    runs by what they wait for; run now, pause and resume (the job's and its queue's)."""
+    """One job: its schedule, queue and limits, its runs running of those allowed, its schedules
+    (its own and those added at runtime) with what each is doing, and its queued runs by what
+    they wait for; run now, pause and resume (the job's and its queue's)."""
     name = job["name"]
     words, limit = _concurrency(job)
     ticks = job["schedule"] and job["enabled"] and not job["paused"]
@@ -183,13 +185,14 @@ def job_page(ctx: PageContext, job: Row) -> Page:
     body = html(
         '<div class="run-head">{0}<span class="actions">{1}</span></div>'
         '<nav class="filters"><a href="{2}">timeline</a><a href="{3}">runs</a></nav>'
-        '<dl class="fields">{4}</dl><section><h2>Queued runs</h2>{5}</section>',
+        '<dl class="fields">{4}</dl>{6}<section><h2>Queued runs</h2>{5}</section>',
         join(state, " ") if state else html('<span class="muted">active</span>'),
         actions,
         url("/timeline", job=name),
         url("/runs", job=name),
         join(html("<dt>{0}</dt><dd>{1}</dd>", k, v) for k, v in fields if v is not None),
         _waiting(job),
+        schedules_section(ctx, job["schedules"]),
     )
     return f"Job {name}", body
 

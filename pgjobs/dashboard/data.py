@@ -130,7 +130,7 @@ class DashboardStore:
 
     def summary(self) -> Row:
         """``db_now``, ``workers_alive``, ``queued_due``, ``running``, ``failed_24h``,
-        ``queues_paused``."""
+        ``queues_paused``, ``schedules_in_error``."""
         row = self._one("dashboard_summary")
         assert row is not None
         return row
@@ -140,9 +140,9 @@ class DashboardStore:
         return self._all("dashboard_jobs", {"outcomes": OUTCOMES_PER_JOB})
 
     def job(self, name: str) -> Row | None:
-        """One job's definition with what holds its runs back now (``job_controls``) and its
-        queued runs counted by what they wait for (``waits``: ``waiting_runs`` rows); None if
-        there is no such job."""
+        """One job's definition with what holds its runs back now (``job_controls``), its
+        queued runs counted by what they wait for (``waits``: ``waiting_runs`` rows) and its
+        schedules (``schedules``: ``schedule_states`` rows); None if there is no such job."""
         with self.connections.connection() as conn:
             job = conn.execute(self.queries["get_job"], {"job": name}).fetchone()
             if job is None:
@@ -151,7 +151,12 @@ class DashboardStore:
                 self.queries["job_controls"], {"job": name, "keys": BUSIEST_KEYS}
             ).fetchone()
             waits = conn.execute(self.queries["waiting_runs"], {"job": name}).fetchall()
-        return {**job, **(controls or {}), "waits": waits}
+            schedules = conn.execute(self.queries["schedule_states"], {"job": name}).fetchall()
+        return {**job, **(controls or {}), "waits": waits, "schedules": schedules}
+
+    def schedules(self) -> list[Row]:
+        """Every schedule of every job with what it is doing (``schedule_states`` rows)."""
+        return self._all("schedule_states", {"job": None})
 
     def paused_queues(self) -> list[Row]:
         """The paused queues: ``name``, ``paused_at`` and how many runs they hold."""

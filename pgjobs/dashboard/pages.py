@@ -173,9 +173,31 @@ def _next_fire(job: Row, now: datetime) -> Markup:
     return cell
 
 
+def _more_schedules(job: Row) -> Markup:
+    """`` +2``: the job's schedules besides its own (added at runtime), and a tag when any of
+    its schedules is in error (``with_schedule_counts`` of :mod:`pgjobs.dashboard.schedules`)."""
+    parts = []
+    more = job.get("runtime_schedules", 0)
+    if more:
+        parts.append(
+            html(' <span class="more" title="{0}">+{1}</span>', "schedules added at runtime", more)
+        )
+    errors = job.get("schedules_in_error", 0)
+    if errors:
+        parts.append(
+            html(
+                ' <span class="tag error" title="{0}">{1} in error</span>',
+                "a worker could not use its cron or timezone: see the job's page",
+                errors,
+            )
+        )
+    return join(parts)
+
+
 def jobs_page(ctx: PageContext, jobs: list[Row], notice: Markup | None = None) -> Page:
-    """Every job: schedule in words, next fire, last outcomes at a glance, state (held by its
-    own pause or its queue's), limits, actions; ``notice`` (paused queues) above them."""
+    """Every job: schedule in words (``+N`` schedules added at runtime, those in error), next
+    fire, last outcomes at a glance, state (held by its own pause or its queue's), limits,
+    actions; ``notice`` (paused queues, schedules in error) above them."""
     notice = notice or Markup("")
     if not jobs:
         body = html(
@@ -222,7 +244,11 @@ def jobs_page(ctx: PageContext, jobs: list[Row], notice: Markup | None = None) -
                 job["name"],
                 url("/job", name=job["name"]),
                 job["description"] or job["extension"],
-                describe_schedule(job["schedule"], job["timezone"]),
+                html(
+                    "{0}{1}",
+                    describe_schedule(job["schedule"], job["timezone"]),
+                    _more_schedules(job),
+                ),
                 job["schedule"] or "",
                 job["timezone"] if job["schedule"] else "",
                 _next_fire(job, ctx.now),
