@@ -36,8 +36,9 @@ Cluster metrics (``pgjobs metrics --port P``), read from the database on every s
   view's ``waiting_for``: ``job paused``, ``queue paused``, ``concurrency``, ``rate limit``,
   ``worker``); a job and reason without such runs has no series;
 - ``pgjobs_schedules{job,origin,state}``: the job's schedules by where they come from (``code``,
-  ``profile``, ``runtime``) and what they do (:data:`SCHEDULE_STATES`); every state of a job and
-  origin that has schedules has a series, 0 when none is in it;
+  ``profile``: its own or the profile's further ones; ``runtime``) and what they do
+  (:data:`SCHEDULE_STATES`); every state of a job and origin that has schedules has a series, 0
+  when none is in it;
 - ``pgjobs_workers{state}`` (running, stopping, stopped, dead; a running worker whose heartbeat
   expired counts as dead) and ``pgjobs_workers_alive``.
 """
@@ -429,17 +430,18 @@ def _schedule_family(rows: list[dict[str, Any]]) -> Metric:
     return schedules
 
 
-NO_EXTRA_SCHEDULES = {"runtime_schedules": 0, "schedules_in_error": 0}
+NO_EXTRA_SCHEDULES = {"more_schedules": 0, "schedules_in_error": 0}
 """What :func:`count_extra_schedules` says of a job without schedules."""
 
 
 def count_extra_schedules(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per job of the ``schedule_states`` rows: ``runtime_schedules`` (how many it has besides its
-    own) and ``schedules_in_error`` (of all of them); a job without schedules is left out."""
+    """Per job of the ``schedule_states`` rows: ``more_schedules`` (how many it has besides its
+    own, named ``default``: the profile's further ones and those added at runtime) and
+    ``schedules_in_error`` (of all of them); a job without schedules is left out."""
     counts: dict[str, dict[str, int]] = {}
     for row in rows:
         per = counts.setdefault(row["job"], dict(NO_EXTRA_SCHEDULES))
-        per["runtime_schedules"] += row["origin"] == "runtime"
+        per["more_schedules"] += row["name"] != "default"
         per["schedules_in_error"] += row["state"] == "error"
     return counts
 

@@ -104,7 +104,7 @@ def test_check_reports_every_problem_and_exits_1(dsn: str, empty_dsn: str, tmp_p
     assert "pgjobs db upgrade" in problems[1]
 
 
-def test_check_warns_of_runtime_schedules_that_do_not_tick_and_still_exits_0(
+def test_check_warns_of_further_schedules_that_do_not_tick_and_still_exits_0(
     conn: Conn, dsn: str
 ) -> None:
     add_job(conn, "t-tick", schedule="* * * * * *")
@@ -133,5 +133,5 @@ def test_check_warns_of_runtime_schedules_that_do_not_tick_and_still_exits_0(
 
     conn.execute("DELETE FROM pgjobs.schedules WHERE name IN ('orphan', 'refused', 'untried')")
     quiet = run_pgjobs(dsn, "check", "--app", APP, jobs="t-tick,t-echo")
-    assert "ok   runtime schedules: 2 (1 disabled, 1 ticking)" in quiet.stdout
+    assert "ok   further schedules: 2 (1 disabled, 1 ticking)" in quiet.stdout
     assert quiet.stdout.rstrip().endswith("all checks passed")

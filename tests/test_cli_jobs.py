@@ -160,26 +160,37 @@ def add_schedules(conn: Conn, job: str) -> None:
     )
 
 
-def test_jobs_list_counts_runtime_schedules_and_flags_those_in_error(conn: Conn, dsn: str) -> None:
+def test_jobs_list_counts_more_schedules_and_flags_those_in_error(conn: Conn, dsn: str) -> None:
     add_job(conn, "t-report", schedule="0 0 * * * *")
     add_job(conn, "t-adhoc")
     add_job(conn, "t-plain", schedule="0 0 3 * * *")
     add_schedules(conn, "t-report")
     conn.execute("SELECT pgjobs.schedule('t-adhoc', '0 30 * * * *', name => 'half-past')")
+    conn.execute(  # as a worker loading a profile that lists it writes it
+        "INSERT INTO pgjobs.schedules (job, name, cron, origin)"
+        " VALUES ('t-plain', 'weekly', '@weekly', 'profile')"
+    )
 
     table = invoke(dsn, "jobs", "list")
     assert table.exit_code == 0, table.output
     lines = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
     assert "0 0 * * * * (every hour) +4 (1 in error)" in lines["t-report"]
     assert "on demand +1" in lines["t-adhoc"] and "error" not in lines["t-adhoc"]
-    assert "+" not in lines["t-plain"]
+    assert "0 0 3 * * * (daily at 03:00) +1" in lines["t-plain"]
+    assert "error" not in lines["t-plain"]
 
     listed = {job["name"]: job for job in parse_json(invoke(dsn, "jobs", "list", "--json"))}
-    assert listed["t-report"]["runtime_schedules"] == 4
+    assert listed["t-report"]["more_schedules"] == 4
     assert listed["t-report"]["schedules_in_error"] == 1
     assert listed["t-report"]["schedule"] == "0 0 * * * *"  # its own, as before
-    assert listed["t-adhoc"]["runtime_schedules"] == 1
-    assert listed["t-plain"]["runtime_schedules"] == listed["t-plain"]["schedules_in_error"] == 0
+    assert listed["t-adhoc"]["more_schedules"] == 1
+    assert listed["t-plain"]["more_schedules"] == 1
+    assert listed["t-plain"]["schedules_in_error"] == 0
+    add_job(conn, "t-lone", schedule="0 0 4 * * *")
+    lone = next(
+        j for j in parse_json(invoke(dsn, "jobs", "list", "--json")) if j["name"] == "t-lone"
+    )
+    assert lone["more_schedules"] == lone["schedules_in_error"] == 0
 
 
 def test_jobs_show_lists_every_schedule_with_what_it_is_doing(conn: Conn, dsn: str) -> None:

@@ -327,7 +327,7 @@ def test_the_jobs_page_counts_runtime_schedules_and_flags_those_in_error(seeded:
         page = call(readonly, "/").text
 
     cleanup = row_of(page, "data-job", "obs-cleanup")
-    assert '<span class="more" title="schedules added at runtime">+3</span>' in cleanup
+    assert '<span class="more" title="schedules besides its own">+3</span>' in cleanup
     assert ">1 in error</span>" in cleanup
     report = row_of(page, "data-job", "obs-report")
     assert 'class="more"' not in report and "in error" not in report

@@ -311,6 +311,8 @@ def test_the_exporter_counts_schedules_by_origin_and_state(dsn: str) -> None:
             INSERT INTO pgjobs.schedules (job, name, cron, error)
             VALUES ('obs-nightly', 'typo', '0 99 * * * *', 'minute field out of range'),
                    ('obs-held', 'extra', '0 30 * * * *', NULL);
+            INSERT INTO pgjobs.schedules (job, name, cron, origin)
+            VALUES ('obs-nightly', 'weekly', '@weekly', 'profile');
             """
         )
     series = {
@@ -321,7 +323,8 @@ def test_the_exporter_counts_schedules_by_origin_and_state(dsn: str) -> None:
     }
     states = ("error", "disabled", "paused", "job paused", "ticking")
     assert series == {
-        **{("obs-nightly", "profile", state): float(state == "ticking") for state in states},
+        # Its own schedule and the further one its profile lists.
+        **{("obs-nightly", "profile", state): 2.0 * (state == "ticking") for state in states},
         **{("obs-nightly", "runtime", state): float(state != "job paused") for state in states},
         **{("obs-held", "code", state): float(state == "job paused") for state in states},
         **{("obs-held", "runtime", state): float(state == "job paused") for state in states},

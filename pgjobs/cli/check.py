@@ -3,10 +3,10 @@
 Each check is reported on its own line: ``ok``, ``ERR`` (a problem) or ``WRN`` (a warning). The
 exit code is 1 if any check found a problem, so a deployment can run ``pgjobs check`` before
 starting its workers. Warnings leave it 0: they are about what the cluster does now, not about
-what is deployed, and a worker started anyway is what fixes some of them. They are the runtime
-schedules that do not tick: one a worker refused (its cron or timezone, with the reason), one
-whose cron a worker would refuse and none has tried yet, and one of a job that no live worker
-registers.
+what is deployed, and a worker started anyway is what fixes some of them. They are the further
+schedules of jobs (added at runtime or listed in the profile) that do not tick: one a worker
+refused (its cron or timezone, with the reason), one whose cron a worker would refuse and none
+has tried yet, and one of a job that no live worker registers.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class _Line:
 @database_options
 def check(app: str | None, profile: str | None, dsn: str, schema: str) -> None:
     """Validate code, profile, cron schedules, the database and its schema version; warn of
-    runtime schedules that do not tick. Exit 1 on a problem; warnings leave the exit code 0."""
+    further schedules that do not tick. Exit 1 on a problem; warnings leave the exit code 0."""
     lines = [*_check_code(app, profile), *_check_database(dsn, schema)]
     for line in lines:
         output.echo(f"{line.mark}  {line.what}: {line.detail}")
@@ -123,18 +123,19 @@ def _check_database(dsn: str, schema: str) -> list[_Line]:
             live = len(db.all("list_workers", all=False))
             lines.append(_Line(True, "workers", f"{live} live"))
             schedules = db.all("schedule_states", job=None)
-            return [*lines, *_runtime_schedule_lines(schedules)]
+            return [*lines, *_further_schedule_lines(schedules)]
     except PgJobsError as exc:
         return [_Line(False, "database", str(exc))]
 
 
-def _runtime_schedule_lines(rows: list[dict[str, Any]]) -> list[_Line]:
-    """A warning for each runtime schedule that does not tick though it should: in error, with a
-    cron or timezone a worker would refuse, or of a job no live worker registers; else one line
-    counting them."""
-    runtime = [row for row in rows if row["origin"] == "runtime"]
+def _further_schedule_lines(rows: list[dict[str, Any]]) -> list[_Line]:
+    """A warning for each further schedule of a job (added at runtime or listed in the profile;
+    the job's own, ``default``, is the code check's) that does not tick though it should: in
+    error, with a cron or timezone a worker would refuse, or of a job no live worker registers;
+    else one line counting them."""
+    further = [row for row in rows if row["name"] != "default"]
     warnings = []
-    for row in runtime:
+    for row in further:
         what = f"schedule {row['job']}/{row['name']}"
         if row["state"] == "error":
             detail = f"workers refused it: {row['error']}; it does not tick until its cron or "
@@ -152,6 +153,6 @@ def _runtime_schedule_lines(rows: list[dict[str, Any]]) -> list[_Line]:
             warnings.append(_Line(True, what, detail, warning=True))
     if warnings:
         return warnings
-    states = Counter(row["state"] for row in runtime)
+    states = Counter(row["state"] for row in further)
     detail = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    return [_Line(True, "runtime schedules", f"{len(runtime)} ({detail})" if runtime else "none")]
+    return [_Line(True, "further schedules", f"{len(further)} ({detail})" if further else "none")]

@@ -60,7 +60,7 @@ LIST_JSON_KEYS = (
     "max_concurrency",
     "concurrency_key",
     "rate_limit",
-    "runtime_schedules",
+    "more_schedules",
     "schedules_in_error",
 )
 
@@ -94,7 +94,7 @@ for command in (run, show, next_fires):
 def list_jobs(
     tag: str | None, as_json: bool, app: str | None, profile: str | None, dsn: str, schema: str
 ) -> None:
-    """Every job: schedule (``+N``: its runtime schedules), state, whether a live worker
+    """Every job: schedule (``+N``: its schedules besides its own), state, whether a live worker
     registered it, next run."""
     code = optional_registry(app, profile)
     with open_database(dsn, schema) as db:

@@ -1,7 +1,8 @@
 """What each schedule of a job is doing, as ``jobs list`` and ``jobs show`` say it.
 
 The rows are the ``schedule_states`` query's (the ``all_schedules`` view): a job's own schedule,
-named ``default``, from its code or profile, and the schedules added at runtime. Each has a
+named ``default``, from its code or profile, and its further schedules (listed in the profile,
+or added at runtime). Each has a
 ``state``: ``ticking``, ``paused`` (its own pause), ``job paused``, ``disabled``, or ``error``
 (a worker could not use its cron or timezone, and it ticks no more until they change).
 """
@@ -37,11 +38,11 @@ SCHEDULE_JSON_KEYS = (
 
 
 def summary(schedule: str, row: Row) -> output.Markup:
-    """``jobs list``'s schedule cell: the job's own ``schedule`` text, ``+N`` runtime schedules,
+    """``jobs list``'s schedule cell: the job's own ``schedule`` text, ``+N`` further schedules,
     and how many of its schedules are in error, in red on a terminal."""
     text = output.text(schedule)
-    if row["runtime_schedules"]:
-        text += f" +{row['runtime_schedules']}"
+    if row["more_schedules"]:
+        text += f" +{row['more_schedules']}"
     if row["schedules_in_error"]:
         text += f" [red]({row['schedules_in_error']} in error)[/red]"
     return output.Markup(text)

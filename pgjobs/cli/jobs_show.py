@@ -134,7 +134,8 @@ def show(
     name: str, as_json: bool, app: str | None, profile: str | None, dsn: str, schema: str
 ) -> None:
     """One job's definition, where its schedule came from, its policies, next fire times, and
-    every schedule of it (its own and those added at runtime) with what each is doing."""
+    every schedule of it (its own, the profile's further ones, those added at runtime) with what
+    each is doing."""
     code = optional_registry(app, profile)
     definition = code.definitions.get(name) if code is not None else None
     with open_database(dsn, schema) as db:

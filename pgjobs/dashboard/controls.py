@@ -129,7 +129,7 @@ def _waiting(job: Row) -> Markup:
 
 def job_page(ctx: PageContext, job: Row) -> Page:
     """One job: its schedule, queue and limits, its runs running of those allowed, its schedules
-    (its own and those added at runtime) with what each is doing, and its queued runs by what
+    (its own and its further ones) with what each is doing, and its queued runs by what
     they wait for; run now, pause and resume (the job's and its queue's)."""
     name = job["name"]
     words, limit = _concurrency(job)

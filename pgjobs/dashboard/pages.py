@@ -174,13 +174,14 @@ def _next_fire(job: Row, now: datetime) -> Markup:
 
 
 def _more_schedules(job: Row) -> Markup:
-    """`` +2``: the job's schedules besides its own (added at runtime), and a tag when any of
+    """`` +2``: the job's schedules besides its own (the profile's further ones, those added at
+    runtime), and a tag when any of
     its schedules is in error (``with_schedule_counts`` of :mod:`pgjobs.dashboard.schedules`)."""
     parts = []
-    more = job.get("runtime_schedules", 0)
+    more = job.get("more_schedules", 0)
     if more:
         parts.append(
-            html(' <span class="more" title="{0}">+{1}</span>', "schedules added at runtime", more)
+            html(' <span class="more" title="{0}">+{1}</span>', "schedules besides its own", more)
         )
     errors = job.get("schedules_in_error", 0)
     if errors:
@@ -195,7 +196,7 @@ def _more_schedules(job: Row) -> Markup:
 
 
 def jobs_page(ctx: PageContext, jobs: list[Row], notice: Markup | None = None) -> Page:
-    """Every job: schedule in words (``+N`` schedules added at runtime, those in error), next
+    """Every job: schedule in words (``+N`` schedules besides its own, those in error), next
     fire, last outcomes at a glance, state (held by its own pause or its queue's), limits,
     actions; ``notice`` (paused queues, schedules in error) above them."""
     notice = notice or Markup("")

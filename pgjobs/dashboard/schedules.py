@@ -1,8 +1,9 @@
 """What each schedule of a job is doing, as the dashboard shows it.
 
 The rows are the ``schedule_states`` query's: a job's own schedule (named ``default``, from its
-code or profile) and those added at runtime, each with its ``state`` (``ticking``, ``paused``,
-``job paused``, ``disabled``, or ``error``: a worker could not use its cron or timezone).
+code or profile) and its further ones (listed in the profile or added at runtime), each with its
+``state`` (``ticking``, ``paused``, ``job paused``, ``disabled``, or ``error``: a worker could not
+use its cron or timezone).
 
 - :func:`schedules_section`: the job page's table of its schedules, as ``pgjobs jobs show``;
 - :func:`schedule_errors_notice`: the lines the jobs page opens with while a schedule is in error;
@@ -31,7 +32,7 @@ STATE_TITLES = {
 
 
 def with_schedule_counts(jobs: list[Row], schedules: list[Row]) -> list[Row]:
-    """``jobs`` with ``runtime_schedules`` and ``schedules_in_error`` from ``schedules``."""
+    """``jobs`` with ``more_schedules`` and ``schedules_in_error`` from ``schedules``."""
     counts = count_extra_schedules(schedules)
     return [{**job, **counts.get(job["name"], NO_EXTRA_SCHEDULES)} for job in jobs]
 

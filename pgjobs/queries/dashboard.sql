@@ -13,7 +13,7 @@ SELECT now() AS db_now,
         WHERE created_at > now() - interval '24 hours'
           AND status IN ('failed', 'timed_out', 'abandoned')) AS failed_24h,
        (SELECT count(*) FROM {schema}.queues WHERE paused) AS queues_paused,
-       -- Runtime schedules a worker refused (a job's own schedule is never in error).
+       -- Schedules a worker refused (a job's own schedule is never in error).
        (SELECT count(*) FROM {schema}.schedules WHERE error IS NOT NULL) AS schedules_in_error;
 
 -- name: dashboard_jobs

@@ -100,7 +100,7 @@ FROM {schema}.workers
 GROUP BY 1;
 
 -- name: schedule_states
--- Every schedule (the all_schedules view: each job's own, named `default`, and its runtime ones),
+-- Every schedule (the all_schedules view: each job's own, named `default`, and its further ones),
 -- optionally of one job, with what it is doing: `state` is `error` (a worker could not use its
 -- cron or timezone; `error` says why, and it ticks no more until they change), `disabled`,
 -- `paused` (its own pause), `job paused` or `ticking`, the first that applies. `registered`: a
