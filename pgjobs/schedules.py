@@ -4,7 +4,8 @@ transaction, the way pg_cron's ``cron.schedule`` works.
 A job's own schedule (``Job.schedule``, or the profile's entry for the job) is the schedule
 named ``default``; it comes from code or the profile and is not changed here. Further schedules
 are rows of ``pgjobs.schedules``, each with its own cron, timezone, payload and parameters, and a
-name unique per job. :func:`schedule` adds one or replaces the one of that name;
+name unique per job: listed in the profile (of which only the pause may change here), or added at
+runtime. :func:`schedule` adds one or replaces the one of that name;
 :func:`alter_schedule` changes some of its settings; :func:`unschedule` removes it (it ticks no
 more; runs it already queued stay). A new or changed cron takes effect from its next tick after
 the change.
@@ -82,9 +83,9 @@ async def schedule(
     its first fire time after the change is committed.
 
     Raises :class:`CronError` (which field and why) or :class:`ConfigError` (an unknown timezone,
-    the name ``default``, another bad argument) and :class:`UnknownJobError` (naming the nearest
-    jobs) when no worker has registered ``job``; none leaves anything behind or aborts the
-    caller's transaction.
+    the name ``default`` or of a schedule from the profile, another bad argument) and
+    :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered ``job``;
+    none leaves anything behind or aborts the caller's transaction.
     """
     params = _schedule_params(job, cron, name, timezone, payload, parameters, misfire, enabled)
     pg = await async_connection(conn, _SCHEDULE)
@@ -120,7 +121,7 @@ async def unschedule(conn: Any, job: JobRef, name: str, *, schema: str | None = 
     ticks no more (runs it already queued stay). Returns whether it existed.
 
     ``conn`` as for :func:`schedule`. Raises :class:`ConfigError` for the name ``default`` (the
-    job's own schedule: pause the job instead).
+    job's own schedule: pause the job instead) and for a schedule from the profile.
     """
     params = _names(job, name)
     pg = await async_connection(conn, _UNSCHEDULE)
@@ -150,13 +151,14 @@ async def alter_schedule(
     paused: bool | None = None,
     schema: str | None = None,
 ) -> None:
-    """Change some settings of ``job``'s runtime schedule ``name`` in the caller's transaction;
+    """Change some settings of ``job``'s schedule ``name`` in the caller's transaction;
     an argument left None keeps its setting. A new cron or timezone takes effect from its next
     tick after the change; ``paused=True`` holds the schedule's ticks until ``paused=False``.
 
     ``conn`` as for :func:`schedule`. Raises :class:`CronError` or :class:`ConfigError` for a bad
-    argument, the name ``default`` or a schedule the job does not have; none leaves anything
-    behind or aborts the caller's transaction.
+    argument, the name ``default``, a schedule the job does not have, or a change other than
+    the pause of a schedule from the profile; none leaves anything behind or aborts the
+    caller's transaction.
     """
     params = _alter_params(job, name, cron, timezone, payload, parameters, misfire, enabled, paused)
     pg = await async_connection(conn, _ALTER)
@@ -318,7 +320,13 @@ def _refusal(err: psycopg.Error, schema: str) -> Exception:
     line = err.diag.message_primary or first_line(err)
     if err.diag.message_hint:
         line += f"; {err.diag.message_hint}"
-    if isinstance(err, psycopg.errors.UndefinedObject | psycopg.errors.InvalidParameterValue):
+    if isinstance(
+        err,
+        psycopg.errors.UndefinedObject
+        | psycopg.errors.InvalidParameterValue
+        # A schedule from the profile, of which only the pause may change here.
+        | psycopg.errors.ObjectNotInPrerequisiteState,
+    ):
         return ConfigError(line)
     if isinstance(err, psycopg.errors.UndefinedFunction):
         from pgjobs.migrations import upgrade_command  # only on this error path

@@ -217,6 +217,26 @@ def test_rm_removes_a_schedule(conn: Conn, dsn: str) -> None:
     assert schedule_row(conn, "t-report", "weekday mornings") is None
 
 
+@pytest.mark.usefixtures("report")
+def test_a_schedule_from_the_profile_is_paused_here_but_not_removed(conn: Conn, dsn: str) -> None:
+    conn.execute(
+        "INSERT INTO pgjobs.schedules (job, name, cron, origin)"
+        " VALUES ('t-report', 'nightly', '0 0 2 * * *', 'profile')"
+    )
+
+    assert invoke(dsn, "schedules", "pause", "t-report", "nightly").exit_code == 0
+    removed = invoke(dsn, "schedules", "rm", "t-report", "nightly")
+
+    assert removed.exit_code == 2
+    assert removed.stderr.strip() == (
+        "error: schedule 'nightly' of job 't-report' comes from the profile; "
+        "remove it from the profile, or pause it"
+    )
+    assert schedule_row(conn, "t-report", "nightly") == (
+        "0 0 2 * * *", "UTC", None, None, None, True, True,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("command", ["rm", "pause", "resume"])
 @pytest.mark.usefixtures("report")
 def test_the_default_schedule_is_not_removed_or_paused_here(dsn: str, command: str) -> None:

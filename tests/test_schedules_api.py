@@ -362,6 +362,30 @@ def test_altering_a_schedule_the_job_does_not_have_is_refused(conn: Conn) -> Non
     assert str(info.value) == "job 't-echo' has no runtime schedule named 'nightly'"
 
 
+@pytest.mark.usefixtures("jobs")
+def test_a_schedule_from_the_profile_may_only_be_paused_here(conn: Conn, dsn: str) -> None:
+    conn.execute(
+        "INSERT INTO pgjobs.schedules (job, name, cron, origin)"
+        " VALUES ('t-report', 'nightly', '0 0 2 * * *', 'profile')"
+    )
+
+    pgjobs.alter_schedule_sync(conn, "t-report", "nightly", paused=True)
+
+    with pytest.raises(ConfigError) as info:
+        pgjobs.alter_schedule_sync(conn, "t-report", "nightly", cron="0 0 3 * * *")
+    assert str(info.value) == (
+        "schedule 'nightly' of job 't-report' comes from the profile; "
+        "change it in the profile; only its pause is kept at runtime"
+    )
+    with pytest.raises(ConfigError, match="comes from the profile; change it in the profile"):
+        pgjobs.schedule_sync(conn, "t-report", "@daily", name="nightly")
+    with pytest.raises(ConfigError, match="comes from the profile; remove it from the profile"):
+        pgjobs.unschedule_sync(conn, "t-report", "nightly")
+    assert schedules(dsn) == [
+        ("t-report", "nightly", "0 0 2 * * *", "UTC", None, None, None, True, True)
+    ]
+
+
 # -- the SQL functions --------------------------------------------------------------------------
 
 

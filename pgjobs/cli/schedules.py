@@ -2,8 +2,9 @@
 
 A job's own schedule (from its code or the profile) is listed as the schedule named ``default``;
 it is changed there, and paused with ``pgjobs jobs pause``. Further schedules are added, paused,
-resumed and removed here, through the schedules API (:mod:`pgjobs.schedules`, the SQL functions
-``pgjobs.schedule``, ``unschedule`` and ``alter_schedule``); workers hear of each change at once.
+resumed and removed here (those the profile lists only paused and resumed), through the schedules
+API (:mod:`pgjobs.schedules`, the SQL functions ``pgjobs.schedule``, ``unschedule`` and
+``alter_schedule``); workers hear of each change at once.
 What a worker could not use of a schedule (a cron value out of range) shows in its ``error``.
 """
 
