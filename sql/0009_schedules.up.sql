@@ -175,7 +175,11 @@ CREATE FUNCTION {schema}.timezone_error(timezone text) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN timezone IS NULL OR timezone = '' THEN 'a timezone is required'
-        WHEN NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = timezone) THEN
+        -- The IANA names the workers know: not the server's own aliases nor its posix/ and
+        -- right/ copies.
+        WHEN NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = timezone)
+             OR timezone IN ('Factory', 'localtime', 'posixrules')
+             OR timezone ~ '^(posix|right)/' THEN
             format('unknown timezone %L (an IANA name such as UTC or Europe/Paris)', timezone)
     END
 $$;
@@ -196,7 +200,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     problem text;
-    schedule_name text := coalesce(name, btrim(cron));
+    schedule_name text := coalesce(name, left(btrim(cron), 100));
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = schedule.job) THEN
         RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
@@ -240,7 +244,8 @@ BEGIN
 END
 $$;
 
--- Remove a runtime schedule: it ticks no more (runs it already queued stay). True if it existed.
+-- Remove a runtime schedule: it ticks no more (runs it already queued stay). True if the job had
+-- it.
 CREATE FUNCTION {schema}.unschedule(job text, name text) RETURNS boolean
 LANGUAGE plpgsql
 AS $$
@@ -250,13 +255,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('pause the job instead: pgjobs jobs pause %s', job);
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = unschedule.job) THEN
+        RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = {schema}.unknown_job_hint(job);
+    END IF;
     DELETE FROM {schema}.schedules s WHERE s.job = unschedule.job AND s.name = unschedule.name;
     RETURN FOUND;
 END
 $$;
 
--- Change some of a runtime schedule's settings (a NULL argument leaves that one as it is). A new
--- cron or timezone takes effect from its next tick after now.
+-- Change some of a schedule's settings (a NULL argument leaves that one as it is; to clear one,
+-- replace the schedule with pgjobs.schedule). A new cron or timezone takes effect from its next
+-- tick after now. Of a schedule the profile lists, only the pause may change.
 CREATE FUNCTION {schema}.alter_schedule(
     job text,
     name text,
@@ -277,6 +287,10 @@ BEGIN
         RAISE EXCEPTION 'the schedule named default is the job''s own, from its code or profile'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'change it there; pause it with pgjobs jobs pause';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = alter_schedule.job) THEN
+        RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = {schema}.unknown_job_hint(job);
     END IF;
     problem := coalesce(CASE WHEN cron IS NOT NULL THEN {schema}.cron_error(cron) END,
                         CASE WHEN timezone IS NOT NULL THEN {schema}.timezone_error(timezone) END);
@@ -306,8 +320,7 @@ BEGIN
         paused = coalesce(alter_schedule.paused, s.paused)
     WHERE s.job = alter_schedule.job AND s.name = alter_schedule.name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'job % has no runtime schedule named %', quote_literal(job),
-                        quote_literal(name)
+        RAISE EXCEPTION 'job % has no schedule named %', quote_literal(job), quote_literal(name)
             USING ERRCODE = 'undefined_object';
     END IF;
 END

@@ -59,7 +59,7 @@ def test_list_shows_each_jobs_own_schedule_as_default_and_the_runtime_ones(
     ]
     assert "disabled" in lines[1]
     assert lines[2][2:9] == ["0", "0", "*", "*", "*", "*", "UTC"]
-    assert "code" in lines[2] and "enabled" in lines[2]
+    assert "code" in lines[2] and "ticking" in lines[2]
     assert "runtime" in lines[3] and "error" in lines[3]
     assert result.stdout.strip().endswith("minute field 61 is out of range")
 
@@ -94,7 +94,7 @@ def test_show_prints_every_field_of_one_schedule(dsn: str) -> None:
     assert fields["cron"].startswith("0 0 7 * * 1-5 (")
     assert fields["timezone"] == "Europe/Paris"
     assert fields["origin"] == "runtime"
-    assert fields["state"] == "enabled"
+    assert fields["state"] == "ticking"
     assert fields["payload"] == '{"window": "1d"}'
     assert fields["parameters"] == '{"region": "eu"}'
     shown = parse_json(invoke(dsn, "schedules", "show", "t-report", "default", "--json"))

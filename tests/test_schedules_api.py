@@ -201,7 +201,7 @@ def test_a_refused_change_leaves_the_callers_transaction_working(dsn: str) -> No
             pgjobs.schedule_sync(conn, "t-nope", "0 0 7 * * *")
         with pytest.raises(ConfigError, match="default"):
             pgjobs.schedule_sync(conn, "t-echo", "0 0 7 * * *", name="default")
-        with pytest.raises(ConfigError, match="no runtime schedule"):
+        with pytest.raises(ConfigError, match="has no schedule named"):
             pgjobs.alter_schedule_sync(conn, "t-echo", "missing", paused=True)
         pgjobs.schedule_sync(conn, "t-echo", "0 0 7 * * *", name="kept")
         conn.execute("INSERT INTO orders VALUES (2)")
@@ -359,7 +359,7 @@ def test_the_jobs_own_schedule_is_not_changed_or_removed_here(conn: Conn) -> Non
 def test_altering_a_schedule_the_job_does_not_have_is_refused(conn: Conn) -> None:
     with pytest.raises(ConfigError) as info:
         pgjobs.alter_schedule_sync(conn, "t-echo", "nightly", enabled=False)
-    assert str(info.value) == "job 't-echo' has no runtime schedule named 'nightly'"
+    assert str(info.value) == "job 't-echo' has no schedule named 'nightly'"
 
 
 @pytest.mark.usefixtures("jobs")
@@ -440,7 +440,7 @@ def test_sql_schedule_refuses_a_bad_argument_clearly_and_stores_nothing(
 def test_sql_alter_schedule_of_a_missing_schedule_is_refused(conn: Conn) -> None:
     with pytest.raises(psycopg.errors.UndefinedObject) as info:
         conn.execute("SELECT pgjobs.alter_schedule('t-echo', 'nightly', paused => true)")
-    assert info.value.diag.message_primary == "job 't-echo' has no runtime schedule named 'nightly'"
+    assert info.value.diag.message_primary == "job 't-echo' has no schedule named 'nightly'"
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="job's own"):
         conn.execute("SELECT pgjobs.alter_schedule('t-report', 'default', paused => true)")
 
@@ -483,3 +483,20 @@ def test_a_hand_edit_of_a_jobs_own_schedule_is_refused_with_what_to_do(conn: Con
         conn.execute("UPDATE pgjobs.jobs SET schedule = '@daily' WHERE name = 't-report'")
     assert info.value.diag.message_primary == "the schedule of job 't-report' comes from its code"
     assert "SELECT pgjobs.schedule('t-report', '<cron>'" in (info.value.diag.message_hint or "")
+
+
+@pytest.mark.usefixtures("jobs")
+def test_the_database_refuses_what_the_workers_would_refuse(conn: Conn) -> None:
+    """From SQL: the host's own zone aliases are not schedule timezones, an unknown job cannot
+    be unscheduled or altered, and a long cron names its schedule by its first 100 characters."""
+    for zone in ("localtime", "posixrules", "posix/Europe/Paris"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown timezone"):
+            conn.execute("SELECT pgjobs.schedule('t-echo', '@daily', timezone => %s)", [zone])
+        conn.rollback()
+    for call in ("pgjobs.unschedule('t-ehco', 'x')", "pgjobs.alter_schedule('t-ehco', 'x')"):
+        with pytest.raises(psycopg.errors.UndefinedObject, match="unknown job 't-ehco'"):
+            conn.execute(f"SELECT {call}")
+        conn.rollback()
+    long_cron = "0 " + ",".join(str(m) for m in range(60)) + " * * * *"
+    row = conn.execute("SELECT pgjobs.schedule('t-echo', %s)", [long_cron]).fetchone()
+    assert row is not None and row[0] == long_cron[:100]

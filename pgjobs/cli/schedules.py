@@ -70,10 +70,8 @@ def list_schedules(job: str | None, as_json: bool, dsn: str, schema: str) -> Non
     with open_database(dsn, schema) as db:
         if job is not None:
             db.require_job(job)
-        rows = db.all("list_schedules", job=job)
+        rows = db.all("schedule_states", job=job)
         now = db.now()
-    for row in rows:
-        row["state"] = state(row)
     if as_json:
         output.emit_json([output.pick(row, SCHEDULE_JSON_KEYS) for row in rows])
         return
@@ -97,20 +95,8 @@ def list_schedules(job: str | None, as_json: bool, dsn: str, schema: str) -> Non
     output.print_table(t, empty + ": `pgjobs schedules add JOB CRON` adds one")
 
 
-def state(row: dict[str, Any]) -> str:
-    """``error``, ``disabled``, ``paused``, ``job paused`` or ``enabled``: the first that keeps
-    the schedule from ticking, else ``enabled``."""
-    if row["error"]:
-        return "error"
-    if not row["enabled"]:
-        return "disabled"
-    if row["paused"]:
-        return "paused"
-    return "job paused" if row["job_paused"] else "enabled"
-
-
 def _next_fire(row: dict[str, Any], now: datetime) -> str:
-    if row["state"] != "enabled":
+    if row["state"] != "ticking":
         return "-"
     if row["next_fire_at"] is None:
         return "not yet worked out"
@@ -127,7 +113,6 @@ def show(job: str, name: str, as_json: bool, dsn: str, schema: str) -> None:
     with open_database(dsn, schema) as db:
         row = _schedule(db, job, name)
         now = db.now()
-    row["state"] = state(row)
     if as_json:
         output.emit_json(output.pick(row, SCHEDULE_JSON_KEYS))
         return
@@ -193,7 +178,8 @@ def add(
     payload_value = parse_payload(payload)
     parameters = parse_parameters(params) if params else None
     with open_database(dsn, schema) as db:
-        before = db.one("get_schedule", job=job, name=name or cron.strip())
+        named = name or cron.strip()[:100]
+        before = any(row["name"] == named for row in db.all("schedule_states", job=job))
         added = schedule_sync(
             db.conn,
             job,
@@ -207,7 +193,7 @@ def add(
             schema=schema,
         )
         now = db.now()
-    what = "replaced" if before is not None else "added"
+    what = "replaced" if before else "added"
     line = f"schedule {_quoted(added)} of job {job} {what}: {cron.strip()} ({parsed.describe()})"
     if disabled:
         line += "; disabled: it does not tick until added again without --disabled"
@@ -281,16 +267,16 @@ def _switch(job: str, name: str, paused: bool, dsn: str, schema: str) -> dict[st
 
 
 def _schedule(db: Database, job: str, name: str) -> dict[str, Any]:
-    row = db.one("get_schedule", job=job, name=name)
-    if row is None:
-        raise _missing(db, job, name)
-    return row
+    for row in db.all("schedule_states", job=job):
+        if row["name"] == name:
+            return row
+    raise _missing(db, job, name)
 
 
 def _missing(db: Database, job: str, name: str) -> PgJobsError:
     """The error for a schedule a job does not have, or for a job nothing knows."""
     db.require_job(job)
-    names = [row["name"] for row in db.all("list_schedules", job=job)]
+    names = [row["name"] for row in db.all("schedule_states", job=job)]
     if not names:
         return ConfigError(
             f"job {job} has no schedules: `pgjobs schedules add {shlex.quote(job)} CRON` adds one"

@@ -105,7 +105,7 @@ GROUP BY 1;
 -- cron or timezone; `error` says why, and it ticks no more until they change), `disabled`,
 -- `paused` (its own pause), `job paused` or `ticking`, the first that applies. `registered`: a
 -- live worker registers its job (without one nothing ticks it). `next_fire_at` only while it
--- ticks. Also `jobs list`, `jobs show`, `check` and the dashboard's.
+-- ticks. Also `jobs list`, `jobs show`, `check`, `schedules list/show` and the dashboard's.
 SELECT a.job, a.name, a.cron, a.timezone, a.origin, a.enabled, a.paused, a.job_paused, a.misfire,
        a.payload, a.parameters, a.error,
        CASE WHEN a.error IS NOT NULL THEN 'error'

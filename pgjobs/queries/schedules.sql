@@ -33,20 +33,3 @@ RELEASE SAVEPOINT pgjobs_schedule;
 -- name: rollback_to_schedule_savepoint
 ROLLBACK TO SAVEPOINT pgjobs_schedule;
 RELEASE SAVEPOINT pgjobs_schedule;
-
--- name: list_schedules
--- Every schedule, or a job's: its own (`default`) first, then the runtime ones by name.
-SELECT s.job, s.name, s.cron, s.timezone, s.origin, s.enabled, s.paused, s.job_paused,
-       s.misfire, s.next_fire_at, s.last_tick_at, s.error, s.payload, s.parameters,
-       s.created_at, s.updated_at
-FROM {schema}.all_schedules s
-WHERE %(job)s::text IS NULL OR s.job = %(job)s::text
-ORDER BY s.job, s.name <> 'default', s.name;
-
--- name: get_schedule
--- One schedule of a job, or no row.
-SELECT s.job, s.name, s.cron, s.timezone, s.origin, s.enabled, s.paused, s.job_paused,
-       s.misfire, s.next_fire_at, s.last_tick_at, s.error, s.payload, s.parameters,
-       s.created_at, s.updated_at
-FROM {schema}.all_schedules s
-WHERE s.job = %(job)s AND s.name = %(name)s;
