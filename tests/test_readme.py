@@ -251,7 +251,7 @@ def test_other_yaml_blocks_are_valid_profiles_for_the_example(
         path = tmp_path / f"profile-{index}.yaml"
         path.write_text(text)
         registry = load_registry(APP, str(path), entry_points=False)
-        assert any(d.schedule_source == "profile" for d in registry), where
+        assert any(d.schedule_source == "profile" or d.schedules for d in registry), where
 
 
 def test_the_structure_shown_exists() -> None:
