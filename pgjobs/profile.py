@@ -80,7 +80,7 @@ _TOP_KEYS = ("app", "scheduler", "extensions", "queues")
 _QUEUE_KEYS = ("rate_limit",)
 _SCHEDULER_KEYS = ("enabled", "jobs")
 _ENTRY_KEYS = ("extension", "job", "name", "schedules", *OVERRIDE_KEYS)
-_SCHEDULE_KEYS = ("schedule", "timezone", "payload", "parameters", "enabled", "misfire")
+_SCHEDULE_KEYS = ("schedule", "timezone", "payload", "parameters", "enabled", "misfire", "overlap")
 
 _TAG = "tag:yaml.org,2002:"
 # The YAML types a profile may use: plain data. Anything else (python/..., a local !tag) is
@@ -153,7 +153,7 @@ def profile_error(path: str, line: int, where: str, reason: str) -> ProfileError
 class ProfileSchedule:
     """An item of a job entry's ``schedules`` map: a further schedule of the job, by name.
 
-    ``timezone`` and ``misfire`` None: the job's."""
+    ``timezone``, ``misfire`` and ``overlap`` None: the job's."""
 
     name: str
     schedule: str
@@ -163,6 +163,7 @@ class ProfileSchedule:
     parameters: dict[str, str] | None = None
     enabled: bool = True
     misfire: str | None = None
+    overlap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -437,7 +438,7 @@ class _Reader:
             if "schedule" not in keys:
                 raise self.fail(value_node, inner, "missing 'schedule' (its cron expression)")
             values: dict[str, Any] = {"schedule": self.string(keys["schedule"], inner, "schedule")}
-            for key in ("timezone", "misfire"):
+            for key in ("timezone", "misfire", "overlap"):
                 if key in keys:
                     values[key] = self.entry_value(key, keys[key], inner)
             if "enabled" in keys:

@@ -69,6 +69,7 @@ async def schedule(
     parameters: Mapping[str, str] | None = None,
     misfire: str | None = None,
     enabled: bool = True,
+    overlap: str | None = None,
     schema: str | None = None,
 ) -> str:
     """Add a schedule to ``job``, or replace its runtime schedule named ``name``, in the caller's
@@ -78,16 +79,19 @@ async def schedule(
     ``AsyncSession``; ``job`` is the job's name, or its :class:`~pgjobs.Job` class or instance.
     ``cron`` is read in ``timezone`` (an IANA name) as the job's own schedule is. Each tick
     queues a run with ``payload`` (a JSON object) as ``ctx.payload`` and ``parameters`` merged
-    over the profile's; ``misfire`` (``coalesce``, ``skip``, ``backfill``) defaults to the job's
-    policy; with ``enabled=False`` the schedule is kept but does not tick. Workers tick it from
-    its first fire time after the change is committed.
+    over the profile's; ``misfire`` (``coalesce``, ``skip``, ``backfill``) and ``overlap``
+    (``skip``: a tick that finds a run of the job holding its lock is skipped; ``allow``)
+    default to the job's policies; with ``enabled=False`` the schedule is kept but does not
+    tick. Workers tick it from its first fire time after the change is committed.
 
     Raises :class:`CronError` (which field and why) or :class:`ConfigError` (an unknown timezone,
     the name ``default`` or of a schedule from the profile, another bad argument) and
     :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered ``job``;
     none leaves anything behind or aborts the caller's transaction.
     """
-    params = _schedule_params(job, cron, name, timezone, payload, parameters, misfire, enabled)
+    params = _schedule_params(
+        job, cron, name, timezone, payload, parameters, misfire, enabled, overlap
+    )
     pg = await async_connection(conn, _SCHEDULE)
     plan = _call(schema, "call_schedule", params, in_transaction(pg), unknown_job=True)
     result: str = await drive_async(pg, plan)
@@ -105,11 +109,14 @@ def schedule_sync(
     parameters: Mapping[str, str] | None = None,
     misfire: str | None = None,
     enabled: bool = True,
+    overlap: str | None = None,
     schema: str | None = None,
 ) -> str:
     """:func:`schedule` for sync code: ``conn`` is a psycopg ``Connection`` or a SQLAlchemy
     ``Connection`` or ``Session``. Same arguments, same guarantees."""
-    params = _schedule_params(job, cron, name, timezone, payload, parameters, misfire, enabled)
+    params = _schedule_params(
+        job, cron, name, timezone, payload, parameters, misfire, enabled, overlap
+    )
     pg = sync_connection(conn, _SCHEDULE)
     plan = _call(schema, "call_schedule", params, in_transaction(pg), unknown_job=True)
     result: str = drive_sync(pg, plan)
@@ -149,6 +156,7 @@ async def alter_schedule(
     misfire: str | None = None,
     enabled: bool | None = None,
     paused: bool | None = None,
+    overlap: str | None = None,
     schema: str | None = None,
 ) -> None:
     """Change some settings of ``job``'s schedule ``name`` in the caller's transaction;
@@ -160,7 +168,9 @@ async def alter_schedule(
     the pause of a schedule from the profile; none leaves anything behind or aborts the
     caller's transaction.
     """
-    params = _alter_params(job, name, cron, timezone, payload, parameters, misfire, enabled, paused)
+    params = _alter_params(
+        job, name, cron, timezone, payload, parameters, misfire, enabled, paused, overlap
+    )
     pg = await async_connection(conn, _ALTER)
     await drive_async(pg, _call(schema, "call_alter_schedule", params, in_transaction(pg)))
 
@@ -177,10 +187,13 @@ def alter_schedule_sync(
     misfire: str | None = None,
     enabled: bool | None = None,
     paused: bool | None = None,
+    overlap: str | None = None,
     schema: str | None = None,
 ) -> None:
     """:func:`alter_schedule` for sync code; ``conn`` as for :func:`schedule_sync`."""
-    params = _alter_params(job, name, cron, timezone, payload, parameters, misfire, enabled, paused)
+    params = _alter_params(
+        job, name, cron, timezone, payload, parameters, misfire, enabled, paused, overlap
+    )
     pg = sync_connection(conn, _ALTER)
     drive_sync(pg, _call(schema, "call_alter_schedule", params, in_transaction(pg)))
 
@@ -197,6 +210,7 @@ def _schedule_params(
     parameters: Mapping[str, str] | None,
     misfire: str | None,
     enabled: bool,
+    overlap: str | None,
 ) -> dict[str, Any]:
     params = _names(job, name, required=False)
     CronSchedule.parse(_text("cron", cron), _text("timezone", timezone))
@@ -204,6 +218,7 @@ def _schedule_params(
         cron=cron,
         timezone=timezone,
         misfire=_optional_text("misfire", misfire),
+        overlap=_optional_text("overlap", overlap),
         enabled=_flag("enabled", enabled),
         **_run_input(payload, parameters),
     )
@@ -220,6 +235,7 @@ def _alter_params(
     misfire: str | None,
     enabled: bool | None,
     paused: bool | None,
+    overlap: str | None,
 ) -> dict[str, Any]:
     params = _names(job, name)
     if cron is not None:
@@ -231,6 +247,7 @@ def _alter_params(
         cron=cron,
         timezone=timezone,
         misfire=_optional_text("misfire", misfire),
+        overlap=_optional_text("overlap", overlap),
         enabled=None if enabled is None else _flag("enabled", enabled),
         paused=None if paused is None else _flag("paused", paused),
         **_run_input(payload, parameters),

@@ -100,6 +100,7 @@ WORKER_STATES = ("running", "stopping", "stopped", "dead")
 
 RATE_BUCKET_SCOPES = ("job", "queue")
 MISFIRE_POLICIES = ("coalesce", "skip", "backfill")
+OVERLAP_POLICIES = ("skip", "allow")
 SCHEDULE_ORIGINS = ("profile", "runtime")
 """Values of ``rate_buckets.scope``: a job's rate limit, or a queue's."""
 
@@ -144,7 +145,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("rate_limit", Text),
         _one_of("schedule_source", ("code", "profile"), "jobs_schedule_source_check"),
         CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
-        _one_of("overlap", ("skip", "allow"), "jobs_overlap_check"),
+        _one_of("overlap", OVERLAP_POLICIES, "jobs_overlap_check"),
         _one_of("misfire", MISFIRE_POLICIES, "jobs_misfire_check"),
         CheckConstraint("backfill_cap >= 1", name="jobs_backfill_cap_check"),
         CheckConstraint("max_concurrency >= 1", name="jobs_max_concurrency_check"),
@@ -333,6 +334,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("enabled", Boolean, nullable=False, server_default=true()),
         Column("paused", Boolean, nullable=False, server_default=false()),
         Column("misfire", Text),
+        Column("overlap", Text),
         Column("origin", Text, nullable=False, server_default=text("'runtime'::text")),
         Column("next_fire_at", _timestamp()),
         Column("last_tick_at", _timestamp()),
@@ -352,6 +354,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             name="schedules_parameters_check",
         ),
         _one_of("misfire", MISFIRE_POLICIES, "schedules_misfire_check"),
+        _one_of("overlap", OVERLAP_POLICIES, "schedules_overlap_check"),
         _one_of("origin", SCHEDULE_ORIGINS, "schedules_origin_check"),
         PrimaryKeyConstraint("job", "name", name="schedules_pkey"),
         Index(
@@ -459,6 +462,7 @@ def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("paused", Boolean),
         Column("job_paused", Boolean),
         Column("misfire", Text),
+        Column("overlap", Text),
         Column("origin", Text),
         Column("next_fire_at", _timestamp()),
         Column("last_tick_at", _timestamp()),

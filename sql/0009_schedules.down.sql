@@ -1,8 +1,9 @@
 -- Undo revision 0009. The runs that runtime schedules made stay, as manual runs: before this
 -- revision a job's ticks were its own schedule's, one per second at most.
-DROP FUNCTION {schema}.alter_schedule(text, text, text, text, jsonb, jsonb, text, boolean, boolean);
+DROP FUNCTION {schema}.alter_schedule(text, text, text, text, jsonb, jsonb, text, boolean, boolean,
+                                      text);
 DROP FUNCTION {schema}.unschedule(text, text);
-DROP FUNCTION {schema}.schedule(text, text, text, text, jsonb, jsonb, text, boolean);
+DROP FUNCTION {schema}.schedule(text, text, text, text, jsonb, jsonb, text, boolean, text);
 DROP FUNCTION {schema}.timezone_error(text);
 DROP FUNCTION {schema}.cron_error(text);
 DROP TRIGGER jobs_schedule_guard ON {schema}.jobs;

@@ -24,6 +24,9 @@ CREATE TABLE {schema}.schedules (
     -- NULL: the job's policy.
     misfire      text CONSTRAINT schedules_misfire_check
                  CHECK (misfire IN ('coalesce', 'skip', 'backfill')),
+    -- NULL: the job's. `skip`: a tick that finds the job's run lock held (a run of the job that
+    -- forbids overlap) is skipped, and its run takes the lock; `allow`: its runs never wait.
+    overlap      text CONSTRAINT schedules_overlap_check CHECK (overlap IN ('skip', 'allow')),
     origin       text NOT NULL DEFAULT 'runtime'
                  CONSTRAINT schedules_origin_check CHECK (origin IN ('profile', 'runtime')),
     -- The tick watermark; NULL until a worker works out the first tick after `updated_at`
@@ -67,10 +70,10 @@ BEGIN
         END IF;
         IF TG_OP = 'UPDATE' AND (OLD.origin = 'profile' OR NEW.origin = 'profile')
            AND (NEW.job, NEW.name, NEW.cron, NEW.timezone, NEW.payload, NEW.parameters,
-                NEW.enabled, NEW.misfire, NEW.origin)
+                NEW.enabled, NEW.misfire, NEW.overlap, NEW.origin)
                IS DISTINCT FROM
                (OLD.job, OLD.name, OLD.cron, OLD.timezone, OLD.payload, OLD.parameters,
-                OLD.enabled, OLD.misfire, OLD.origin) THEN
+                OLD.enabled, OLD.misfire, OLD.overlap, OLD.origin) THEN
             RAISE EXCEPTION 'schedule % of job % comes from the profile', quote_literal(OLD.name),
                             quote_literal(OLD.job)
                 USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -84,9 +87,11 @@ BEGIN
         NEW.next_fire_at := NULL;
         NEW.error := NULL;
     END IF;
-    IF (NEW.cron, NEW.timezone, NEW.payload, NEW.parameters, NEW.enabled, NEW.paused, NEW.misfire)
+    IF (NEW.cron, NEW.timezone, NEW.payload, NEW.parameters, NEW.enabled, NEW.paused, NEW.misfire,
+        NEW.overlap)
        IS DISTINCT FROM
-       (OLD.cron, OLD.timezone, OLD.payload, OLD.parameters, OLD.enabled, OLD.paused, OLD.misfire)
+       (OLD.cron, OLD.timezone, OLD.payload, OLD.parameters, OLD.enabled, OLD.paused, OLD.misfire,
+        OLD.overlap)
     THEN
         NEW.updated_at := now();
     END IF;
@@ -115,14 +120,14 @@ CREATE TRIGGER schedules_notify_changed AFTER UPDATE ON {schema}.schedules
 CREATE VIEW {schema}.all_schedules AS
 SELECT j.name AS job, 'default'::text AS name, j.schedule AS cron, j.timezone,
        NULL::jsonb AS payload, NULL::jsonb AS parameters, j.enabled, false AS paused,
-       j.paused AS job_paused, j.misfire, j.schedule_source AS origin, j.next_fire_at,
+       j.paused AS job_paused, j.misfire, j.overlap, j.schedule_source AS origin, j.next_fire_at,
        j.last_tick_at, NULL::text AS error, j.registered_at AS created_at, j.updated_at
 FROM {schema}.jobs j
 WHERE j.schedule IS NOT NULL
 UNION ALL
 SELECT s.job, s.name, s.cron, s.timezone, s.payload, s.parameters, s.enabled, s.paused,
-       j.paused, coalesce(s.misfire, j.misfire), s.origin, s.next_fire_at, s.last_tick_at,
-       s.error, s.created_at, s.updated_at
+       j.paused, coalesce(s.misfire, j.misfire), coalesce(s.overlap, j.overlap), s.origin,
+       s.next_fire_at, s.last_tick_at, s.error, s.created_at, s.updated_at
 FROM {schema}.schedules s
 JOIN {schema}.jobs j ON j.name = s.job;
 
@@ -194,7 +199,8 @@ CREATE FUNCTION {schema}.schedule(
     payload jsonb DEFAULT NULL,
     parameters jsonb DEFAULT NULL,
     misfire text DEFAULT NULL,
-    enabled boolean DEFAULT true
+    enabled boolean DEFAULT true,
+    overlap text DEFAULT NULL
 ) RETURNS text
 LANGUAGE plpgsql
 AS $$
@@ -233,13 +239,19 @@ BEGIN
         RAISE EXCEPTION 'misfire must be coalesce, skip or backfill, got %', quote_literal(misfire)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF overlap IS NOT NULL AND overlap NOT IN ('skip', 'allow') THEN
+        RAISE EXCEPTION 'overlap must be skip or allow, got %', quote_literal(overlap)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO {schema}.schedules AS s
-        (job, name, cron, timezone, payload, parameters, misfire, enabled)
+        (job, name, cron, timezone, payload, parameters, misfire, enabled, overlap)
     VALUES (schedule.job, schedule_name, btrim(schedule.cron), schedule.timezone,
-            schedule.payload, schedule.parameters, schedule.misfire, schedule.enabled)
+            schedule.payload, schedule.parameters, schedule.misfire, schedule.enabled,
+            schedule.overlap)
     ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
     SET cron = excluded.cron, timezone = excluded.timezone, payload = excluded.payload,
-        parameters = excluded.parameters, misfire = excluded.misfire, enabled = excluded.enabled;
+        parameters = excluded.parameters, misfire = excluded.misfire, enabled = excluded.enabled,
+        overlap = excluded.overlap;
     RETURN schedule_name;
 END
 $$;
@@ -276,7 +288,8 @@ CREATE FUNCTION {schema}.alter_schedule(
     parameters jsonb DEFAULT NULL,
     misfire text DEFAULT NULL,
     enabled boolean DEFAULT NULL,
-    paused boolean DEFAULT NULL
+    paused boolean DEFAULT NULL,
+    overlap text DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -310,6 +323,10 @@ BEGIN
         RAISE EXCEPTION 'misfire must be coalesce, skip or backfill, got %', quote_literal(misfire)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF overlap IS NOT NULL AND overlap NOT IN ('skip', 'allow') THEN
+        RAISE EXCEPTION 'overlap must be skip or allow, got %', quote_literal(overlap)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE {schema}.schedules s
     SET cron = coalesce(btrim(alter_schedule.cron), s.cron),
         timezone = coalesce(alter_schedule.timezone, s.timezone),
@@ -317,7 +334,8 @@ BEGIN
         parameters = coalesce(alter_schedule.parameters, s.parameters),
         misfire = coalesce(alter_schedule.misfire, s.misfire),
         enabled = coalesce(alter_schedule.enabled, s.enabled),
-        paused = coalesce(alter_schedule.paused, s.paused)
+        paused = coalesce(alter_schedule.paused, s.paused),
+        overlap = coalesce(alter_schedule.overlap, s.overlap)
     WHERE s.job = alter_schedule.job AND s.name = alter_schedule.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % has no schedule named %', quote_literal(job), quote_literal(name)
@@ -326,7 +344,8 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION {schema}.schedule(text, text, text, text, jsonb, jsonb, text, boolean),
+REVOKE EXECUTE ON FUNCTION
+    {schema}.schedule(text, text, text, text, jsonb, jsonb, text, boolean, text),
     {schema}.unschedule(text, text),
-    {schema}.alter_schedule(text, text, text, text, jsonb, jsonb, text, boolean, boolean)
+    {schema}.alter_schedule(text, text, text, text, jsonb, jsonb, text, boolean, boolean, text)
     FROM PUBLIC;

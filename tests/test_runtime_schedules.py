@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import pgjobs
 from tests.workers import rows, scalar, wait_until, worker_pool
 
 TICKS = """
@@ -187,3 +188,100 @@ def test_a_new_schedule_reaches_a_sleeping_worker_by_notify(dsn: str, tmp_path: 
         first = scalar(dsn, "SELECT min(scheduled_for) FROM pgjobs.runs")
         added = scalar(dsn, "SELECT created_at FROM pgjobs.schedules WHERE name = 'soon'")
         assert added < first <= added + timedelta(seconds=1)
+
+
+def test_a_schedule_may_have_its_own_overlap_policy(dsn: str, tmp_path: Path) -> None:
+    # t-slow-skip forbids overlap (its runs take 2.5 s, its own schedule ticks every second): its
+    # schedule `free` allows it, so its ticks run alongside. t-sleep allows overlap: its schedule
+    # `guarded` forbids it, so its ticks skip while one runs, and enqueued runs of t-sleep never
+    # wait for the lock those ticks hold.
+    with worker_pool(dsn, tmp_path) as workers:
+        procs = [workers.start(["t-slow-skip", "t-sleep"], "--concurrency", "20") for _ in range(2)]
+        workers.wait_registered(*procs)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pgjobs.schedule('t-slow-skip', '* * * * * *', name => 'free',"
+                " overlap => 'allow')"
+            )
+            conn.execute(
+                "SELECT pgjobs.schedule('t-sleep', '* * * * * *', name => 'guarded',"
+                " overlap => 'skip', payload => '{\"seconds\": 2.5}')"
+            )
+            wait_until(
+                lambda: scalar(
+                    dsn,
+                    "SELECT count(*) FROM pgjobs.runs WHERE schedule = 'guarded'"
+                    " AND status = 'skipped'",
+                ),
+                15,
+                "a guarded tick to be skipped",
+            )
+            # While a guarded tick holds t-sleep's lock (it has 1.5 s or more to go), enqueued
+            # runs start at once.
+            holder = wait_until(
+                lambda: scalar(
+                    dsn,
+                    "SELECT l.run_id FROM pgjobs.run_locks l JOIN pgjobs.runs r ON r.id = l.run_id"
+                    " WHERE l.job = 't-sleep' AND r.status = 'running'"
+                    " AND r.started_at > now() - interval '1 second'",
+                ),
+                10,
+                "a guarded tick to hold the lock",
+            )
+            enqueued = [
+                pgjobs.enqueue_sync(conn, "t-sleep", payload={"seconds": 0}) for _ in range(3)
+            ]
+            wait_until(
+                lambda: (
+                    scalar(
+                        dsn,
+                        "SELECT count(*) FROM pgjobs.runs WHERE id = ANY(%s)"
+                        " AND status = 'succeeded'",
+                        enqueued,
+                    )
+                    == 3
+                ),
+                10,
+                "the enqueued runs to run beside the guarded tick",
+            )
+            assert scalar(
+                dsn,
+                "SELECT max(e.started_at) < coalesce(h.finished_at, 'infinity')"
+                " FROM pgjobs.runs e, pgjobs.runs h"
+                " WHERE e.id = ANY(%s) AND h.id = %s GROUP BY h.finished_at",
+                enqueued,
+                holder,
+            )
+            wait_until(
+                lambda: (
+                    scalar(
+                        dsn,
+                        "SELECT count(*) FROM pgjobs.runs WHERE schedule = 'free'"
+                        " AND status = 'succeeded'",
+                    )
+                    >= 3
+                ),
+                15,
+                "free ticks to run",
+            )
+        for p in procs:
+            assert p.stop() == 0, p.log()
+
+    by_status = dict(
+        rows(
+            dsn,
+            "SELECT coalesce(schedule, job) || ':' || status, count(*) FROM pgjobs.runs"
+            " WHERE trigger = 'schedule' GROUP BY 1",
+        )
+    )
+    assert "free:skipped" not in by_status, by_status
+    assert by_status.get("t-slow-skip:skipped", 0) >= 1, by_status
+    assert by_status.get("guarded:skipped", 0) >= 1, by_status
+    # A free tick ran while a run of the job's own schedule was running.
+    assert scalar(
+        dsn,
+        "SELECT count(*) FROM pgjobs.runs f JOIN pgjobs.runs o ON o.job = f.job"
+        " AND o.schedule IS NULL AND o.status = 'succeeded'"
+        " WHERE f.schedule = 'free' AND f.status = 'succeeded'"
+        " AND f.started_at > o.started_at AND f.started_at < o.finished_at",
+    )

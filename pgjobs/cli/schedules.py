@@ -26,7 +26,7 @@ from pgjobs.cli.options import (
     parse_payload,
 )
 from pgjobs.errors import ConfigError, PgJobsError
-from pgjobs.job import MISFIRE_POLICIES
+from pgjobs.job import MISFIRE_POLICIES, OVERLAP_POLICIES
 from pgjobs.registry import suggest
 from pgjobs.schedule import CronSchedule
 from pgjobs.schedules import alter_schedule_sync, schedule_sync, unschedule_sync
@@ -42,6 +42,7 @@ SCHEDULE_JSON_KEYS = (
     "paused",
     "job_paused",
     "misfire",
+    "overlap",
     "next_fire_at",
     "last_tick_at",
     "error",
@@ -125,6 +126,7 @@ def show(job: str, name: str, as_json: bool, dsn: str, schema: str) -> None:
             ("origin", row["origin"]),
             ("state", row["state"]),
             ("misfire", row["misfire"]),
+            ("overlap", row["overlap"]),
             ("next fire", output.timestamp(row["next_fire_at"], now) or _next_fire(row, now)),
             ("last tick", output.timestamp(row["last_tick_at"], now) or "-"),
             ("error", row["error"]),
@@ -158,6 +160,12 @@ def show(job: str, name: str, as_json: bool, dsn: str, schema: str) -> None:
     type=click.Choice(MISFIRE_POLICIES),
     help="What to do with ticks missed while no worker ran (default: the job's policy).",
 )
+@click.option(
+    "--overlap",
+    type=click.Choice(OVERLAP_POLICIES),
+    help="skip: a tick that finds a run of the job holding its lock is skipped; allow: its runs"
+    " never wait (default: the job's policy).",
+)
 @click.option("--disabled", is_flag=True, help="Store the schedule without ticking it.")
 @database_options
 def add(
@@ -168,6 +176,7 @@ def add(
     payload: str | None,
     params: tuple[str, ...],
     misfire: str | None,
+    overlap: str | None,
     disabled: bool,
     dsn: str,
     schema: str,
@@ -189,6 +198,7 @@ def add(
             payload=payload_value,
             parameters=parameters,
             misfire=misfire,
+            overlap=overlap,
             enabled=not disabled,
             schema=schema,
         )

@@ -107,6 +107,7 @@ GROUP BY 1;
 -- live worker registers its job (without one nothing ticks it). `next_fire_at` only while it
 -- ticks. Also `jobs list`, `jobs show`, `check`, `schedules list/show` and the dashboard's.
 SELECT a.job, a.name, a.cron, a.timezone, a.origin, a.enabled, a.paused, a.job_paused, a.misfire,
+       a.overlap,
        a.payload, a.parameters, a.error,
        CASE WHEN a.error IS NOT NULL THEN 'error'
             WHEN NOT a.enabled THEN 'disabled'

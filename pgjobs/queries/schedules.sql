@@ -7,7 +7,7 @@
 SELECT {schema}.schedule(
     %(job)s::text, %(cron)s::text, name => %(name)s::text, timezone => %(timezone)s::text,
     payload => %(payload)s::jsonb, parameters => %(parameters)s::jsonb,
-    misfire => %(misfire)s::text, enabled => %(enabled)s::boolean
+    misfire => %(misfire)s::text, enabled => %(enabled)s::boolean, overlap => %(overlap)s::text
 );
 
 -- name: call_unschedule
@@ -19,7 +19,8 @@ SELECT {schema}.unschedule(%(job)s::text, %(name)s::text);
 SELECT {schema}.alter_schedule(
     %(job)s::text, %(name)s::text, cron => %(cron)s::text, timezone => %(timezone)s::text,
     payload => %(payload)s::jsonb, parameters => %(parameters)s::jsonb,
-    misfire => %(misfire)s::text, enabled => %(enabled)s::boolean, paused => %(paused)s::boolean
+    misfire => %(misfire)s::text, enabled => %(enabled)s::boolean, paused => %(paused)s::boolean,
+    overlap => %(overlap)s::text
 );
 
 -- name: open_schedule_savepoint

@@ -82,21 +82,22 @@ WITH wanted AS (
     SELECT w.*
     FROM jsonb_to_recordset(%(schedules)s::jsonb)
          AS w(job text, name text, cron text, timezone text, payload jsonb, parameters jsonb,
-              enabled boolean, misfire text)
+              enabled boolean, misfire text, overlap text)
 ), written AS (
     INSERT INTO {schema}.schedules AS s
-        (job, name, cron, timezone, payload, parameters, enabled, misfire, origin)
+        (job, name, cron, timezone, payload, parameters, enabled, misfire, overlap, origin)
     SELECT w.job, w.name, w.cron, w.timezone, w.payload, w.parameters, w.enabled, w.misfire,
-           'profile'
+           w.overlap, 'profile'
     FROM wanted w
     ORDER BY w.job, w.name
     ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
     SET cron = excluded.cron, timezone = excluded.timezone, payload = excluded.payload,
         parameters = excluded.parameters, enabled = excluded.enabled, misfire = excluded.misfire,
-        origin = 'profile'
-    WHERE (s.cron, s.timezone, s.payload, s.parameters, s.enabled, s.misfire, s.origin)
+        overlap = excluded.overlap, origin = 'profile'
+    WHERE (s.cron, s.timezone, s.payload, s.parameters, s.enabled, s.misfire, s.overlap, s.origin)
           IS DISTINCT FROM (excluded.cron, excluded.timezone, excluded.payload,
-                            excluded.parameters, excluded.enabled, excluded.misfire, 'profile')
+                            excluded.parameters, excluded.enabled, excluded.misfire,
+                            excluded.overlap, 'profile')
 )
 DELETE FROM {schema}.schedules s
 WHERE s.origin = 'profile' AND s.job = ANY (%(jobs)s::text[])
@@ -294,14 +295,16 @@ WITH outcome AS (
     -- them, so no other can see them yet: they are queued and unlocked. Tested for nothing
     -- else, they are found by primary key (a test of `status` would let the plan read the
     -- whole queue's index for them).
-    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue, r.concurrency_key
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue, r.concurrency_key,
+           r.schedule
     FROM {schema}.runs r
     WHERE r.id = ANY (%(ticks)s::bigint[])
       AND r.queue NOT IN (SELECT q.name FROM {schema}.queues q WHERE q.paused)
 ), picked_work AS (
     -- Runs held back by a pause, an empty rate bucket or a full concurrency group are passed
     -- over, so a held run never stands in front of one that may start.
-    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue, r.concurrency_key
+    SELECT r.id, r.job, r.trigger, r.priority, r.scheduled_for, r.queue, r.concurrency_key,
+           r.schedule
     FROM {schema}.runs r
     WHERE r.status = 'queued' AND r.scheduled_for <= now()
       AND r.queue = ANY (%(queues)s)
@@ -328,9 +331,13 @@ WITH outcome AS (
                               SELECT h.job, coalesce(h.concurrency_key, '') FROM {schema}.runs h
                               WHERE h.status = 'running' AND h.slot IS NOT NULL) l
                         GROUP BY l.job, l.lock_key) g
-                  CROSS JOIN LATERAL (SELECT j.max_concurrency FROM {schema}.jobs j
+                  CROSS JOIN LATERAL (SELECT j.max_concurrency, j.overlap, j.concurrency_key
+                                      FROM {schema}.jobs j
                                       WHERE j.name = g.job OFFSET 0) j
-                  WHERE g.taken >= coalesce(j.max_concurrency, 1)))
+                  -- (The run lock of a job that allows overlap is only its `skip` schedules'.)
+                  WHERE g.taken >= coalesce(j.max_concurrency, 1)
+                    AND (j.overlap = 'skip' OR j.max_concurrency IS NOT NULL
+                         OR j.concurrency_key IS NOT NULL)))
     ORDER BY r.priority, r.scheduled_for, r.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -338,7 +345,9 @@ WITH outcome AS (
     -- Each picked run's job by its key (OFFSET 0 keeps it a probe per run): a generic plan,
     -- costed for an unknown LIMIT, would otherwise hash all of jobs, 10,000 rows or more.
     -- `slots`: its job's max_concurrency (1 for a concurrency key alone), NULL when unlimited.
-    -- `single`: its job only forbids overlap (`skip`): one run lock.
+    -- `skip`: its job forbids overlap, or the schedule that made it does (a runtime or profile
+    -- schedule's own overlap policy, when it has one, is its ticks').
+    -- `single`: it only forbids overlap: one run lock.
     -- `rated`: its job or its queue has a rate limit: it needs a token of each bucket.
     SELECT p.id, p.job, p.trigger, p.queue, coalesce(p.concurrency_key, '') AS lock_key, j.misfire,
            j.overlap = 'skip' AS skip, j.slots, j.overlap = 'skip' AND j.slots IS NULL AS single,
@@ -349,7 +358,11 @@ WITH outcome AS (
            row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
     FROM (SELECT * FROM picked_ticks UNION ALL SELECT * FROM picked_work) p
     CROSS JOIN LATERAL (
-        SELECT j.overlap, j.misfire, j.rate_limit IS NOT NULL AS rated,
+        SELECT coalesce(CASE WHEN p.schedule IS NOT NULL
+                             THEN (SELECT s.overlap FROM {schema}.schedules s
+                                   WHERE s.job = p.job AND s.name = p.schedule) END,
+                        j.overlap) AS overlap,
+               j.misfire, j.rate_limit IS NOT NULL AS rated,
                CASE WHEN j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL
                     THEN coalesce(j.max_concurrency, 1) END AS slots
         FROM {schema}.jobs j WHERE j.name = p.job OFFSET 0) j

@@ -141,4 +141,5 @@ def profile_schedule_row(job: str, s: ProfileSchedule) -> dict[str, Any]:
         "parameters": s.parameters,
         "enabled": s.enabled,
         "misfire": s.misfire,
+        "overlap": s.overlap,
     }
