@@ -62,7 +62,7 @@ def _long_run_with_one_prefetched(dsn: str, worker: WorkerProcess) -> tuple[int,
 def test_prefetched_runs_record_when_they_really_started(dsn: str, workers: Workers) -> None:
     w = workers.start(["t-sleep"], "--concurrency", "1")
     workers.wait_registered(w)
-    _short_runs_succeed(dsn, 30, 0.03)
+    _short_runs_succeed(dsn, 30, 0.04)
     done = rows(
         dsn,
         "SELECT started_at, duration_seconds FROM pgjobs.runs WHERE status = 'succeeded' "
@@ -70,9 +70,11 @@ def test_prefetched_runs_record_when_they_really_started(dsn: str, workers: Work
     )
     assert len(done) == 30
     # One slot: each run started after the one before it ended. A prefetched run's started_at is
-    # when its slot freed, not when it was claimed (during the previous run).
+    # when its slot freed, not when it was claimed (during the previous run, 40 ms earlier). Its
+    # start is the claim's clock plus the delay the worker measured from the claim's reply, so
+    # it may read up to the reply's latency early: 25 ms of it are allowed, for a loaded machine.
     for (start, duration), (next_start, _) in itertools.pairwise(done):
-        assert next_start >= start + timedelta(seconds=duration) - timedelta(milliseconds=10)
+        assert next_start >= start + timedelta(seconds=duration) - timedelta(milliseconds=25)
     assert w.stop() == 0, w.log()
 
 
