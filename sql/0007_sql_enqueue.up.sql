@@ -55,6 +55,34 @@ LANGUAGE sql STABLE AS $fn$
                                     GROUP BY 1) b USING (pair)) d) c) s
 $fn$;
 
+-- Raise the unknown-job error of every SQL entry point unless job `job` is registered.
+CREATE FUNCTION {schema}.require_job(job text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = require_job.job) THEN
+        RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = {schema}.unknown_job_hint(job);
+    END IF;
+END
+$$;
+
+-- Why a run's `payload` (a JSON object or NULL) or `parameters` (a JSON object of strings to
+-- strings, or NULL) cannot be stored, or NULL: the rule of enqueue and of the schedules.
+CREATE FUNCTION {schema}.run_input_error(payload jsonb, parameters jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(payload) <> 'object' THEN
+            format('payload must be a JSON object or NULL, got %s', jsonb_typeof(payload))
+        WHEN jsonb_typeof(parameters) <> 'object'
+             OR (CASE WHEN jsonb_typeof(parameters) = 'object' THEN  -- jsonb_each of objects only
+                     EXISTS (SELECT FROM jsonb_each(parameters) p
+                             WHERE jsonb_typeof(p.value) <> 'string')
+                 END) THEN
+            format('parameters must be a JSON object of strings to strings, got %s',
+                   left(parameters::text, 200))
+    END
+$$;
+
 CREATE FUNCTION {schema}.enqueue(
     job text,
     payload jsonb DEFAULT NULL,
@@ -77,7 +105,7 @@ DECLARE
     target record;
     run_key text;
     found_id bigint;
-    hint text;
+    problem text;
 BEGIN
     IF job IS NULL OR job !~ '\S' THEN
         RAISE EXCEPTION 'job must be a job name, got %', coalesce(quote_literal(job), 'NULL')
@@ -105,17 +133,9 @@ BEGIN
     -- A JSON null is no payload (no parameters), as for the client.
     payload := nullif(payload, 'null');
     parameters := nullif(parameters, 'null');
-    IF jsonb_typeof(payload) <> 'object' THEN
-        RAISE EXCEPTION 'payload must be a JSON object or NULL, got %', jsonb_typeof(payload)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF jsonb_typeof(parameters) <> 'object'
-       OR (CASE WHEN jsonb_typeof(parameters) = 'object' THEN  -- jsonb_each of objects only
-               EXISTS (SELECT FROM jsonb_each(parameters) p WHERE jsonb_typeof(p.value) <> 'string')
-           END) THEN
-        RAISE EXCEPTION 'parameters must be a JSON object of strings to strings, got %',
-            left(parameters::text, 200)
-            USING ERRCODE = 'invalid_parameter_value';
+    problem := {schema}.run_input_error(payload, parameters);
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF limit_text IS NOT NULL THEN
         IF limit_text !~ '^[0-9]+$' OR limit_text::numeric = 0 THEN
@@ -156,9 +176,7 @@ BEGIN
     FROM {schema}.jobs j
     WHERE j.name = enqueue.job;
     IF NOT FOUND THEN
-        hint := {schema}.unknown_job_hint(job);
-        RAISE EXCEPTION 'unknown job %', quote_literal(job)
-            USING ERRCODE = 'undefined_object', HINT = hint;
+        PERFORM {schema}.require_job(job);
     END IF;
 
     -- The run's concurrency key: the one given; else, for a job keyed by a payload field, that

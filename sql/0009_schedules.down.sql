@@ -4,6 +4,7 @@ DROP FUNCTION {schema}.alter_schedule(text, text, text, text, jsonb, jsonb, text
                                       text);
 DROP FUNCTION {schema}.unschedule(text, text);
 DROP FUNCTION {schema}.schedule(text, text, text, text, jsonb, jsonb, text, boolean, text);
+DROP FUNCTION {schema}.schedule_settings_error(text, text, jsonb, jsonb, text, text);
 DROP FUNCTION {schema}.timezone_error(text);
 DROP FUNCTION {schema}.cron_error(text);
 DROP TRIGGER jobs_schedule_guard ON {schema}.jobs;

@@ -189,6 +189,22 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
+-- Why a schedule's settings cannot be stored, or NULL; a NULL argument is not checked (the one
+-- that alter_schedule leaves as it is).
+CREATE FUNCTION {schema}.schedule_settings_error(
+    cron text, timezone text, payload jsonb, parameters jsonb, misfire text, overlap text
+) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        CASE WHEN cron IS NOT NULL THEN {schema}.cron_error(cron) END,
+        CASE WHEN timezone IS NOT NULL THEN {schema}.timezone_error(timezone) END,
+        {schema}.run_input_error(payload, parameters),
+        CASE WHEN misfire NOT IN ('coalesce', 'skip', 'backfill') THEN
+            format('misfire must be coalesce, skip or backfill, got %L', misfire) END,
+        CASE WHEN overlap NOT IN ('skip', 'allow') THEN
+            format('overlap must be skip or allow, got %L', overlap) END)
+$$;
+
 -- Add a schedule to a job, or replace the runtime schedule of that name: the pg_cron way, in the
 -- caller's transaction. Returns the schedule's name (by default its cron expression).
 CREATE FUNCTION {schema}.schedule(
@@ -208,11 +224,9 @@ DECLARE
     problem text;
     schedule_name text := coalesce(name, left(btrim(cron), 100));
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = schedule.job) THEN
-        RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
-            USING ERRCODE = 'undefined_object', HINT = {schema}.unknown_job_hint(job);
-    END IF;
-    problem := coalesce({schema}.cron_error(cron), {schema}.timezone_error(timezone));
+    PERFORM {schema}.require_job(job);
+    problem := {schema}.schedule_settings_error(coalesce(cron, ''), coalesce(timezone, ''), payload,
+                                                parameters, misfire, overlap);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -224,23 +238,6 @@ BEGIN
        OR schedule_name ~ '[[:cntrl:]]' THEN
         RAISE EXCEPTION 'schedule name % must be 1 to 100 characters, without control characters '
                         'or spaces at either end', quote_literal(schedule_name)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF payload IS NOT NULL AND jsonb_typeof(payload) <> 'object' THEN
-        RAISE EXCEPTION 'payload must be a JSON object or NULL, got %', jsonb_typeof(payload)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF parameters IS NOT NULL AND (jsonb_typeof(parameters) <> 'object' OR EXISTS (
-            SELECT 1 FROM jsonb_each(parameters) p WHERE jsonb_typeof(p.value) <> 'string')) THEN
-        RAISE EXCEPTION 'parameters must be a JSON object of strings to strings'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF misfire IS NOT NULL AND misfire NOT IN ('coalesce', 'skip', 'backfill') THEN
-        RAISE EXCEPTION 'misfire must be coalesce, skip or backfill, got %', quote_literal(misfire)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF overlap IS NOT NULL AND overlap NOT IN ('skip', 'allow') THEN
-        RAISE EXCEPTION 'overlap must be skip or allow, got %', quote_literal(overlap)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO {schema}.schedules AS s
@@ -267,10 +264,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('pause the job instead: pgjobs jobs pause %s', job);
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = unschedule.job) THEN
-        RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
-            USING ERRCODE = 'undefined_object', HINT = {schema}.unknown_job_hint(job);
-    END IF;
+    PERFORM {schema}.require_job(job);
     DELETE FROM {schema}.schedules s WHERE s.job = unschedule.job AND s.name = unschedule.name;
     RETURN FOUND;
 END
@@ -301,31 +295,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'change it there; pause it with pgjobs jobs pause';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = alter_schedule.job) THEN
-        RAISE EXCEPTION 'unknown job %', coalesce(quote_literal(job), 'NULL')
-            USING ERRCODE = 'undefined_object', HINT = {schema}.unknown_job_hint(job);
-    END IF;
-    problem := coalesce(CASE WHEN cron IS NOT NULL THEN {schema}.cron_error(cron) END,
-                        CASE WHEN timezone IS NOT NULL THEN {schema}.timezone_error(timezone) END);
+    PERFORM {schema}.require_job(job);
+    problem := {schema}.schedule_settings_error(cron, timezone, payload, parameters, misfire,
+                                                overlap);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF payload IS NOT NULL AND jsonb_typeof(payload) <> 'object' THEN
-        RAISE EXCEPTION 'payload must be a JSON object, got %', jsonb_typeof(payload)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF parameters IS NOT NULL AND (jsonb_typeof(parameters) <> 'object' OR EXISTS (
-            SELECT 1 FROM jsonb_each(parameters) p WHERE jsonb_typeof(p.value) <> 'string')) THEN
-        RAISE EXCEPTION 'parameters must be a JSON object of strings to strings'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF misfire IS NOT NULL AND misfire NOT IN ('coalesce', 'skip', 'backfill') THEN
-        RAISE EXCEPTION 'misfire must be coalesce, skip or backfill, got %', quote_literal(misfire)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF overlap IS NOT NULL AND overlap NOT IN ('skip', 'allow') THEN
-        RAISE EXCEPTION 'overlap must be skip or allow, got %', quote_literal(overlap)
-            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE {schema}.schedules s
     SET cron = coalesce(btrim(alter_schedule.cron), s.cron),
