@@ -27,6 +27,7 @@ from pgjobs.cli.options import (
     json_option,
     open_database,
     optional_registry,
+    params_option,
     parse_parameters,
     parse_payload,
 )
@@ -47,14 +48,7 @@ from pgjobs.registry import JobDefinition, Registry, load_registry, suggest
 @click.argument("names", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Run every enabled job.")
 @click.option("--tag", help="Run every enabled job carrying this tag.")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A parameter for the job (repeatable); overrides the profile's parameters.",
-)
+@params_option("A parameter for the job (repeatable); overrides the profile's parameters.")
 @click.option("--payload", metavar="JSON", help="A JSON object the job gets as ctx.payload.")
 @click.option("--queue-it", is_flag=True, help="Hand the run to the workers instead.")
 @click.option("--wait", is_flag=True, help="With --queue-it: follow the run until it ends.")

@@ -79,6 +79,11 @@ def json_option(command: F) -> F:
     )(command)
 
 
+def params_option(help: str) -> Callable[[F], F]:
+    """``-p/--param KEY=VALUE`` (repeatable), read by :func:`parse_parameters`."""
+    return click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help=help)
+
+
 # -- values -------------------------------------------------------------------------------------
 
 

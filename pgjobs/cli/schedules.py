@@ -22,6 +22,7 @@ from pgjobs.cli.options import (
     database_options,
     json_option,
     open_database,
+    params_option,
     parse_parameters,
     parse_payload,
 )
@@ -147,14 +148,7 @@ def show(job: str, name: str, as_json: bool, dsn: str, schema: str) -> None:
 @click.option("--name", help="The schedule's name, unique for the job (default: the cron text).")
 @click.option("--timezone", default="UTC", show_default=True, help="IANA zone the cron reads in.")
 @click.option("--payload", metavar="JSON", help="A JSON object each run gets as ctx.payload.")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A parameter for each run (repeatable); overrides the profile's parameters.",
-)
+@params_option("A parameter for each run (repeatable); overrides the profile's parameters.")
 @click.option(
     "--misfire",
     type=click.Choice(MISFIRE_POLICIES),
