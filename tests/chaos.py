@@ -6,13 +6,15 @@ runs a reduced set in CI, and ``python -m tests.chaos --rounds N`` (``make chaos
 set N times and prints a table per fault.
 
 A round: 3 workers (``--lease 5 -c 10``, app tests/worker_apps/chaos.py) work through thousands of
-enqueued 60 ms runs while two jobs tick every second (one of them 2.5 s long, ``overlap=skip``);
+enqueued 60 ms runs while two jobs tick every second (one of them 2.5 s long, ``overlap=skip``),
+the short one also by a runtime schedule (``pgjobs.schedule``) at the same seconds;
 the fault strikes while runs are in flight; then the round checks, by SQL against the cluster,
 what SPEC §9 promises:
 
 - every enqueued run ends ``succeeded`` (its job allows 25 attempts);
 - no run is left ``running`` or ``queued`` past a bounded settle time;
-- no tick executes twice (``chaos_effects`` records every execution), no run row executes twice;
+- no tick (of a job's own schedule or of the runtime one) executes twice (``chaos_effects``
+  records every execution), no run row executes twice;
 - every worker process is alive and claims again: each finishes one of a batch of probe runs
   enqueued after the fault, and stops cleanly on SIGTERM.
 
@@ -107,8 +109,8 @@ def db_now(dsn: str) -> datetime:
 
 
 def prepare(cluster: PgCluster, log_dir: Path) -> None:
-    """The effects table, and the chaos jobs' rows (a worker registers them), so that runs can
-    be enqueued before any worker of a round starts."""
+    """The effects table, the chaos jobs' rows (a worker registers them), so that runs can be
+    enqueued before any worker of a round starts, and the runtime schedule of the tick job."""
     sql(cluster.dsn, EFFECTS_DDL)
     workers = Workers(cluster.dsn, log_dir)
     try:
@@ -116,6 +118,7 @@ def prepare(cluster: PgCluster, log_dir: Path) -> None:
         _wait(lambda: _registered(cluster.dsn, [proc]), 60, "the chaos jobs to register")
         if proc.stop() != 0:
             raise AssertionError(f"the preparing worker did not stop cleanly:\n{proc.log()}")
+        sql(cluster.dsn, "SELECT pgjobs.schedule(%s, '* * * * * *', name => 'runtime')", TICK)
     finally:
         workers.kill_all()
 
@@ -208,10 +211,16 @@ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 
 # Ticks (job, scheduled_for) that executed more than once, counting every attempt.
 _TICKS_TWICE = """
-SELECT r.job, r.scheduled_for, count(*), array_agg(DISTINCT e.worker_id)
+SELECT r.job || coalesce(' (' || r.schedule || ')', ''), r.scheduled_for, count(*),
+       array_agg(DISTINCT e.worker_id)
 FROM public.chaos_effects e JOIN pgjobs.runs r ON r.id = e.run_id
 WHERE r.trigger = 'schedule'
 GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 2 LIMIT 10
+"""
+
+_RUNTIME_TICKED = """
+SELECT EXISTS (SELECT 1 FROM public.chaos_effects e JOIN pgjobs.runs r ON r.id = e.run_id
+               WHERE r.schedule = 'runtime')
 """
 
 _RUNS_TWICE = """
@@ -411,6 +420,8 @@ class Round:
                 "ticks executed more than once: "
                 + "; ".join(f"{j} {s.isoformat()} x{n} on {w}" for j, s, n, w in ticks)
             )
+        if settled and not sql(self.dsn, _RUNTIME_TICKED)[0][0]:
+            self.fail("the runtime schedule executed no tick in the round")
         twice = sql(self.dsn, _RUNS_TWICE)
         if twice:
             self.fail(
