@@ -388,14 +388,18 @@ class WorkerStore:
         limit: int,
         lease: float,
         ticks: Sequence[int] = (),
+        listening: bool = False,
     ) -> Batch:
         """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit;
-        ``ticks``, runs of ticks this worker just made, are claimed too, ahead of the queue."""
+        ``ticks``, runs of ticks this worker just made, are claimed too, ahead of the queue.
+        ``listening``: the worker hears its wake-up channel, so a claim that comes short marks it
+        waiting, to be woken alone by the next run it can take."""
         params = {
             "worker": self.worker_id,
             "queues": queues,
             "limit": limit,
             "lease": lease,
+            "listening": listening,
             "outcomes": _outcome_document(outcomes),
             "ticks": list(ticks),
         }

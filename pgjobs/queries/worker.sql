@@ -533,6 +533,20 @@ WITH outcome AS (
               -- Whether its end frees what another run may wait for: a slot, or a run lock. (A
               -- rate limit's token is spent: a run's end gives none back.)
               r.slot IS NOT NULL OR r.id IN (SELECT l.run_id FROM locked l) AS limited
+), waits AS (
+    -- A listening worker whose claim came short says so, with its free slots: the next
+    -- statement that queues a due run it can take wakes it alone (notify_runs_inserted). Written
+    -- only when it changes. SKIP LOCKED: a statement queueing runs holds the row while it wakes
+    -- this worker, until the enqueuing transaction ends, and the claim must not wait for that.
+    UPDATE {schema}.workers w
+    SET waiting = v.slots,
+        waiting_since = CASE WHEN v.slots > 0 THEN clock_timestamp() END
+    FROM (SELECT CASE WHEN %(listening)s
+                      THEN greatest(%(limit)s - (SELECT count(*) FROM started), 0)::integer
+                      ELSE 0 END AS slots) v
+    WHERE w.id = (SELECT x.id FROM {schema}.workers x
+                  WHERE x.id = %(worker)s AND x.waiting <> v.slots
+                  FOR UPDATE SKIP LOCKED)
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
@@ -703,6 +717,9 @@ WITH stopped AS (
     UPDATE {schema}.workers SET state = 'stopped', stopped_at = now() WHERE id = %(worker)s
 )
 DELETE FROM {schema}.worker_jobs WHERE worker_id = %(worker)s;
+
+-- name: wake_channel
+SELECT {schema}.wake_channel(%(channel)s, %(worker)s);
 
 -- name: notify
 SELECT pg_notify(%(channel)s, %(message)s);

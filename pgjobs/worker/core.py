@@ -89,6 +89,8 @@ class WorkerCore:
         #: Limited runs (see ClaimedRun.limited) ended since the last recorded batch.
         self._limited_ended = 0
         self._wake = asyncio.Event()
+        #: Whether the LISTEN connection is up: only then may a claim mark this worker waiting.
+        self._listening = False
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._timers = Timers()

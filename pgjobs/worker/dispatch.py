@@ -64,6 +64,7 @@ class Dispatch(WorkerCore):
                 queues=self.queues,
                 limit=free,
                 lease=self.settings.lease,
+                listening=self._listening,
             )
         except (psycopg.Error, TypeError, ValueError) as exc:
             self._outcomes[:0] = outcomes  # write them with the next statement

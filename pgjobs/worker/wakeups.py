@@ -1,5 +1,8 @@
 """Wake-ups: LISTEN/NOTIFY on the pgjobs channel, and sleeping until the next due time.
 
+A worker LISTENs on a connection of its own, on ``--listen-dsn`` when it has one: behind a
+transaction pooler the session that LISTENs must be a direct one, or NOTIFYs go astray.
+
 The LISTEN connection is checked with a statement whenever it has been quiet for a lease: a
 half-open connection (a partition, a frozen host) would otherwise wait for NOTIFYs forever.
 """
@@ -30,17 +33,19 @@ class Wakeups(WorkerCore):
         return self._wake.is_set()
 
     def _on_notify(self, payload: str) -> None:
-        """A NOTIFY wakes the loop to look at the queue and the ticks (runs were queued, a slot
-        freed, a job or a queue was paused or resumed, a schedule changed). ``cancel:<id>``: an
-        operator cancelled a run; if this worker holds it, the heartbeat that tells its job
-        comes now rather than at its time."""
+        """A NOTIFY wakes the loop. ``run`` (runs were queued, for this worker alone or for all)
+        and ``slot`` (a limited run ended) call for a claim, whose reply also says when the next
+        tick is due; anything else (a job or a queue paused or resumed, a schedule changed) for a
+        look at the ticks too. ``cancel:<id>``: an operator cancelled a run; if this worker holds
+        it, the heartbeat that tells its job comes now rather than at its time."""
         kind, _, ref = payload.partition(":")
         if kind == "cancel":
             if ref.isdigit() and int(ref) in self.held_run_ids():
                 self._timers.next_heartbeat = 0.0
                 self._wake.set()
             return
-        self._timers.next_tick = 0.0  # a schedule may have changed: look
+        if kind not in ("run", "slot"):
+            self._timers.next_tick = 0.0  # a schedule may have changed: look
         self._wake.set()
 
     async def _listen(self) -> None:
@@ -54,6 +59,16 @@ class Wakeups(WorkerCore):
                 async with conn:
                     async with asyncio.timeout(deadline):
                         await conn.execute(f'LISTEN "{self.queries.channel}"')
+                        cur = await conn.execute(
+                            self.queries["wake_channel"],
+                            {"channel": self.queries.channel, "worker": self.id},
+                        )
+                        row = await cur.fetchone()
+                        assert row is not None
+                        await conn.execute(f'LISTEN "{row[0]}"')
+                    # From now on a claim that comes short marks this worker waiting (see
+                    # notify_runs_inserted): it hears the wake-up meant for it alone.
+                    self._listening = True
                     if backoff.attempt:
                         log.info("listening for wake-ups again")
                     backoff.reset()
@@ -65,7 +80,9 @@ class Wakeups(WorkerCore):
                         async with asyncio.timeout(deadline):  # quiet for a lease: still there?
                             await conn.execute("SELECT 1")
             except asyncio.CancelledError:
+                self._listening = False
                 raise
             except Exception as exc:  # any failure of the link: reconnect
+                self._listening = False
                 log.debug("listen connection lost: %s", first_line(exc))
                 await asyncio.sleep(backoff.next_delay())

@@ -1,0 +1,245 @@
+"""Wake-ups with real worker processes against a real Postgres: a statement queueing due runs
+wakes as many waiting workers as the runs need, each on its own channel, rather than every
+listener; and no wake-up is lost when enqueues race workers on their way to waiting.
+
+The workers poll every 30 s: a run that starts within a second or two was woken by a NOTIFY.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgjobs import EnqueueRequest, enqueue_many_sync, enqueue_sync
+from tests.workers import WorkerProcess, Workers, scalar, wait_until, worker_pool
+
+NOTIFY_ONLY = ("--lease", "30", "--poll-interval", "30", "--concurrency", "1")
+
+
+@pytest.fixture
+def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
+    with worker_pool(dsn, tmp_path) as pool:
+        yield pool
+
+
+def start_waiting(workers: Workers, count: int, *args: str) -> list[WorkerProcess]:
+    """``count`` idle workers, once each has registered and says it waits."""
+    procs = [workers.start(["t-sleep"], *NOTIFY_ONLY, *args) for _ in range(count)]
+    workers.wait_registered(*procs)
+    ids = [p.id for p in procs]
+    wait_until(
+        lambda: (
+            scalar(
+                workers.dsn,
+                "SELECT count(*) FROM pgjobs.workers WHERE id = ANY(%s) AND waiting > 0",
+                ids,
+            )
+            == count
+        ),
+        20,
+        "every worker to say it waits",
+    )
+    return procs
+
+
+def wait_started(dsn: str, ids: list[int], timeout: float) -> None:
+    wait_until(
+        lambda: (
+            scalar(
+                dsn,
+                "SELECT count(*) FROM pgjobs.runs WHERE id = ANY(%s) AND started_at IS NOT NULL",
+                ids,
+            )
+            == len(ids)
+        ),
+        timeout,
+        f"runs {ids} to start",
+    )
+
+
+# -- the trigger alone, with worker rows written by hand ------------------------------------------
+
+
+def add_workers(conn: psycopg.Connection[Any], waiting: list[int]) -> list[str]:
+    """Worker rows serving t-sleep on queue default, the i-th with ``waiting[i]`` free slots."""
+    ids = [f"hand-{i}" for i in range(len(waiting))]
+    conn.execute(
+        "INSERT INTO pgjobs.jobs (name, extension) VALUES ('t-sleep', 't') ON CONFLICT DO NOTHING"
+    )
+    for i, (worker, slots) in enumerate(zip(ids, waiting, strict=True)):
+        conn.execute(
+            "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at,"
+            " waiting, waiting_since)"
+            " VALUES (%s, 'h', %s, 'v', '{default}', 1, now() + interval '1 hour', %s,"
+            " now() + make_interval(secs => %s))",
+            [worker, i, slots, i],
+        )
+        conn.execute(
+            "INSERT INTO pgjobs.worker_jobs (worker_id, job, timezone)"
+            " VALUES (%s, 't-sleep', 'UTC')",
+            [worker],
+        )
+    return ids
+
+
+def heard_after(dsn: str, worker_ids: list[str], action: Callable[[], None]) -> list[str]:
+    """The channels NOTIFYed while ``action`` ran: the schema's, or a worker's (by its id)."""
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        names = {"pgjobs": "pgjobs"}
+        for worker in worker_ids:
+            channel = scalar(dsn, "SELECT pgjobs.wake_channel('pgjobs', %s)", worker)
+            names[str(channel)] = worker
+        for channel in names:
+            listener.execute(f'LISTEN "{channel}"')
+        action()
+        return sorted(names[n.channel] for n in listener.notifies(timeout=0.3))
+
+
+def queue_runs(dsn: str, count: int, **fields: Any) -> None:
+    with psycopg.connect(dsn) as conn:
+        enqueue_many_sync(conn, [EnqueueRequest("t-sleep", **fields) for _ in range(count)])
+
+
+def test_queued_runs_wake_the_longest_waiting_workers_until_their_slots_cover_the_runs(
+    dsn: str,
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = add_workers(conn, [2, 1, 3, 0])
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 3)) == ["hand-0", "hand-1"]
+    assert scalar(dsn, "SELECT array_agg(waiting ORDER BY id) FROM pgjobs.workers") == [0, 0, 3, 0]
+    # One waiting worker left, with 3 slots, for 5 runs: it is told, and so is everyone.
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 5)) == ["hand-2", "pgjobs"]
+    # Nobody waits: everyone is told, as before.
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
+
+
+def test_a_run_due_later_wakes_everyone_and_no_waiting_worker_alone(dsn: str) -> None:
+    """Every worker reckons its next wake-up from the delayed runs; nobody can take it now."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = add_workers(conn, [1, 1])
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1, run_at=later)) == ["pgjobs"]
+    assert scalar(dsn, "SELECT sum(waiting) FROM pgjobs.workers") == 2
+
+
+def test_a_worker_whose_claim_is_writing_its_row_is_woken_with_everyone(dsn: str) -> None:
+    """The race a lost wake-up would come from: the worker's claim came short and is writing
+    its row, not committed yet, when a run is queued. The queueing statement does not wait for
+    it, and wakes everyone: the worker listens on the schema's channel all along."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = add_workers(conn, [1])
+    with psycopg.connect(dsn) as claim:
+        claim.execute("SELECT 1 FROM pgjobs.workers WHERE id = %s FOR UPDATE", [ids[0]])
+        assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
+        claim.rollback()
+    # A worker whose lease ran out (killed, say) is not told either.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgjobs.workers SET expires_at = now() - interval '1 second'")
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
+
+
+# -- real workers --------------------------------------------------------------------------------
+
+
+def test_a_run_queued_to_waiting_workers_wakes_one_of_them_alone(
+    dsn: str, workers: Workers
+) -> None:
+    procs = start_waiting(workers, 5)
+    channels = {
+        str(scalar(dsn, "SELECT pgjobs.wake_channel('pgjobs', %s)", p.id)): p.id for p in procs
+    }
+    with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn) as producer:
+        listener.execute('LISTEN "pgjobs"')
+        for channel in channels:
+            listener.execute(f'LISTEN "{channel}"')
+        woken: list[str] = []
+        for _ in range(6):
+            run_id = enqueue_sync(producer, "t-sleep", {"seconds": 0.01})
+            producer.commit()
+            wait_started(dsn, [run_id], 5)
+            heard = [n.channel for n in listener.notifies(timeout=0.5)]
+            # One worker was told, on its own channel; nobody else was.
+            assert len(heard) == 1 and heard[0] in channels, heard
+            woken.append(channels[heard[0]])
+            # It ran the run, and waits again.
+            assert (
+                scalar(dsn, "SELECT worker_id FROM pgjobs.runs WHERE id = %s", run_id)
+                == (woken[-1])
+            )
+            wait_until(
+                lambda: scalar(dsn, "SELECT count(*) FROM pgjobs.workers WHERE waiting > 0") == 5,
+                5,
+                "the worker to wait again",
+            )
+        # Longest waiting first: the wake-ups go round the workers.
+        assert len(set(woken)) == 5, woken
+
+        # More due runs than the waiting workers have room for (a free slot, and room to
+        # prefetch one): every waiting worker is told, and everyone else too.
+        room = int(scalar(dsn, "SELECT sum(waiting) FROM pgjobs.workers"))
+        many = enqueue_many_sync(
+            producer, [EnqueueRequest("t-sleep", {"seconds": 0.01}) for _ in range(room + 3)]
+        )
+        producer.commit()
+        wait_started(dsn, many, 10)
+        heard = [n.channel for n in listener.notifies(timeout=0.5)]
+        assert sorted(heard) == sorted(["pgjobs", *channels]), heard
+
+
+def test_a_worker_without_listen_never_says_it_waits(dsn: str, workers: Workers) -> None:
+    quiet = workers.start(["t-sleep"], "--no-listen", "--poll-interval", "0.2")
+    listening = workers.start(["t-sleep"], *NOTIFY_ONLY)
+    workers.wait_registered(quiet, listening)
+    wait_until(
+        lambda: scalar(dsn, "SELECT waiting FROM pgjobs.workers WHERE id = %s", listening.id) > 0,
+        20,
+        "the listening worker to wait",
+    )
+    # The polling worker has claimed (and come short) many times by now.
+    time.sleep(1)
+    assert scalar(dsn, "SELECT waiting FROM pgjobs.workers WHERE id = %s", quiet.id) == 0
+
+
+def test_no_wake_up_is_lost_when_enqueues_race_workers_going_idle(
+    dsn: str, workers: Workers
+) -> None:
+    """Bursts of runs, queued while the workers finish the previous burst's runs and are on
+    their way to waiting, some from transactions that stay open meanwhile. With polls 30 s apart,
+    a lost wake-up leaves a run queued past the burst's deadline."""
+    start_waiting(workers, 4)
+    rng = random.Random(7)
+
+    def producer(ids: list[int], count: int, hold: float) -> None:
+        with psycopg.connect(dsn) as conn:
+            for _ in range(count):
+                ids.append(enqueue_sync(conn, "t-sleep", {"seconds": rng.choice((0, 0.005, 0.02))}))
+                time.sleep(hold)
+            conn.commit()
+
+    lags: list[float] = []
+    for burst in range(15):
+        ids: list[int] = []
+        threads = [
+            threading.Thread(target=producer, args=(ids, rng.randint(1, 3), rng.random() * 0.03))
+            for _ in range(rng.randint(1, 3))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        began = time.monotonic()
+        try:
+            wait_started(dsn, ids, 5)
+        except AssertionError:
+            raise AssertionError(f"burst {burst}: a run waited for a poll: no wake-up") from None
+        lags.append(time.monotonic() - began)
+        time.sleep(rng.random() * 0.03)
+    print(f"\nburst start: max {max(lags) * 1000:.0f} ms after the last commit")
