@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
 
-from pgjobs.db import first_line, redact
+from pgjobs.db import connection_options, first_line, redact
 
 INITIAL_DELAY = 0.5
 """Seconds before the second attempt."""
@@ -83,6 +83,7 @@ def wait_for_database(
     check: Callable[[psycopg.Connection[Any]], object] | None = None,
     backoff: Backoff | None = None,
     connect_timeout: int = 5,
+    options: Mapping[str, Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> psycopg.Connection[Any]:
     """Connect to ``dsn``, retrying with ``backoff`` for as long as the server cannot be reached.
@@ -96,12 +97,16 @@ def wait_for_database(
     Only connection failures (:class:`psycopg.OperationalError`: server down, starting up,
     refusing connections, unreachable, too many clients) are retried; an invalid DSN raises
     :class:`psycopg.ProgrammingError` at once. Ctrl-C (KeyboardInterrupt) ends the wait.
+    ``options`` are psycopg's connection keywords (default: :func:`pgjobs.db.connection_options`).
     """
     delays = backoff or Backoff()
+    keywords = connection_options() if options is None else dict(options)
     while True:
         conn: psycopg.Connection[Any] | None = None
         try:
-            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+            conn = psycopg.connect(
+                dsn, autocommit=True, connect_timeout=connect_timeout, **keywords
+            )
             if check is not None:
                 check(conn)
         except psycopg.OperationalError as exc:

@@ -8,6 +8,11 @@ never commit, roll back or change its autocommit mode. SQLAlchemy is imported on
 object is passed. An API's statements are a plan (a generator of statements, sent each one's
 rows) that :func:`drive_sync` and :func:`drive_async` run, so that the sync and async functions
 share every decision.
+
+The caller's connection is the caller's: its settings are never changed here. Behind a
+transaction pooler that cannot carry prepared statements (PgBouncer before 1.21), the caller
+opens it with ``prepare_threshold=None`` (SQLAlchemy: ``connect_args={"prepare_threshold":
+None}``), as psycopg documents; the statements of these APIs need nothing else of the session.
 """
 
 from __future__ import annotations

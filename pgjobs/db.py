@@ -1,9 +1,12 @@
-"""Connecting to the database: DSN resolution, the schema identifier, errors a person can read."""
+"""Connecting to the database: DSN resolution, the schema identifier, the options of every
+connection pgjobs opens (prepared statements, or none behind a transaction pooler), errors a person
+can read."""
 
 from __future__ import annotations
 
 import os
 import re
+from typing import Any
 from urllib.parse import unquote
 
 import psycopg
@@ -13,6 +16,14 @@ from pgjobs.errors import ConfigError, DatabaseError
 
 DEFAULT_SCHEMA = "pgjobs"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+PREPARE_THRESHOLD_ENV = "PGJOBS_PREPARE_THRESHOLD"
+"""The environment variable that says when pgjobs' connections prepare statements (see
+:func:`prepare_threshold`)."""
+
+DEFAULT_PREPARE_THRESHOLD = 5
+"""psycopg's own default: a statement is prepared on the server once a connection has run it
+this many times."""
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
@@ -35,6 +46,44 @@ def resolve_schema(schema: str | None = None) -> str:
 def schema_identifier(schema: str) -> sql.Identifier:
     """The quoted identifier of a validated schema name."""
     return sql.Identifier(resolve_schema(schema))
+
+
+def parse_prepare_threshold(text: str, source: str = PREPARE_THRESHOLD_ENV) -> int | None:
+    """A prepare threshold as written by an operator: a whole number (0: prepare every statement
+    at once), or ``off`` / ``none`` (never prepare). ``source`` names where it was written, for
+    the one-line :class:`ConfigError` that anything else raises."""
+    value = text.strip().lower()
+    if value in ("off", "none"):
+        return None
+    if re.fullmatch(r"[0-9]{1,9}", value):
+        return int(value)
+    raise ConfigError(
+        f"invalid {source} {text!r}: use a whole number of runs (0 or more) after which a "
+        "statement is prepared, or off (behind a transaction pooler such as PgBouncer)"
+    )
+
+
+def prepare_threshold() -> int | None:
+    """After how many runs on one connection psycopg prepares a statement on the server (None:
+    never): ``PGJOBS_PREPARE_THRESHOLD``, else psycopg's default (5).
+
+    A prepared statement lives in the server session. Behind a pooler that hands a session to
+    another client between two transactions (PgBouncer before 1.21, or without
+    ``max_prepared_statements``, in transaction pooling) it is missing or already there when the
+    client uses it again, so there it must be ``off``. An unset or empty variable is the default;
+    anything but a whole number or off/none raises a one-line :class:`ConfigError`.
+    """
+    text = os.environ.get(PREPARE_THRESHOLD_ENV, "")
+    if not text.strip():
+        return DEFAULT_PREPARE_THRESHOLD
+    return parse_prepare_threshold(text)
+
+
+def connection_options() -> dict[str, Any]:
+    """The psycopg keyword arguments that every connection pgjobs opens takes, its pools' too:
+    ``prepare_threshold`` (:func:`prepare_threshold`). A worker takes its own from its settings
+    (``--prepare-threshold``, which reads the same variable)."""
+    return {"prepare_threshold": prepare_threshold()}
 
 
 def describe_target(dsn: str) -> str:
@@ -129,8 +178,9 @@ def connect(dsn: str | None = None, *, autocommit: bool = True) -> psycopg.Conne
     """A sync connection, with connection failures turned into one-line :class:`DatabaseError`
     and an unparsable DSN into a one-line :class:`ConfigError`, neither showing the password."""
     target = resolve_dsn(dsn)
+    options = connection_options()
     try:
-        return psycopg.connect(target, autocommit=autocommit, connect_timeout=10)
+        return psycopg.connect(target, autocommit=autocommit, connect_timeout=10, **options)
     except psycopg.ProgrammingError as exc:
         raise invalid_dsn_error(target, exc) from exc
     except psycopg.OperationalError as exc:

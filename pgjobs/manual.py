@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pgjobs.db import connection_error, resolve_dsn
+from pgjobs.db import connection_error, connection_options, resolve_dsn
 from pgjobs.errors import DatabaseError, LockHeldError, PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.limits import concurrency_key_of
@@ -95,9 +95,14 @@ async def _run(
     definition: JobDefinition, settings: RunSettings, dsn: str, schema: str
 ) -> ManualResult:
     worker_id = cli_worker_id()
+    options = connection_options()
     try:
         conn = await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, application_name=f"pgjobs {worker_id}", connect_timeout=10
+            dsn,
+            autocommit=True,
+            application_name=f"pgjobs {worker_id}",
+            connect_timeout=10,
+            **options,
         )
     except psycopg.OperationalError as exc:
         raise connection_error(dsn, exc) from exc
@@ -192,11 +197,14 @@ async def _open_pool(
 ) -> AsyncConnectionPool | ConnectionPool:
     """The pool the job gets as ``ctx.db_pool``: async for async jobs, sync for sync ones."""
     name = f"pgjobs-manual-{worker_id}"
+    options = connection_options()
     if definition.is_async:
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False, name=name)
+        pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=4, open=False, name=name, kwargs=options
+        )
         await pool.open()
         return pool
-    return ConnectionPool(dsn, min_size=1, max_size=4, open=True, name=name)
+    return ConnectionPool(dsn, min_size=1, max_size=4, open=True, name=name, kwargs=options)
 
 
 async def _execute(store: WorkerStore, execution: RunExecution, lease: float) -> Outcome:

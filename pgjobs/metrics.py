@@ -66,7 +66,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
-from pgjobs.db import first_line
+from pgjobs.db import connection_options, first_line
 from pgjobs.store import Queries
 
 log = logging.getLogger("pgjobs.metrics")
@@ -298,6 +298,7 @@ class ClusterCollector(Collector):
         self.dsn = dsn
         self.queries = Queries(schema)
         self.overdue_after = overdue_after
+        self.connection_options = connection_options()
 
     def describe(self) -> list[Metric]:
         """Nothing up front: the registry must not scrape the database when it is registered."""
@@ -324,7 +325,11 @@ class ClusterCollector(Collector):
     def _families(self) -> list[Metric]:
         with (
             psycopg.connect(
-                self.dsn, autocommit=True, connect_timeout=5, application_name="pgjobs-metrics"
+                self.dsn,
+                autocommit=True,
+                connect_timeout=5,
+                application_name="pgjobs-metrics",
+                **self.connection_options,
             ) as conn,
             conn.cursor(row_factory=dict_row) as cur,
         ):

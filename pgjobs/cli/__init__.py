@@ -41,13 +41,16 @@ class PgJobsGroup(click.Group):
 
 
 def _dsns(args: list[str]) -> Iterator[str]:
-    """The DSNs of a command line: ``--dsn X``, ``--dsn=X`` and ``PGJOBS_DSN``."""
+    """The DSNs of a command line: ``--dsn X``, ``--dsn=X``, ``--listen-dsn`` the same, and
+    ``PGJOBS_DSN`` and ``PGJOBS_LISTEN_DSN``."""
     yield os.environ.get("PGJOBS_DSN", "")
+    yield os.environ.get("PGJOBS_LISTEN_DSN", "")
     for i, arg in enumerate(args):
-        if arg == "--dsn" and i + 1 < len(args):
-            yield args[i + 1]
-        elif arg.startswith("--dsn="):
-            yield arg.removeprefix("--dsn=")
+        for option in ("--dsn", "--listen-dsn"):
+            if arg == option and i + 1 < len(args):
+                yield args[i + 1]
+            elif arg.startswith(f"{option}="):
+                yield arg.removeprefix(f"{option}=")
 
 
 @click.group(cls=PgJobsGroup)

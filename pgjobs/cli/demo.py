@@ -192,6 +192,9 @@ class _Worker:
     log_path: Path
 
 
+_CONNECTION_SETTINGS = ("PGJOBS_PREPARE_THRESHOLD", "PGJOBS_NO_LISTEN", "PGJOBS_LISTEN_DSN")
+
+
 class _Workers:
     """The demo's worker processes, each ``pgjobs worker`` with the example extension."""
 
@@ -203,7 +206,13 @@ class _Workers:
 
     def start(self) -> None:
         examples = examples_dir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PGJOBS_")}
+        # The demo's own settings, not the caller's; but how to reach the database through a
+        # pooler (no LISTEN there, no prepared statements, a direct LISTEN connection) passes on.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PGJOBS_") or k in _CONNECTION_SETTINGS
+        }
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(examples), os.environ.get("PYTHONPATH", "")) if p
         )

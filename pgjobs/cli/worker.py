@@ -8,11 +8,18 @@ import os
 import signal
 import sys
 import threading
+from typing import Literal
 
 import click
 import psycopg
 
-from pgjobs.db import resolve_dsn, resolve_schema
+from pgjobs.db import (
+    PREPARE_THRESHOLD_ENV,
+    invalid_dsn_error,
+    parse_prepare_threshold,
+    resolve_dsn,
+    resolve_schema,
+)
 from pgjobs.errors import ConfigError
 from pgjobs.metrics import METRICS_HOST, WorkerMetrics
 from pgjobs.registry import load_registry
@@ -85,6 +92,19 @@ from pgjobs.worker import Worker, WorkerSettings
     help="Do not LISTEN for wake-ups (PgBouncer transaction pooling): poll only.",
 )
 @click.option(
+    "--listen-dsn",
+    envvar="PGJOBS_LISTEN_DSN",
+    help="LISTEN for wake-ups on this DSN, a direct connection, while --dsn goes through "
+    "PgBouncer in transaction pooling.",
+)
+@click.option(
+    "--prepare-threshold",
+    envvar=PREPARE_THRESHOLD_ENV,
+    help="Runs of a statement on a connection before it is prepared on the server, or off "
+    "(PgBouncer before 1.21 in transaction pooling) [default: off with --no-listen or "
+    "--listen-dsn, else 5].",
+)
+@click.option(
     "--misfire-grace",
     envvar="PGJOBS_MISFIRE_GRACE",
     type=click.FloatRange(min=0),
@@ -144,6 +164,8 @@ def worker(
     lease: float,
     poll_interval: float,
     no_listen: bool,
+    listen_dsn: str | None,
+    prepare_threshold: str | None,
     misfire_grace: float,
     db_timeout: float | None,
     worker_id: str | None,
@@ -154,6 +176,9 @@ def worker(
 ) -> None:
     """Run a worker: tick schedules, claim runs, execute them. Run as many as you like."""
     configure_logging(log_level, log_format.lower(), sys.stderr)
+    threshold = _prepare_threshold(prepare_threshold)
+    if listen_dsn and no_listen:
+        raise ConfigError("--listen-dsn and --no-listen contradict each other: choose one")
     registry = load_registry(app, profile)
     settings = WorkerSettings(
         dsn=resolve_dsn(dsn),
@@ -165,11 +190,19 @@ def worker(
         lease=lease,
         poll_interval=poll_interval,
         listen=not no_listen,
+        listen_dsn=_checked_dsn(listen_dsn) if listen_dsn else None,
+        prepare_threshold=threshold,
         worker_id=worker_id,
         misfire_grace=misfire_grace,
         db_timeout=db_timeout,
         scheduler=registry.scheduler_enabled,
     )
+    if settings.pooled:
+        logging.getLogger("pgjobs.worker").info(
+            "--dsn taken for a transaction pooler (%s): prepared statements %s, no session state",
+            "--listen-dsn" if settings.listen else "--no-listen",
+            "off" if settings.prepare_after is None else f"after {settings.prepare_after} runs",
+        )
     _check_database(settings)
     metrics = WorkerMetrics()
     if metrics_port is not None:
@@ -194,11 +227,26 @@ def worker(
     sys.exit(exit_code)
 
 
+def _prepare_threshold(text: str | None) -> int | Literal["auto"] | None:
+    """``--prepare-threshold`` (or its variable) as the worker's settings take it; unset: auto."""
+    if text is None or not text.strip():
+        return "auto"
+    return parse_prepare_threshold(text, f"--prepare-threshold/{PREPARE_THRESHOLD_ENV}")
+
+
+def _checked_dsn(dsn: str) -> str:
+    """``dsn`` if libpq can parse it, else a one-line :class:`ConfigError` without its password."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise invalid_dsn_error(dsn, exc) from exc
+    return dsn
+
+
 def _check_database(settings: WorkerSettings) -> None:
     """Wait for the database (a line per attempt, while it is down or refusing connections),
     then check that its schema is the one this pgjobs needs."""
     from pgjobs.backoff import Backoff, wait_for_database
-    from pgjobs.db import invalid_dsn_error
     from pgjobs.migrations import check_schema
 
     try:
@@ -208,6 +256,7 @@ def _check_database(settings: WorkerSettings) -> None:
             log=logging.getLogger("pgjobs.worker"),
             check=lambda c: check_schema(c, settings.schema),
             backoff=Backoff(0.2, settings.backoff_max),
+            options={"prepare_threshold": settings.prepare_after},
         )
     except psycopg.ProgrammingError as exc:
         raise invalid_dsn_error(settings.dsn, exc) from exc

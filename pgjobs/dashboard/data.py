@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from pgjobs.db import connection_options
 from pgjobs.metrics import WAIT_REASONS, count_waits
 from pgjobs.store import Queries
 
@@ -47,6 +48,7 @@ class Connections:
     def __init__(self, dsn: str, size: int = 4, wait: float = 5.0) -> None:
         self.dsn = dsn
         self.wait = wait
+        self.options = connection_options()
         self._slots = threading.BoundedSemaphore(size)
         self._idle: list[psycopg.Connection[Row]] = []
         self._lock = threading.Lock()
@@ -63,6 +65,7 @@ class Connections:
                     row_factory=dict_row,
                     connect_timeout=CONNECT_TIMEOUT,
                     application_name="pgjobs-dashboard",
+                    **self.options,
                 )
             try:
                 conn.execute("")

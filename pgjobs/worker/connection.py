@@ -1,11 +1,16 @@
 """The worker's links to the database: how they are opened, how a dead one is recognised, and
 the pools its jobs use.
 
-Three kinds of connection, all with TCP keepalives and a bounded connect:
+Three kinds of connection, all with TCP keepalives, a bounded connect and the worker's prepare
+threshold (none behind a transaction pooler):
 
 - the loop's own connection (every statement of the loop, one at a time);
-- the LISTEN connection (wake-ups);
+- the LISTEN connection (wake-ups), on ``--listen-dsn`` when the others go through a pooler;
 - the jobs' pools, async and sync (``ctx.db_pool``).
+
+Behind a transaction pooler (:attr:`WorkerSettings.pooled`) no connection keeps anything in its
+server session: no prepared statement, no ``SET``; every statement is a transaction of its own or
+inside an explicit one, and the only locks beyond a transaction are rows (run locks, slots).
 
 A connection that dies is replaced, never repaired. Which errors mean "the connection is gone"
 (the worker reconnects and carries on) and which belong to one statement (a run's outcome the
@@ -32,7 +37,16 @@ with delays doubling up to a minute and more)."""
 
 # SQLSTATEs that mean the server went away or is not serving yet: connection exceptions (08),
 # admin/crash shutdown and "cannot connect now" (57P01-57P03), too many connections (53300).
-_CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300")
+_CONNECTION_STATES = (
+    "57P01",
+    "57P02",
+    "57P03",
+    "53300",
+    # A prepared statement the server session does not have, or has already: the session is
+    # not the one psycopg prepared it on (a transaction pooler). A new connection starts clean.
+    "26000",
+    "42P05",
+)
 
 # Transient conflicts between workers: deadlock, serialization failure, lock not available.
 _RETRY_STATES = ("40P01", "40001", "55P03")
@@ -40,8 +54,10 @@ _RETRY_STATES = ("40P01", "40001", "55P03")
 
 def connection_kwargs(settings: WorkerSettings) -> dict[str, Any]:
     """libpq parameters for every connection of a worker: a bounded connect, TCP keepalives
-    that find a dead peer within about 20 s of silence, and a bound on unacknowledged data."""
+    that find a dead peer within about 20 s of silence, and a bound on unacknowledged data; and
+    psycopg's prepare threshold (:attr:`WorkerSettings.prepare_after`)."""
     return {
+        "prepare_threshold": settings.prepare_after,
         "connect_timeout": CONNECT_TIMEOUT,
         "keepalives": 1,
         "keepalives_idle": 10,
@@ -72,17 +88,18 @@ def is_transient_conflict(exc: BaseException) -> bool:
 async def open_loop_connection(
     settings: WorkerSettings, worker_id: str
 ) -> psycopg.AsyncConnection[Any]:
-    """The loop's own connection, autocommit, with generic plans unless behind PgBouncer."""
+    """The loop's own connection, autocommit, with generic plans unless behind a pooler."""
     conn = await psycopg.AsyncConnection.connect(
         settings.dsn,
         autocommit=True,
         application_name=f"pgjobs-worker {worker_id}",
         **connection_kwargs(settings),
     )
-    if settings.listen:
+    if not settings.pooled and settings.prepare_after is not None:
         # The worker's statements are written to plan well for any parameters, and planning
-        # the claim took longer than running it. Not through PgBouncer (--no-listen), where
-        # a session setting would stick to a server connection other clients share.
+        # the claim took longer than running it: a prepared statement keeps its generic plan.
+        # Not through a pooler, where a session setting would stick to a server connection
+        # other clients share (and no statement is prepared there anyway).
         await conn.execute("SET plan_cache_mode = force_generic_plan")
     return conn
 
@@ -90,8 +107,10 @@ async def open_loop_connection(
 async def open_listen_connection(
     settings: WorkerSettings, worker_id: str
 ) -> psycopg.AsyncConnection[Any]:
+    """The LISTEN connection: on ``listen_dsn`` if the worker has one (a NOTIFY reaches only the
+    session that listens, which a transaction pooler does not keep), else on ``dsn``."""
     return await psycopg.AsyncConnection.connect(
-        settings.dsn,
+        settings.listen_dsn or settings.dsn,
         autocommit=True,
         application_name=f"pgjobs-listen {worker_id}",
         **connection_kwargs(settings),

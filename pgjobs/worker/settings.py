@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from pgjobs.db import DEFAULT_PREPARE_THRESHOLD
 
 TICK_BATCH = 1000
 """Due jobs locked and ticked per transaction."""
@@ -41,6 +44,11 @@ class WorkerSettings:
     without a reply before its connection is taken for dead (a half-open connection: a network
     partition, a frozen host); default ``max(10, lease / 3)``. ``tick_reserve``: slots beyond
     ``concurrency`` that only the runs of ticks may use (see :attr:`tick_slots`).
+
+    ``listen_dsn``: where the worker LISTENs, when not on ``dsn`` (a direct connection beside a
+    transaction pooler). ``prepare_threshold``: runs of a statement on a connection before psycopg
+    prepares it on the server (None: never); ``"auto"`` is None when the worker is
+    :attr:`pooled`, else psycopg's default.
     """
 
     dsn: str = ""
@@ -59,6 +67,26 @@ class WorkerSettings:
     prefetch: int | None = None
     db_timeout: float | None = None
     tick_reserve: int | None = None
+    listen_dsn: str | None = None
+    prepare_threshold: int | Literal["auto"] | None = "auto"
+
+    @property
+    def pooled(self) -> bool:
+        """Whether ``dsn`` is taken to be a transaction pooler (PgBouncer): the worker does not
+        LISTEN on it (``listen`` off, or a ``listen_dsn`` of its own), the two setups for one.
+        A server session then serves other clients between two of the worker's transactions,
+        so the worker leaves no state in it."""
+        return not self.listen or bool(self.listen_dsn)
+
+    @property
+    def prepare_after(self) -> int | None:
+        """psycopg's ``prepare_threshold`` for every connection of the worker: off when
+        :attr:`pooled` (a pooler before PgBouncer 1.21 cannot carry a prepared statement from
+        one transaction to the next), psycopg's default otherwise, unless
+        ``prepare_threshold`` says."""
+        if self.prepare_threshold != "auto":
+            return self.prepare_threshold
+        return None if self.pooled else DEFAULT_PREPARE_THRESHOLD
 
     @property
     def tick_slots(self) -> int:

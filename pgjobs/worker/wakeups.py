@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 from pgjobs.backoff import Backoff
-from pgjobs.db import first_line
+from pgjobs.db import first_line, redact
 from pgjobs.worker.connection import open_listen_connection
 from pgjobs.worker.core import WorkerCore
 from pgjobs.worker.settings import RECONNECT_FIRST
@@ -84,5 +84,6 @@ class Wakeups(WorkerCore):
                 raise
             except Exception as exc:  # any failure of the link: reconnect
                 self._listening = False
-                log.debug("listen connection lost: %s", first_line(exc))
+                where = self.settings.listen_dsn or self.settings.dsn
+                log.debug("listen connection lost: %s", redact(first_line(exc), where))
                 await asyncio.sleep(backoff.next_delay())
