@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench chaos
+.PHONY: test lint demo bench chaos soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,9 @@ demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[embedded]'
 	$(BIN)/pgjobs demo $(ARGS)
 
-# The benchmark suite against the PostgreSQL at $$PGJOBS_BENCH_DSN (default 127.0.0.1:5432, user
-# postgres); ARGS are passed through: make bench ARGS="--peers", ARGS="--quick --only drain".
+# The benchmark suite on a throwaway PostgreSQL 15 cluster of its own with default settings
+# (autovacuum on, as in production); --dsn or $$PGJOBS_BENCH_DSN picks an existing server instead.
+# ARGS are passed through: make bench ARGS="--peers", ARGS="--quick --only drain".
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m benchmarks $(ARGS)
@@ -38,3 +39,13 @@ ROUNDS ?= 20
 chaos: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m tests.chaos --rounds $(ROUNDS) $(ARGS)
+
+# The soak: W=2 workers x 10 on a throwaway PostgreSQL 15 cluster (initdb in a temp dir, default
+# settings, autovacuum on; never the shared server) for MINUTES: half the drain rate it measures
+# first in steady enqueues, 20 jobs every second, 2,000 schedules every minute, pruning on a short
+# retention; prints per window the claim latency, table size, dead tuples, schedule lag and worker
+# RSS beside their targets. `make soak MINUTES=3`, `make soak ARGS='--cold-start --explain'`.
+MINUTES ?= 30
+soak: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m benchmarks.soak --minutes $(MINUTES) $(ARGS)

@@ -1,5 +1,9 @@
 """``python -m benchmarks [--peers] [--quick] [--only drain,enqueue,…] [--json out.json]
-[--dsn ADMIN_DSN]``: measure pgbench, then each selected measure, print a table, write JSON."""
+[--dsn ADMIN_DSN]``: measure pgbench, then each selected measure, print a table, write JSON.
+
+Without ``--dsn`` (or ``PGJOBS_BENCH_DSN``) the run starts a throwaway PostgreSQL of its own,
+with the server's default settings and autovacuum on, as a production server runs: the figures
+include what autovacuum costs and saves. ``--dsn`` runs on an existing server instead."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from benchmarks import (
     scale,
     schedule_lag,
 )
+from benchmarks.cluster import pg_cluster
 from benchmarks.harness import ROOT, Bench
 
 Measure = Callable[[Bench, list[peers.Peer]], dict[str, Any]]
@@ -43,7 +49,7 @@ MEASURES: dict[str, Measure] = {
     "limits": limits.run,
 }
 ALIASES = {"schedule_lag": "lag", "schedule-lag": "lag"}
-DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+SHARED_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 
 
@@ -68,9 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dsn",
-        default=os.environ.get("PGJOBS_BENCH_DSN", DEFAULT_DSN),
-        help="admin DSN of the server (may create databases); default $PGJOBS_BENCH_DSN or "
-        f"{DEFAULT_DSN!r}",
+        default=os.environ.get("PGJOBS_BENCH_DSN") or None,
+        help="admin DSN of an existing server to run on (it creates and drops databases), e.g. "
+        f"{SHARED_DSN!r}; default $PGJOBS_BENCH_DSN, else a throwaway cluster with "
+        "PostgreSQL's default settings (autovacuum on)",
     )
     args = parser.parse_args(argv)
     selected = [ALIASES.get(n.strip(), n.strip()) for n in args.only.split(",") if n.strip()]
@@ -83,18 +90,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with _server(args.dsn) as (admin_dsn, server):
+        return run(args, admin_dsn, server)
+
+
+@contextmanager
+def _server(dsn: str | None) -> Iterator[tuple[str, str]]:
+    """The admin DSN to run on, and what it is: the one given, or a throwaway cluster's."""
+    if dsn:
+        yield dsn, "an existing server (--dsn)"
+        return
+    _say("server: starting a throwaway cluster (initdb, PostgreSQL's defaults, autovacuum on) …")
+    with pg_cluster(migrate=False) as made:
+        _say(f"server: port {made.port}, {made.dir}")
+        yield made.dsn, "a throwaway cluster with PostgreSQL's default settings"
+
+
+def run(args: argparse.Namespace, admin_dsn: str, server: str) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     log_dir = ROOT / "benchmarks" / "results" / "logs" / f"{stamp}-{os.getpid()}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args.dsn, args.quick, log_dir, peers=args.peers)
+    bench = Bench(admin_dsn, args.quick, log_dir, peers=args.peers)
     failed = False
 
     _say(f"pgjobs benchmarks{' (quick)' if args.quick else ''}: {', '.join(args.measures)}")
     _say(f"worker logs: {log_dir}")
-    for name in databases.drop_stale_databases(args.dsn):
+    for name in databases.drop_stale_databases(admin_dsn):
         _say(f"dropped {name}, left behind by an earlier run")
 
-    meta = _meta(args)
+    meta = _meta(args, admin_dsn, server)
     _say("baseline: pgbench …")
     try:
         bench.baseline = baseline.measure(bench)
@@ -130,17 +154,21 @@ def main(argv: list[str] | None = None) -> int:
 
     meta["finished_at"] = datetime.now(UTC).isoformat()
     report.write_json(bench, args.json, meta, measures, peer_info)
+    print(f"server: {server}; autovacuum {meta['autovacuum']}")
     print(report.table(bench))
     print(f"\nresults: {args.json}")
     return 1 if failed else 0
 
 
-def _meta(args: argparse.Namespace) -> dict[str, Any]:
+def _meta(args: argparse.Namespace, admin_dsn: str, server: str) -> dict[str, Any]:
     import pgjobs
 
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
         row = conn.execute("SHOW server_version").fetchone()
+        autovacuum = conn.execute("SHOW autovacuum").fetchone()
     return {
+        "server": server,
+        "autovacuum": autovacuum[0] if autovacuum else None,
         "started_at": datetime.now(UTC).isoformat(),
         "quick": args.quick,
         "peers": args.peers,

@@ -13,6 +13,10 @@
 - ``idle``: ``BENCH_JOBS`` (default 20) jobs that fire once a year: registered, never due.
 - ``scale``: ``BENCH_JOBS`` (default 10,000) jobs firing every minute (``BENCH_SCHEDULE``
   overrides the schedule), ``bench-minute-NNNNN``.
+- ``soak``: the soak's mix: ``bench-noop`` (the steady enqueues), 20 jobs firing every second
+  (``bench-second-NN``), 1,000 jobs firing every minute at second 0 (``bench-minute-NNNNN``) and
+  ``bench-runtime``, on-demand, whose 1,000 runtime schedules the soak adds with
+  ``pgjobs.schedule`` (``SOAK_RUNTIME_SCHEDULES``), all firing at second 0 too.
 
 Each job is its own :class:`Job` subclass, generated here: a job's name is a class attribute.
 """
@@ -49,6 +53,11 @@ class Keyed(Noop):
 class Rated(Noop):
     name = "bench-rated"
     rate_limit = "1000000/s"
+
+
+class RuntimeScheduled(Noop):
+    name = "bench-runtime"
+    description = "Does nothing, on the runtime schedules the soak adds"
 
 
 def _count(default: int) -> int:
@@ -106,6 +115,21 @@ class Scale(_Bench):
         return _scheduled_jobs("minute", schedule, _count(10_000), 5)
 
 
+SOAK_SECOND_JOBS = 20
+SOAK_MINUTE_JOBS = 1_000
+SOAK_RUNTIME_SCHEDULES = 1_000
+
+
+class Soak(_Bench):
+    def jobs(self) -> list[Job]:
+        return [
+            Noop(),
+            *_scheduled_jobs("second", "* * * * * *", SOAK_SECOND_JOBS, 2),
+            *_scheduled_jobs("minute", "0 * * * * *", SOAK_MINUTE_JOBS, 5),
+            RuntimeScheduled(),
+        ]
+
+
 drain = Drain()
 limited_50 = Drain(Limited50)
 keyed = Drain(Keyed)
@@ -113,3 +137,4 @@ rated = Drain(Rated)
 every_second = EverySecond()
 idle = Idle()
 scale = Scale()
+soak = Soak()

@@ -125,7 +125,7 @@ def claim_params(
 ) -> dict[str, Any]:
     """What a worker binds to its claim statement: its id, its jobs and queues, its free slots
     and its lease, and the outcomes of the runs it ``finished`` (each succeeded; none by
-    default)."""
+    default). It is not listening: a claim that comes short does not mark it waiting."""
     outcomes = [{"run_id": run, "status": "succeeded", "duration": 0.001} for run in finished]
     values = {
         "worker": WORKER,
@@ -133,6 +133,7 @@ def claim_params(
         "queues": ["default"],
         "limit": limit,
         "lease": LEASE,
+        "listening": False,
         "outcomes": Jsonb(outcomes),
     }
     return worker_params(query, values, others=[])

@@ -92,8 +92,10 @@ def pgjobs_worker(
     *,
     concurrency: int = 10,
     env: dict[str, str] | None = None,
+    options: Sequence[str] = (),
 ) -> Process:
-    """``python -m pgjobs worker`` with the benchmark extension ``benchmarks.apps:<app>``."""
+    """``python -m pgjobs worker`` with the benchmark extension ``benchmarks.apps:<app>``, and
+    further ``options`` of the command (``--profile FILE``)."""
     argv = [
         sys.executable,
         "-m",
@@ -109,6 +111,7 @@ def pgjobs_worker(
         str(concurrency),
         "--grace",
         "5",
+        *options,
     ]
     return Process(argv, log_dir, name, env)
 

@@ -1,5 +1,6 @@
 """The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue`` (and
-``--only limits``) against the test server prints its table and writes its JSON. Figures are not
+``--only limits``) against the test server prints its table and writes its JSON; without a DSN it
+makes a throwaway cluster of its own; the soak's cold start runs a few seconds. Figures are not
 judged here."""
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from benchmarks import cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def quick_run(pg_admin_dsn: str, out: Path, only: str) -> tuple[str, dict[str, Any]]:
+def quick_run(
+    pg_admin_dsn: str | None, out: Path, only: str, env: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
     """``python -m benchmarks --quick --only <only>``: its table (stdout) and its JSON, once it
-    exited 0."""
+    exited 0. Without a DSN, the run makes its own throwaway cluster."""
+    server = ["--dsn", pg_admin_dsn] if pg_admin_dsn else []
     done = subprocess.run(
         [
             sys.executable,
@@ -25,13 +33,12 @@ def quick_run(pg_admin_dsn: str, out: Path, only: str) -> tuple[str, dict[str, A
             "--quick",
             "--only",
             only,
-            "--dsn",
-            pg_admin_dsn,
+            *server,
             "--json",
             str(out),
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**(os.environ if env is None else env), "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=180,
@@ -99,3 +106,34 @@ def test_the_limits_measure_sets_each_limited_drain_against_unlimited_ones(
         for metric in ("jobs/s", "jobs/s unlimited", "ratio", case["check"]):
             assert any(f"  {metric}  " in row for row in rows), stdout
     assert any("target >= 0.9" in line for line in stdout.splitlines()), stdout
+
+
+@pytest.mark.skipif(cluster.available() is not None, reason=str(cluster.available()))
+def test_without_a_dsn_the_benchmarks_run_on_a_throwaway_cluster_with_autovacuum(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PGJOBS_BENCH_DSN"}
+    stdout, results = quick_run(None, tmp_path / "bench.json", "enqueue", env)
+
+    assert "server: a throwaway cluster" in stdout, stdout
+    assert results["meta"]["autovacuum"] == "on"
+    assert results["measures"]["enqueue"]["many"]["jobs_per_s"] > 0
+
+
+@pytest.mark.skipif(cluster.available() is not None, reason=str(cluster.available()))
+def test_the_cold_start_prints_its_seconds_and_the_ramp_up_beside_the_steady_state(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "coldstart.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", "--cold-start", "--seconds", "4", "--rate",
+         "200", "--json", str(out)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    assert "ramp-up (first 30 s):" in done.stdout, done.stdout
+    cold = json.loads(out.read_text())["cold_start"]
+    assert cold["load"]["enqueued"] > 0
+    assert sum(s["enqueued"] for s in cold["per_second"]) == cold["load"]["enqueued"]

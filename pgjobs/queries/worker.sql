@@ -690,10 +690,18 @@ WITH expired AS (
 )
 SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM retried) AS retried,
        (SELECT count(*) FROM dead) AS dead_workers,
-       -- Whether the planner's statistics of runs are missing or far behind (autovacuum off or
-       -- lagging): with none it takes a queue of thousands for a handful of rows and sorts it
-       -- on every claim.
-       (SELECT c.reltuples < 0 OR s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2)
+       -- Whether the planner's statistics of runs are missing or behind. Behind: the table holds
+       -- more than twice the rows they say (every cached plan was made for a smaller table: made
+       -- for an empty queue, the claim reads all of runs on every claim until the next ANALYZE),
+       -- or many rows changed since the last ANALYZE, over 5 s ago (autovacuum off or lagging:
+       -- with no statistics the planner takes a queue of thousands for a handful of rows and
+       -- sorts it on every claim; a busy table changes that much every few seconds, and plans
+       -- left stale for longer let claims of a deep queue take seconds).
+       (SELECT c.reltuples < 0
+               OR s.n_live_tup > greatest(1000, 2 * c.reltuples)
+               OR (s.n_mod_since_analyze > greatest(1000, c.reltuples * 0.2)
+                   AND coalesce(greatest(s.last_analyze, s.last_autoanalyze), '-infinity')
+                       < now() - interval '5 seconds')
         FROM pg_class c
         JOIN pg_stat_user_tables s ON s.relid = c.oid
         WHERE c.oid = '{schema}.runs'::regclass) AS statistics_stale;
@@ -719,6 +727,7 @@ WITH stopped AS (
 DELETE FROM {schema}.worker_jobs WHERE worker_id = %(worker)s;
 
 -- name: wake_channel
+-- The channel on which this worker alone is woken (see notify_runs_inserted).
 SELECT {schema}.wake_channel(%(channel)s, %(worker)s);
 
 -- name: notify
@@ -729,4 +738,5 @@ SELECT pg_notify(%(channel)s, %(message)s);
 SELECT pg_try_advisory_xact_lock(hashtext(%(table)s));
 
 -- name: analyze_runs
-ANALYZE {schema}.runs;
+-- SKIP_LOCKED: never wait for an autovacuum of runs, which the wait would cancel.
+ANALYZE (SKIP_LOCKED) {schema}.runs;

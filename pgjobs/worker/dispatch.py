@@ -24,12 +24,15 @@ from pgjobs.outcomes import failed_outcome
 from pgjobs.store import Batch, ClaimedRun, Outcome
 from pgjobs.worker.connection import is_connection_error, sync_jobs_pool
 from pgjobs.worker.core import Prefetched, Running, WorkerCore
-from pgjobs.worker.settings import PREFETCH_WHEN_SHORTER
+from pgjobs.worker.settings import PREFETCH_WHEN_SHORTER, REAP_AFTER_CLAIMS
 
 log = logging.getLogger("pgjobs.worker")
 
 
 class Dispatch(WorkerCore):
+    #: Runs claimed since the last reap (see REAP_AFTER_CLAIMS).
+    _claimed_since_reap = 0
+
     def _worth_a_statement(self) -> bool:
         """Whether a finished run or a wake-up is worth a statement now. While prefetched runs
         wait here, finished runs are recorded in batches: when half the prefetched runs have
@@ -79,6 +82,9 @@ class Dispatch(WorkerCore):
             self._limited_ended += limited
             raise
         self._log_recorded(outcomes, batch)
+        self._claimed_since_reap += len(batch.started)
+        if self._claimed_since_reap >= REAP_AFTER_CLAIMS:
+            self._timers.next_reap = 0.0
         self._dispatch(batch.started)
         if limited:
             await self._on_slots_freed(limited, batch, free)
@@ -137,8 +143,12 @@ class Dispatch(WorkerCore):
     def _log_recorded(self, outcomes: list[Outcome], batch: Batch) -> None:
         for outcome in outcomes:
             if outcome.run_id not in batch.finished:
+                # Reaped while this worker could not heartbeat, or recorded already: by a
+                # statement whose reply was lost with the connection (a failover) and that is
+                # sent again, which the guard on state and owner makes a no-op.
                 log.warning(
-                    "run %d finished as %s but was no longer ours (reaped); not recorded",
+                    "run %d finished as %s but was no longer ours (reaped, or recorded already"
+                    " by a statement whose reply was lost); this outcome is discarded",
                     outcome.run_id,
                     outcome.status,
                 )

@@ -58,6 +58,7 @@ class Liveness(Registration, Dispatch):
 
     async def _reap(self) -> None:
         assert self.store is not None
+        self._claimed_since_reap = 0
         reaped = await self.store.reap_expired_leases()
         if reaped.statistics_stale:
             if await self.store.analyze_runs():

@@ -13,6 +13,11 @@ TICK_BATCH = 1000
 REAP_AFTER_TICKS = 1000
 """A tick that inserts this many runs brings the next reap (and its statistics check) forward."""
 
+REAP_AFTER_CLAIMS = 1000
+"""So many runs claimed since the last reap bring the next one (and its statistics check)
+forward: a queue that grew from empty leaves every worker's cached claim plan, made for an empty
+table, reading all of it on every claim until the table is analysed."""
+
 TICK_RETRY = 0.1
 """Seconds before looking again at due ticks another worker had locked (its NOTIFY comes first)."""
 
