@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench chaos soak
+.PHONY: test lint demo bench chaos failover soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ ROUNDS ?= 20
 chaos: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m tests.chaos --rounds $(ROUNDS) $(ARGS)
+
+# Failover on a real HA engine: Patroni and etcd (Debian's packages, installed if missing) run two
+# PostgreSQL 15 nodes in synchronous replication on free ports in a temp dir, never the shared
+# server. Each round kills the primary's postmaster (then its whole host) mid-drain, with a
+# producer enqueueing; prints the figures. `make failover FAILOVER_ROUNDS=1 ARGS='--fault host'`.
+FAILOVER_ROUNDS ?= 3
+failover: $(BIN)/python
+	command -v patroni >/dev/null && command -v etcd >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni etcd-server >/dev/null; }
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m tests.failover --rounds $(FAILOVER_ROUNDS) $(ARGS)
 
 # The soak: W=2 workers x 10 on a throwaway PostgreSQL 15 cluster (initdb in a temp dir, default
 # settings, autovacuum on; never the shared server) for MINUTES: half the drain rate it measures

@@ -14,6 +14,7 @@ reconciles what the database says the worker owns with what it runs:
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 from pgjobs.store import Outcome
@@ -25,6 +26,19 @@ log = logging.getLogger("pgjobs.worker")
 
 
 class Liveness(Registration, Dispatch):
+    #: No reaping before this ``time.monotonic()``: see :meth:`_hold_reaping`.
+    _reap_not_before = 0.0
+
+    def _hold_reaping(self) -> None:
+        """This worker's connection came back after it could not reach the database: reap
+        nothing for a lease. What cut it off may have cut off every worker, and their leases ran
+        out meanwhile. After a restart the reaper itself counts leases from the server's start,
+        but a standby promoted by a failover started long before: the first worker back would
+        take the runs of the others, which reconnect within a back-off and heartbeat first
+        thing. (A worker cut off alone loses nothing by waiting: the others reap meanwhile.)"""
+        self._reap_not_before = time.monotonic() + self.settings.lease
+        self._timers.next_reap = max(self._timers.next_reap, self._reap_not_before)
+
     async def _heartbeat(self) -> None:
         assert self.store is not None
         beat = await self.store.heartbeat(
@@ -58,6 +72,8 @@ class Liveness(Registration, Dispatch):
 
     async def _reap(self) -> None:
         assert self.store is not None
+        if time.monotonic() < self._reap_not_before:
+            return  # brought forward (a burst of claims or ticks) while reaping is held
         self._claimed_since_reap = 0
         reaped = await self.store.reap_expired_leases()
         if reaped.statistics_stale:

@@ -167,6 +167,7 @@ class Worker(Ticking, Liveness, Wakeups):
         if self._backoff.attempt:
             log.info("database connection restored")
             self._refresh_pools()
+            self._hold_reaping()
 
     async def _drop_connection(self) -> None:
         if self.store is not None:
