@@ -276,6 +276,15 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("heartbeat_at", _timestamp(), nullable=False, server_default=_now()),
         Column("expires_at", _timestamp(), nullable=False),
         Column("stopped_at", _timestamp()),
+        Column(
+            "waiting",
+            Integer,
+            nullable=False,
+            server_default=text("0"),
+            comment="Free slots of a listening worker whose last claim came short: a statement "
+            "queueing due runs wakes it on wake_channel(schema, id) and sets this to 0.",
+        ),
+        Column("waiting_since", _timestamp()),
         _one_of("state", WORKER_STATES, "workers_state_check"),
     )
 
