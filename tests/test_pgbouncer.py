@@ -219,7 +219,9 @@ def test_workers_tick_once_and_drain_5000_runs_through_pgbouncer(
     assert gaps == {1.0}, f"missing ticks: gaps {sorted(gaps)}"
     assert rows(
         dsn,
-        "SELECT job, status, attempt, count(*), count(DISTINCT worker_id) >= 2,"
+        # The 5,000 runs spread over the workers; the pool-using few may all go to one.
+        "SELECT job, status, attempt, count(*),"
+        " count(DISTINCT worker_id) >= CASE job WHEN 't-echo' THEN 2 ELSE 1 END,"
         " bool_and(coalesce((data->>'value')::int, 42) = 42) FROM pgjobs.runs"
         " WHERE job <> 't-tick' GROUP BY 1, 2, 3 ORDER BY 1",
     ) == [
