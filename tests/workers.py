@@ -3,6 +3,7 @@ stop or kill them, and wait for conditions in the database (polling with a deadl
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -176,6 +177,23 @@ def scalar(dsn: str, query: str, *params: Any) -> Any:
 def rows(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(query, params or None).fetchall()
+
+
+def assert_each_tick_once(dsn: str, job: str, at_least: int) -> None:
+    """Every tick of ``job`` ran once and succeeded, at least ``at_least`` of them in a row one
+    second apart (the first and last may be cut by the workers' start and stop)."""
+    ticks = rows(
+        dsn,
+        "SELECT scheduled_for, count(*), bool_and(status = 'succeeded') "
+        "FROM pgjobs.runs WHERE job = %s GROUP BY 1 ORDER BY 1",
+        job,
+    )
+    assert all(count == 1 for _, count, _ in ticks), "a tick ran twice"
+    inner = ticks[1:-1]
+    assert len(inner) >= at_least
+    assert all(ok for _, _, ok in inner)
+    gaps = [b.timestamp() - a.timestamp() for (a, _, _), (b, _, _) in itertools.pairwise(inner)]
+    assert all(g == 1.0 for g in gaps), f"missing ticks: gaps {sorted(set(gaps))}"
 
 
 @contextmanager
