@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +193,31 @@ def migrated_template(pg_admin_dsn: str, _databases: set[str]) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def fresh_database(
+    pg_admin_dsn: str, migrated_template: str, _databases: set[str]
+) -> Callable[[], AbstractContextManager[str]]:
+    """A context manager giving the DSN of a fresh database, migrated to head, dropped on
+    leaving it: ``dsn`` for one test, or for a fixture of a wider scope whose data costs much to
+    load and which its tests only read."""
+
+    @contextmanager
+    def fresh() -> Iterator[str]:
+        name = _new_database(pg_admin_dsn, _databases, migrated_template, "db")
+        try:
+            yield database_dsn(pg_admin_dsn, name)
+        finally:
+            _drop_database(pg_admin_dsn, name)
+            _databases.discard(name)
+
+    return fresh
+
+
 @pytest.fixture
-def dsn(pg_admin_dsn: str, migrated_template: str, _databases: set[str]) -> Iterator[str]:
+def dsn(fresh_database: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
     """DSN of a fresh database, migrated to head, dropped after the test."""
-    name = _new_database(pg_admin_dsn, _databases, migrated_template, "db")
-    yield database_dsn(pg_admin_dsn, name)
-    _drop_database(pg_admin_dsn, name)
-    _databases.discard(name)
+    with fresh_database() as name:
+        yield name
 
 
 @pytest.fixture

@@ -12,16 +12,22 @@ execution (psycopg prepares a statement on its fifth execution).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from benchmarks import history
+from pgjobs.worker import connection
+from pgjobs.worker.connection import open_loop_connection
+from pgjobs.worker.settings import WorkerSettings
 
 FINISHED = 200_000
 QUEUED = 20_000
@@ -42,30 +48,50 @@ QUEUE_INDEXES = {
 Loaded = tuple[psycopg.Connection[Any], list[str]]
 
 
-@contextmanager
-def _history(dsn: str, queue_jobs: list[str], scheduled: list[str]) -> Iterator[Loaded]:
+def _load(dsn: str, queue_jobs: list[str], scheduled: list[str]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         history.add_jobs(conn, queue_jobs, None)
         history.add_jobs(conn, scheduled, SCHEDULE)
         history.add_finished_runs(conn, queue_jobs, FINISHED)
         history.add_queued_runs(conn, queue_jobs, QUEUED)
         history.vacuum_analyze(conn)
-        yield conn, queue_jobs or scheduled
 
 
-@pytest.fixture(params=[50, 10_000], ids=["50 jobs", "10000 jobs"])
-def queue_history(dsn: str, request: pytest.FixtureRequest) -> Iterator[Loaded]:
-    """A large history spread over the jobs of a worker (50, or 10,000 as in the scale
-    benchmark); the connection and those jobs."""
-    with _history(dsn, history.job_names(request.param), []) as loaded:
-        yield loaded
+# Loaded once per module: the tests only read plans, with every statement rolled back.
+@pytest.fixture(scope="module", params=[50, 10_000], ids=["50 jobs", "10000 jobs"])
+def _queue_history(
+    fresh_database: Callable[[], AbstractContextManager[str]], request: pytest.FixtureRequest
+) -> Iterator[tuple[str, list[str]]]:
+    jobs = history.job_names(request.param)
+    with fresh_database() as dsn:
+        _load(dsn, jobs, [])
+        yield dsn, jobs
+
+
+@pytest.fixture(scope="module")
+def _scheduled_history(
+    fresh_database: Callable[[], AbstractContextManager[str]],
+) -> Iterator[tuple[str, list[str]]]:
+    scheduled = [f"bench-scheduled-{i:05d}" for i in range(SCHEDULED)]
+    with fresh_database() as dsn:
+        _load(dsn, history.job_names(50), scheduled)
+        yield dsn, scheduled
 
 
 @pytest.fixture
-def scheduled_history(dsn: str) -> Iterator[Loaded]:
-    """A large history and 5,000 scheduled jobs, none due; the connection and those jobs."""
-    scheduled = [f"bench-scheduled-{i:05d}" for i in range(SCHEDULED)]
-    with _history(dsn, history.job_names(50), scheduled) as (conn, _):
+def queue_history(_queue_history: tuple[str, list[str]]) -> Iterator[Loaded]:
+    """A large history spread over the jobs of a worker (50, or 10,000 as in the scale
+    benchmark); a connection of the test's own and those jobs."""
+    dsn, jobs = _queue_history
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn, jobs
+
+
+@pytest.fixture
+def scheduled_history(_scheduled_history: tuple[str, list[str]]) -> Iterator[Loaded]:
+    """A large history and 5,000 scheduled jobs, none due; a connection and those jobs."""
+    dsn, scheduled = _scheduled_history
+    with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn, scheduled
 
 
@@ -154,3 +180,54 @@ def test_the_workers_other_statements_do_not_read_the_history(
     reads = _history_reads(plan)
     assert not reads, f"{name} (generic plan) reads the history ({reads}):\n{json.dumps(plan)}"
     assert not _jit_compiled(conn, plan), f"{name} (generic plan) is JIT-compiled"
+
+
+# -- the loop's session -------------------------------------------------------------------------
+
+
+def _jit_on_by_default(dsn: str) -> None:
+    """New sessions of the test's database get ``jit = on``, PostgreSQL's default, whatever
+    the server's configuration says."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET jit = on").format(sql.Identifier(conn.info.dbname))
+        )
+
+
+def _loop_session(settings: WorkerSettings) -> tuple[str, str]:
+    """``jit`` and ``plan_cache_mode`` in a worker loop's session opened with ``settings``."""
+
+    async def show() -> tuple[str, str]:
+        conn = await open_loop_connection(settings, "w-plans")
+        try:
+            cur = await conn.execute(
+                "SELECT current_setting('jit'), current_setting('plan_cache_mode')"
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return row[0], row[1]
+        finally:
+            await conn.close()
+
+    return asyncio.run(show())
+
+
+def test_the_loop_session_never_jit_compiles_and_keeps_generic_plans(dsn: str) -> None:
+    # Costs are estimates: a claim of a deep queue, or one planned with statistics made while
+    # the queue was deep, crosses jit_above_cost whatever the test above found, and compiling
+    # it takes half a second per execution. The loop's session does not JIT at all.
+    _jit_on_by_default(dsn)
+    assert _loop_session(WorkerSettings(dsn=dsn)) == ("off", "force_generic_plan")
+
+
+def test_a_pooled_loop_session_is_left_alone_and_says_when_jit_is_on(
+    dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _jit_on_by_default(dsn)
+    monkeypatch.setattr(connection, "_jit_warned", False)
+    with caplog.at_level(logging.WARNING, logger="pgjobs.worker"):
+        assert _loop_session(WorkerSettings(dsn=dsn, listen=False)) == ("on", "auto")
+        assert _loop_session(WorkerSettings(dsn=dsn, listen=False)) == ("on", "auto")
+    warnings = [r.getMessage() for r in caplog.records if "jit is on" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "ALTER ROLE ... SET jit = off" in warnings[0]

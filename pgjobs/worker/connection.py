@@ -20,12 +20,15 @@ database refused) is decided here, once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgjobs.worker.settings import WorkerSettings
+
+log = logging.getLogger("pgjobs.worker")
 
 CONNECT_TIMEOUT = 5
 """Seconds libpq may take to open a connection (a black-holed host answers nothing)."""
@@ -88,20 +91,48 @@ def is_transient_conflict(exc: BaseException) -> bool:
 async def open_loop_connection(
     settings: WorkerSettings, worker_id: str
 ) -> psycopg.AsyncConnection[Any]:
-    """The loop's own connection, autocommit, with generic plans unless behind a pooler."""
+    """The loop's own connection, autocommit, without JIT and with generic plans unless behind
+    a pooler."""
     conn = await psycopg.AsyncConnection.connect(
         settings.dsn,
         autocommit=True,
         application_name=f"pgjobs-worker {worker_id}",
         **connection_kwargs(settings),
     )
-    if not settings.pooled and settings.prepare_after is not None:
-        # The worker's statements are written to plan well for any parameters, and planning
-        # the claim took longer than running it: a prepared statement keeps its generic plan.
-        # Not through a pooler, where a session setting would stick to a server connection
-        # other clients share (and no statement is prepared there anyway).
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
+    if settings.pooled:
+        # A session setting would stick to a server connection other clients share: the
+        # pooler's connect_query or the role's defaults must turn JIT off (docs/operations.md).
+        await _warn_if_jit(conn)
+        return conn
+    # The claim's estimated cost grows with the queue: past jit_above_cost (100,000 by default,
+    # a queue of some 30,000 runs) PostgreSQL compiles its ~600 expressions on every execution,
+    # about half a second of the worker's loop per claim for a statement that runs in a few
+    # milliseconds. And the worker's statements are written to plan well for any parameters,
+    # and planning the claim took longer than running it: a prepared statement keeps its
+    # generic plan (without prepared statements the setting does nothing).
+    await conn.execute(
+        "SELECT set_config('jit', 'off', false), "
+        "set_config('plan_cache_mode', 'force_generic_plan', false)"
+    )
     return conn
+
+
+_jit_warned = False
+
+
+async def _warn_if_jit(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Say once per process when JIT is on for a pooled worker's sessions."""
+    global _jit_warned
+    if _jit_warned:
+        return
+    row = await (await conn.execute("SELECT current_setting('jit')::bool")).fetchone()
+    if row and row[0]:
+        _jit_warned = True
+        log.warning(
+            "jit is on in this worker's sessions, which go through a pooler: once the queue is "
+            "deep, each claim spends about half a second compiling; turn it off in the "
+            "pooler's connect_query or with ALTER ROLE ... SET jit = off (docs/operations.md)"
+        )
 
 
 async def open_listen_connection(
