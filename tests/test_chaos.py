@@ -46,51 +46,71 @@ def _check(result: chaos.RoundResult) -> None:
     assert result.ok, result.report()
 
 
-def _query_in_thread(conn: psycopg.Connection[tuple[object, ...]]) -> threading.Event:
-    done = threading.Event()
+class _QueryInThread:
+    """``SELECT 1`` on ``conn`` in a thread of its own; ``done`` is set once it returned."""
 
-    def run() -> None:
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self.done = threading.Event()
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
         try:
-            conn.execute("SELECT 1").fetchone()
+            self._conn.execute("SELECT 1").fetchone()
         except psycopg.Error:
             return  # the proxy closed under it at the end of the test
-        done.set()
+        self.done.set()
 
-    threading.Thread(target=run, daemon=True).start()
-    return done
+    def join(self) -> bool:
+        """Once the proxy is closed: wait for the query to fail; False if it is still running."""
+        self._thread.join(10)
+        return not self._thread.is_alive()
+
+
+def _close_after(
+    query: _QueryInThread | None, conn: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """Close ``conn`` once ``query``'s thread is out of it: closing a connection while another
+    thread is in libpq with it crashes the process."""
+    if query is None or query.join():
+        conn.close()
 
 
 def test_the_black_hole_holds_bytes_without_closing_and_a_pass_lets_them_through(
     cluster: PgCluster,
 ) -> None:
     proxy = TcpProxy(cluster.port)
+    conn = psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True)
+    query = None
     try:
-        with psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True) as conn:
-            proxy.black_hole()
-            done = _query_in_thread(conn)
-            assert not done.wait(1.5), "a query went through the black hole"
-            assert not conn.closed
-            proxy.pass_through()
-            wait_until(done.is_set, 10, "the held query to complete after the pass")
+        proxy.black_hole()
+        query = _QueryInThread(conn)
+        assert not query.done.wait(1.5), "a query went through the black hole"
+        assert not conn.closed
+        proxy.pass_through()
+        wait_until(query.done.is_set, 10, "the held query to complete after the pass")
     finally:
         proxy.close()
+        _close_after(query, conn)
 
 
 def test_a_pass_without_thaw_leaves_old_connections_dead_and_lets_new_ones_through(
     cluster: PgCluster,
 ) -> None:
     proxy = TcpProxy(cluster.port)
+    stale = psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True)
+    query = None
     try:
-        stale = psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True)
         proxy.black_hole()
         proxy.pass_through(thaw=False)
-        done = _query_in_thread(stale)
+        query = _QueryInThread(stale)
         with psycopg.connect(cluster.dsn_via(proxy.port), autocommit=True) as fresh:
             assert fresh.execute("SELECT 2").fetchone() == (2,)
-        assert not done.wait(1.5), "a query went through a connection left for dead"
+        assert not query.done.wait(1.5), "a query went through a connection left for dead"
     finally:
         proxy.close()
-        stale.close()
+        _close_after(query, stale)
 
 
 def test_workers_recover_from_a_fast_restart(cluster: PgCluster, chaos_logs: Path) -> None:
