@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import queue
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
@@ -143,6 +144,8 @@ def _client(
 ) -> None:
     import pgjobs
 
+    # Ctrl-C reaches the whole process group: the parent ends the load (stop, or terminate).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             results.put(("ready", None))

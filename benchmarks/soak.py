@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psycopg
@@ -91,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM ends the soak as Ctrl-C does: the windows measured so far are printed, and the
+    # workers, the load and the throwaway cluster are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     log_dir = RESULTS / "logs" / f"soak-{stamp}-{os.getpid()}"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"\nresults: {path}")
     failed = [v for v in document.get("verdicts", []) if v["passed"] is False]
+    if document.get("interrupted"):
+        return 130
     return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -181,7 +192,8 @@ def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, A
             load.start()
             epoch = t0.timestamp()
             _say(case)
-            deadline = time.monotonic() + seconds
+            began = time.monotonic()
+            deadline = began + seconds
             reported = [0]
 
             def step() -> None:
@@ -191,7 +203,14 @@ def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, A
                     _say(_progress(windows.window(sampler.seen, epoch, start, start + length)))
                     reported[0] += 1
 
-            every(INTERVAL, deadline, step)
+            interrupted = False
+            try:
+                every(INTERVAL, deadline, step)
+            except KeyboardInterrupt:
+                # What was measured is reported: the whole windows, and the part of the last.
+                interrupted = True
+                seconds = time.monotonic() - began
+                _say(f"interrupted after {seconds / 60:.1f} min: stopping the load and the workers")
             load_report = load.stop()
             time.sleep(SETTLE)
             sampler.sample()
@@ -199,7 +218,7 @@ def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, A
     found = windows.windows(sampler.seen, epoch, seconds, length)
     ramp = windows.ramp_up(sampler.seen, epoch, seconds)
     verdicts = windows.verdicts(found, ramp)
-    print(case)
+    print(case + (f" (interrupted after {seconds / 60:.1f} min)" if interrupted else ""))
     print(
         f"load: {load_report.enqueued:,} runs in {load_report.seconds:,.0f} s "
         f"({load_report.achieved:,.0f}/s; a client was at most {load_report.behind:,} runs behind)"
@@ -219,6 +238,7 @@ def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, A
         "windows": windows.as_dicts(found),
         "ramp": ramp,
         "verdicts": [asdict(v) for v in verdicts],
+        "interrupted": interrupted,
     }
 
 
