@@ -8,10 +8,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Installs the package (editable) with its test and dev extras, then runs the whole suite against
-# PGJOBS_TEST_DSN, else a Docker Postgres, else an embedded one (see tests/conftest.py).
+# PGJOBS_TEST_DSN, else a Docker Postgres, else an embedded one (see tests/conftest.py): the tests
+# that share the machine well on TEST_PROCESSES processes side by side, then those that time a
+# latency or a delay (marked serial) alone. Both parts run; either failing fails the target.
+TEST_PROCESSES ?= 2
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
-	$(BIN)/pytest
+	status=0; \
+	$(BIN)/pytest -m 'not serial' -n $(TEST_PROCESSES) $(ARGS) || status=$$?; \
+	$(BIN)/pytest -m serial $(ARGS) || status=$$?; \
+	exit $$status
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

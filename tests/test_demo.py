@@ -3,6 +3,7 @@ everything it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -18,11 +19,16 @@ from pgjobs.embedded import EmbeddedPostgres, process_alive
 from pgjobs.errors import PgJobsError
 from tests.workers import ROOT, scalar, wait_until
 
+# Its stop is timed: it runs alone, after the tests that share the machine (see Makefile).
+pytestmark = pytest.mark.serial
+
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGJOBS_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    # A demo that hangs is sent SIGABRT, and then prints where each of its threads stood.
+    env["PYTHONFAULTHANDLER"] = "1"
     return env
 
 
@@ -54,6 +60,22 @@ class Demo:
             return re.search(pattern, self.output(), re.MULTILINE)
 
         return wait_until(printed, timeout, f"the demo to print {pattern!r}", interval=0.1)
+
+    def wait(self, timeout: float) -> int:
+        """The demo's exit code; if it is still running after ``timeout``, its threads' stacks
+        (faulthandler, at SIGABRT) and the embedded server's log end go into the failure."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            log = self.cwd / ".pgjobs-demo" / "pgdata" / "log"
+            server_log = log.read_text(errors="replace")[-4000:] if log.is_file() else "(none)"
+            raise AssertionError(
+                f"the demo ran {timeout:.0f}s past the stop:\n{self.output()}\n"
+                f"server log:\n{server_log}"
+            ) from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -144,11 +166,11 @@ def test_the_demo_runs_jobs_on_an_embedded_postgres_and_ctrl_c_stops_everything(
     # A second demo in the same folder refuses: one server, one owner.
     second = Demo(tmp_path)
     demos.append(second)
-    assert second.proc.wait(30) == 1
+    assert second.wait(30) == 1
     assert "in use by pid" in second.output().strip().splitlines()[-1]
 
     demo.proc.send_signal(signal.SIGINT)
-    assert demo.proc.wait(30) == 0
+    assert demo.wait(30) == 0
     assert demo.output().rstrip().endswith("demo stopped")
     for pid in workers | {postmaster} | backends:
         assert not process_alive(pid), f"process {pid} outlived the demo"
@@ -162,7 +184,7 @@ def test_the_demo_runs_on_a_given_database_for_a_given_duration(
     demo = Demo(tmp_path, "--dsn", dsn, "--workers", "1", "--duration", "3")
     demos.append(demo)
 
-    assert demo.proc.wait(40) == 0
+    assert demo.wait(40) == 0
     output = demo.output()
     assert "embedded" not in output
     assert re.search(r"run \d+ my-extension-report \(enqueue, .*\) succeeded", output), output

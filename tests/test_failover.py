@@ -18,7 +18,11 @@ import pytest
 from tests import chaos, failover
 from tests.hacluster import HaCluster, available, ha_cluster
 
-pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+pytestmark = [
+    pytest.mark.skipif(available() is not None, reason=str(available())),
+    # Failover times are measured: it runs alone, after the tests that share the machine.
+    pytest.mark.serial,
+]
 
 
 @pytest.fixture(scope="module")

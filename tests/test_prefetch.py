@@ -15,6 +15,9 @@ import pytest
 from tests.test_worker import enqueue_raw, run_row, wait_status
 from tests.workers import WorkerProcess, Workers, rows, scalar, wait_until, worker_pool
 
+# It measures latencies: it runs alone, after the tests that share the machine (see Makefile).
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:

@@ -26,6 +26,9 @@ from tests.cli import run_pgjobs
 from tests.test_worker import wait_status
 from tests.workers import WorkerProcess, Workers, rows, scalar, wait_until, worker_pool
 
+# It measures latencies: it runs alone, after the tests that share the machine (see Makefile).
+pytestmark = pytest.mark.serial
+
 APP = "tests.worker_apps.controls:extension"
 # Wake-ups that only a NOTIFY can bring within a second: heartbeats every 10 s, polls every 10 s.
 NOTIFY_ONLY = ("--lease", "30", "--poll-interval", "10")

@@ -163,6 +163,7 @@ def test_a_profile_schedule_ticks_is_kept_from_hand_edits_and_goes_with_the_prof
         assert worker.stop() == 0, worker.log()
 
 
+@pytest.mark.serial  # times a delay
 def test_a_new_schedule_reaches_a_sleeping_worker_by_notify(dsn: str, tmp_path: Path) -> None:
     # t-sleep has no schedule of its own, and the worker polls every 30 s: only the NOTIFY of
     # the new schedule can wake it for the first tick.

@@ -24,6 +24,9 @@ import pgjobs
 from tests.test_store import refresh
 from tests.workers import Workers, scalar, wait_until, worker_pool
 
+# It measures latencies: it runs alone, after the tests that share the machine (see Makefile).
+pytestmark = pytest.mark.serial
+
 _ANALYZED = "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.runs'::regclass"
 
 

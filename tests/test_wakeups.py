@@ -21,6 +21,9 @@ import pytest
 from pgjobs import EnqueueRequest, enqueue_many_sync, enqueue_sync
 from tests.workers import WorkerProcess, Workers, scalar, wait_until, worker_pool
 
+# It measures latencies: it runs alone, after the tests that share the machine (see Makefile).
+pytestmark = pytest.mark.serial
+
 NOTIFY_ONLY = ("--lease", "30", "--poll-interval", "30", "--concurrency", "1")
 
 
