@@ -142,13 +142,15 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(dsn: str, workers: W
 def test_sigterm_past_the_grace_hands_the_run_to_another_worker(dsn: str, workers: Workers) -> None:
     a = workers.start(["t-sleep"], "--grace", "0.5", name="a")
     workers.wait_registered(a)
-    run_id = enqueue_raw(dsn, "t-sleep", {"seconds": 3})
+    # Long enough to outlast b's start on a busy machine: the run must still be a's at SIGTERM.
+    run_id = enqueue_raw(dsn, "t-sleep", {"seconds": 8})
     wait_status(dsn, run_id, {"running"}, 20)
     b = workers.start(["t-sleep"], name="b")
     workers.wait_registered(b)
+    assert run_row(dsn, run_id)["status"] == "running", "the run ended before the SIGTERM"
     a.signal(signal.SIGTERM)
     assert a.wait(20) == 0, a.log()
-    done = wait_status(dsn, run_id, {"succeeded", "failed"}, 20)
+    done = wait_status(dsn, run_id, {"succeeded", "failed"}, 30)
     assert done["status"] == "succeeded" and done["worker_id"] == "b"
     assert "handed 1 run(s) back to the queue" in a.log()
     assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs") == 1
