@@ -6,12 +6,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgjobs.schedule import CronSchedule
+from pgjobs.store import Queries
 from pgjobs.tick import MAX_TICKS, SCALED_GRACE_MAX, SCALED_GRACE_SHARE, TickPlan, plan_ticks
+from tests.cli import add_worker
 from tests.workers import Workers, rows, scalar, wait_until, worker_pool
 
 SECOND = timedelta(seconds=1)
@@ -298,3 +301,43 @@ def test_a_worker_catches_up_on_more_on_time_ticks_than_one_plan_holds(
     assert first_tick == start
     assert count > 10_500
     assert count == (last_tick - first_tick).total_seconds() + 1  # one run a second, no gap
+
+
+# -- who ticks first -----------------------------------------------------------------------------
+
+
+def test_due_at_one_instant_the_oftenest_schedule_is_locked_first(conn: psycopg.Connection) -> None:
+    # A thousand jobs firing every minute and one every second, all due at second 0: the
+    # every-second job comes first, whatever the jobs' names or the order they were written in.
+    queries = Queries("pgjobs")
+    add_worker(conn, "w1", [])
+    due = "date_trunc('minute', now())"
+    conn.execute(
+        "INSERT INTO pgjobs.jobs (name, extension, schedule, next_fire_at, last_tick_at) "
+        f"SELECT format('a-minute-%s', i), 'a', '0 * * * * *', {due}, {due} - interval '1 minute' "
+        "FROM generate_series(1, 1000) i"
+    )
+    conn.execute(
+        "INSERT INTO pgjobs.jobs (name, extension, schedule, next_fire_at, last_tick_at) "
+        f"VALUES ('z-second', 'z', '* * * * * *', {due}, {due} - interval '1 second'), "
+        f"('z-new', 'z', '0 * * * * *', {due}, NULL)"
+    )
+    conn.execute(
+        "INSERT INTO pgjobs.worker_jobs (worker_id, job, schedule) "
+        "SELECT 'w1', name, schedule FROM pgjobs.jobs"
+    )
+    conn.execute(
+        "INSERT INTO pgjobs.schedules (job, name, cron, next_fire_at, last_tick_at) "
+        f"SELECT 'a-minute-1', format('m%s', i), '0 * * * * *', {due}, "
+        f"{due} - interval '1 minute' FROM generate_series(1, 100) i "
+        f"UNION ALL SELECT 'a-minute-1', 's', '* * * * * *', {due}, {due} - interval '1 second'"
+    )
+
+    with conn.transaction():
+        jobs = conn.execute(queries["lock_due_jobs"], {"worker": "w1", "limit": 3}).fetchall()
+        schedules = conn.execute(
+            queries["lock_due_schedules"], {"worker": "w1", "limit": 1}
+        ).fetchall()
+    assert jobs[0][0] == "z-second"
+    assert "z-new" not in [j[0] for j in jobs]  # no tick yet: its period is unknown, so last
+    assert schedules[0][1] == "s"

@@ -149,14 +149,16 @@ WHERE q.name = ANY (%(names)s::text[]) AND q.rate_limit IS NOT NULL;
 -- name: lock_due_jobs
 -- Tick, step 1: the jobs whose next tick is due, locked so one worker materialises each tick.
 -- Only jobs whose stored schedule is the one this worker's code has: during a rolling deploy
--- the code that registered the schedule ticks it.
+-- the code that registered the schedule ticks it. Due at the same instant, the job whose ticks
+-- come oftenest goes first (the gap from its last tick to its next): an every-second job is not
+-- made to wait behind the thousand jobs that fire once a minute at the same second.
 SELECT j.name, j.schedule, j.timezone, j.misfire, j.backfill_cap, j.next_fire_at, now() AS db_now
 FROM {schema}.jobs j
 WHERE j.next_fire_at <= now() AND j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
   AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
               WHERE wj.worker_id = %(worker)s AND wj.job = j.name
                 AND wj.schedule = j.schedule AND wj.timezone = j.timezone OFFSET 0)
-ORDER BY j.next_fire_at
+ORDER BY j.next_fire_at, j.next_fire_at - j.last_tick_at NULLS LAST
 LIMIT %(limit)s
 FOR UPDATE OF j SKIP LOCKED;
 
@@ -184,7 +186,8 @@ SELECT ARRAY(SELECT t.id FROM ticks t ORDER BY t.scheduled_for, t.id) AS inserte
 -- name: lock_due_schedules
 -- Runtime schedules, step 1: those of this worker's jobs whose next tick is due, or whose first
 -- tick no worker has worked out yet (a new or changed cron), locked so one worker materialises
--- each tick. Any worker that registers the job may tick them: their cron is in the row.
+-- each tick. Any worker that registers the job may tick them: their cron is in the row. Due at
+-- the same instant, the oftenest first, as for jobs.
 SELECT s.job, s.name, s.cron, s.timezone, coalesce(s.misfire, j.misfire) AS misfire,
        j.backfill_cap, s.next_fire_at, s.updated_at, s.payload, now() AS db_now
 FROM {schema}.schedules s
@@ -193,7 +196,7 @@ WHERE (s.next_fire_at <= now() OR s.next_fire_at IS NULL)
   AND s.enabled AND NOT s.paused AND s.error IS NULL AND NOT j.paused
   AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
               WHERE wj.worker_id = %(worker)s AND wj.job = s.job OFFSET 0)
-ORDER BY s.next_fire_at NULLS FIRST
+ORDER BY s.next_fire_at NULLS FIRST, s.next_fire_at - s.last_tick_at NULLS LAST
 LIMIT %(limit)s
 FOR UPDATE OF s SKIP LOCKED;
 

@@ -10,6 +10,10 @@ from pgjobs.db import DEFAULT_PREPARE_THRESHOLD
 TICK_BATCH = 1000
 """Due jobs locked and ticked per transaction."""
 
+TICK_FIRST_BATCH = 100
+"""Due jobs locked and ticked in a round's first transaction: the oftenest come first (see
+``lock_due_jobs``), and their runs start once it commits, without waiting for a thousand."""
+
 REAP_AFTER_TICKS = 1000
 """A tick that inserts this many runs brings the next reap (and its statistics check) forward."""
 

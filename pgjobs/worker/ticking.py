@@ -20,7 +20,7 @@ from pgjobs.schedule import CronSchedule
 from pgjobs.store import ClaimedRun, DueSchedule, ScheduleTick, ScheduleWatermark
 from pgjobs.tick import TickPlan, plan_ticks
 from pgjobs.worker.dispatch import Dispatch
-from pgjobs.worker.settings import TICK_BATCH
+from pgjobs.worker.settings import TICK_BATCH, TICK_FIRST_BATCH
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -48,10 +48,11 @@ class Ticking(Dispatch):
         store = self.store
         locked_any = False
         inserted_all = 0
+        batch = TICK_FIRST_BATCH
         while True:
             claimed: list[ClaimedRun] = []
             async with store.conn.transaction():
-                due = await store.lock_due_jobs(TICK_BATCH)
+                due = await store.lock_due_jobs(batch)
                 if not due:
                     return locked_any, inserted_all
                 ticks: list[tuple[str, datetime]] = []
@@ -89,8 +90,9 @@ class Ticking(Dispatch):
                 claimed = await self._claim_ticks(inserted)
             self._dispatch(claimed)  # committed: now they may run
             locked_any = True
-            if len(due) < TICK_BATCH:
+            if len(due) < batch:
                 return True, inserted_all
+            batch = TICK_BATCH
 
     async def _tick_schedules(self) -> tuple[bool, int]:
         """The ticks of runtime schedules (see :meth:`_tick`)."""
@@ -98,9 +100,10 @@ class Ticking(Dispatch):
         store = self.store
         locked_any = False
         inserted_all = 0
+        batch = TICK_FIRST_BATCH
         while True:
             async with store.conn.transaction():
-                due_schedules = await store.lock_due_schedules(TICK_BATCH)
+                due_schedules = await store.lock_due_schedules(batch)
                 if not due_schedules:
                     return locked_any, inserted_all
                 schedule_ticks, schedule_marks = self._plan_schedules(due_schedules)
@@ -109,8 +112,9 @@ class Ticking(Dispatch):
                 claimed = await self._claim_ticks(inserted)
             self._dispatch(claimed)
             locked_any = True
-            if len(due_schedules) < TICK_BATCH:
+            if len(due_schedules) < batch:
                 return True, inserted_all
+            batch = TICK_BATCH
 
     async def _claim_ticks(self, inserted: list[int]) -> list[ClaimedRun]:
         """Claim the runs of the ticks just inserted, in the tick's transaction: its own ticks
