@@ -154,10 +154,11 @@ def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, A
     drained = drain.drain_pgjobs(bench, args.workers, args.concurrency, drain_jobs)
     max_rate = drained.jobs_per_s or 0.0
     rate = args.rate or max_rate / 2
+    share = "half" if not args.rate else f"--rate, {rate / max_rate:.0%} of" if max_rate else "and"
     _say(f"drain: {max_rate:,.0f} runs/s; steady enqueues at {rate:,.0f}/s")
     case = (
         f"soak: {args.workers} workers x {args.concurrency}, {args.minutes:g} min in windows of "
-        f"{length / 60:g} min; {rate:,.0f} enqueues/s (half the {max_rate:,.0f}/s drained), "
+        f"{length / 60:g} min; {rate:,.0f} enqueues/s ({share} the {max_rate:,.0f}/s drained), "
         f"{apps.SOAK_SECOND_JOBS} jobs every second, "
         f"{apps.SOAK_MINUTE_JOBS + apps.SOAK_RUNTIME_SCHEDULES:,} schedules every minute at "
         f"second 0 ({apps.SOAK_MINUTE_JOBS:,} jobs' own, {apps.SOAK_RUNTIME_SCHEDULES:,} runtime); "
