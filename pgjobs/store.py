@@ -324,9 +324,12 @@ class WorkerStore:
             cleared = [n for n in names if limits[n] is None]
             await self.conn.execute(self.q["clear_queue_rate_limits"], {"names": cleared})
 
-    async def lock_due_jobs(self, limit: int) -> list[DueJob]:
+    async def lock_due_jobs(self, limit: int, *, oftenest_first: bool = False) -> list[DueJob]:
+        """Lock up to ``limit`` due jobs of this worker: in due order, or, for a round's first
+        batch, with the oftenest first among those due at one instant."""
+        query = self.q["lock_due_jobs_oftenest_first" if oftenest_first else "lock_due_jobs"]
         cur = self.conn.cursor(row_factory=dict_row)
-        await cur.execute(self.q["lock_due_jobs"], {"worker": self.worker_id, "limit": limit})
+        await cur.execute(query, {"worker": self.worker_id, "limit": limit})
         return [DueJob(**row) for row in await cur.fetchall()]
 
     async def insert_ticks_advance_watermarks(

@@ -137,19 +137,18 @@ def test_claiming_reads_the_queued_index_not_the_history(queue_history: Loaded) 
         assert not _jit_compiled(conn, plan), f"{name} ({mode}) is JIT-compiled:\n{shown}"
 
 
-def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded) -> None:
+@pytest.mark.parametrize("name", ["lock_due_jobs", "lock_due_jobs_oftenest_first"])
+def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded, name: str) -> None:
     conn, _ = scheduled_history
-    query = history.queries()["lock_due_jobs"]
+    query = history.queries()[name]
     params = history.tick_params(query)
     for mode, generic in PLANS:
         plan = history.explain(conn, query, params, generic=generic)
         shown = json.dumps(plan, indent=1)
-        assert not _seq_scans_on(plan, "runs"), f"lock_due_jobs ({mode}) scans runs:\n{shown}"
-        assert not _seq_scans_on(plan, "jobs"), (
-            f"lock_due_jobs ({mode}) scans all of jobs:\n{shown}"
-        )
+        assert not _seq_scans_on(plan, "runs"), f"{name} ({mode}) scans runs:\n{shown}"
+        assert not _seq_scans_on(plan, "jobs"), f"{name} ({mode}) scans all of jobs:\n{shown}"
         used = [n for n in _nodes(plan) if n[2] == "jobs_next_fire_at_idx"]
-        assert used, f"lock_due_jobs ({mode}) does not use jobs_next_fire_at_idx:\n{shown}"
+        assert used, f"{name} ({mode}) does not use jobs_next_fire_at_idx:\n{shown}"
 
 
 # The worker's other statements on runs, with what it binds to them. The worker runs every

@@ -334,7 +334,9 @@ def test_due_at_one_instant_the_oftenest_schedule_is_locked_first(conn: psycopg.
     )
 
     with conn.transaction():
-        jobs = conn.execute(queries["lock_due_jobs"], {"worker": "w1", "limit": 3}).fetchall()
+        jobs = conn.execute(
+            queries["lock_due_jobs_oftenest_first"], {"worker": "w1", "limit": 3}
+        ).fetchall()
         schedules = conn.execute(
             queries["lock_due_schedules"], {"worker": "w1", "limit": 1}
         ).fetchall()

@@ -149,9 +149,23 @@ WHERE q.name = ANY (%(names)s::text[]) AND q.rate_limit IS NOT NULL;
 -- name: lock_due_jobs
 -- Tick, step 1: the jobs whose next tick is due, locked so one worker materialises each tick.
 -- Only jobs whose stored schedule is the one this worker's code has: during a rolling deploy
--- the code that registered the schedule ticks it. Due at the same instant, the job whose ticks
--- come oftenest goes first (the gap from its last tick to its next): an every-second job is not
--- made to wait behind the thousand jobs that fire once a minute at the same second.
+-- the code that registered the schedule ticks it. In the order of jobs_next_fire_at_idx, reading
+-- no more due jobs than it locks (10,000 due at once take ten of these).
+SELECT j.name, j.schedule, j.timezone, j.misfire, j.backfill_cap, j.next_fire_at, now() AS db_now
+FROM {schema}.jobs j
+WHERE j.next_fire_at <= now() AND j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
+  AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+              WHERE wj.worker_id = %(worker)s AND wj.job = j.name
+                AND wj.schedule = j.schedule AND wj.timezone = j.timezone OFFSET 0)
+ORDER BY j.next_fire_at
+LIMIT %(limit)s
+FOR UPDATE OF j SKIP LOCKED;
+
+-- name: lock_due_jobs_oftenest_first
+-- lock_due_jobs for a round's first, small batch: due at the same instant, the job whose ticks
+-- come oftenest goes first (the gap from its last tick to its next), so an every-second job is
+-- not made to wait behind the thousand jobs that fire once a minute at the same second. It reads
+-- every due job to sort them: the rest of the round goes in index order.
 SELECT j.name, j.schedule, j.timezone, j.misfire, j.backfill_cap, j.next_fire_at, now() AS db_now
 FROM {schema}.jobs j
 WHERE j.next_fire_at <= now() AND j.schedule IS NOT NULL AND j.enabled AND NOT j.paused

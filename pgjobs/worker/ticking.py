@@ -52,7 +52,7 @@ class Ticking(Dispatch):
         while True:
             claimed: list[ClaimedRun] = []
             async with store.conn.transaction():
-                due = await store.lock_due_jobs(batch)
+                due = await store.lock_due_jobs(batch, oftenest_first=batch == TICK_FIRST_BATCH)
                 if not due:
                     return locked_any, inserted_all
                 ticks: list[tuple[str, datetime]] = []
