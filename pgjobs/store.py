@@ -354,9 +354,14 @@ class WorkerStore:
         assert row is not None
         return list(row[0])
 
-    async def lock_due_schedules(self, limit: int) -> list[DueSchedule]:
+    async def lock_due_schedules(
+        self, limit: int, *, oftenest_first: bool = False
+    ) -> list[DueSchedule]:
+        """Lock up to ``limit`` due runtime schedules of this worker's jobs, ordered as
+        :meth:`lock_due_jobs` orders jobs."""
+        name = "lock_due_schedules_oftenest_first" if oftenest_first else "lock_due_schedules"
         cur = self.conn.cursor(row_factory=dict_row)
-        await cur.execute(self.q["lock_due_schedules"], {"worker": self.worker_id, "limit": limit})
+        await cur.execute(self.q[name], {"worker": self.worker_id, "limit": limit})
         return [DueSchedule(**row) for row in await cur.fetchall()]
 
     async def insert_schedule_ticks(

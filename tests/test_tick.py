@@ -338,7 +338,7 @@ def test_due_at_one_instant_the_oftenest_schedule_is_locked_first(conn: psycopg.
             queries["lock_due_jobs_oftenest_first"], {"worker": "w1", "limit": 3}
         ).fetchall()
         schedules = conn.execute(
-            queries["lock_due_schedules"], {"worker": "w1", "limit": 1}
+            queries["lock_due_schedules_oftenest_first"], {"worker": "w1", "limit": 1}
         ).fetchall()
     assert jobs[0][0] == "z-second"
     assert "z-new" not in [j[0] for j in jobs]  # no tick yet: its period is unknown, so last

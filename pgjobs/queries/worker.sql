@@ -200,8 +200,23 @@ SELECT ARRAY(SELECT t.id FROM ticks t ORDER BY t.scheduled_for, t.id) AS inserte
 -- name: lock_due_schedules
 -- Runtime schedules, step 1: those of this worker's jobs whose next tick is due, or whose first
 -- tick no worker has worked out yet (a new or changed cron), locked so one worker materialises
--- each tick. Any worker that registers the job may tick them: their cron is in the row. Due at
--- the same instant, the oftenest first, as for jobs.
+-- each tick. Any worker that registers the job may tick them: their cron is in the row. In the
+-- order of schedules_due_idx, reading no more due schedules than it locks.
+SELECT s.job, s.name, s.cron, s.timezone, coalesce(s.misfire, j.misfire) AS misfire,
+       j.backfill_cap, s.next_fire_at, s.updated_at, s.payload, now() AS db_now
+FROM {schema}.schedules s
+JOIN {schema}.jobs j ON j.name = s.job
+WHERE (s.next_fire_at <= now() OR s.next_fire_at IS NULL)
+  AND s.enabled AND NOT s.paused AND s.error IS NULL AND NOT j.paused
+  AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
+              WHERE wj.worker_id = %(worker)s AND wj.job = s.job OFFSET 0)
+ORDER BY s.next_fire_at NULLS FIRST
+LIMIT %(limit)s
+FOR UPDATE OF s SKIP LOCKED;
+
+-- name: lock_due_schedules_oftenest_first
+-- lock_due_schedules for a round's first, small batch: due at the same instant, the oftenest
+-- first, as lock_due_jobs_oftenest_first does for jobs. It reads every due schedule to sort them.
 SELECT s.job, s.name, s.cron, s.timezone, coalesce(s.misfire, j.misfire) AS misfire,
        j.backfill_cap, s.next_fire_at, s.updated_at, s.payload, now() AS db_now
 FROM {schema}.schedules s

@@ -103,7 +103,9 @@ class Ticking(Dispatch):
         batch = TICK_FIRST_BATCH
         while True:
             async with store.conn.transaction():
-                due_schedules = await store.lock_due_schedules(batch)
+                due_schedules = await store.lock_due_schedules(
+                    batch, oftenest_first=batch == TICK_FIRST_BATCH
+                )
                 if not due_schedules:
                     return locked_any, inserted_all
                 schedule_ticks, schedule_marks = self._plan_schedules(due_schedules)
