@@ -154,7 +154,12 @@ def soak(admin_dsn: str, log_dir: Path, args: argparse.Namespace) -> dict[str, A
     drained = drain.drain_pgjobs(bench, args.workers, args.concurrency, drain_jobs)
     max_rate = drained.jobs_per_s or 0.0
     rate = args.rate or max_rate / 2
-    share = "half" if not args.rate else f"--rate, {rate / max_rate:.0%} of" if max_rate else "and"
+    if not args.rate:
+        share = "half"
+    elif max_rate:
+        share = f"--rate, {rate / max_rate:.0%} of"
+    else:
+        share = "--rate, against"
     _say(f"drain: {max_rate:,.0f} runs/s; steady enqueues at {rate:,.0f}/s")
     case = (
         f"soak: {args.workers} workers x {args.concurrency}, {args.minutes:g} min in windows of "
