@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 from concurrent.futures import Executor
 from typing import Any
 
-from pgjobs.job import CancelSignal, JobContext
+from pgjobs.job import CancelSignal, JobContext, ProgressSink
 from pgjobs.outcomes import exception_outcome, result_outcome, safe_outcome, with_logs
 from pgjobs.registry import JobDefinition
 from pgjobs.runlog import JOB_LOGGER, cached_logger, capture_run_logs
@@ -59,6 +59,7 @@ class RunExecution:
         executor: Executor | None,
         parameters: dict[str, str] | None = None,
         schema: str = "pgjobs",
+        progress: ProgressSink | None = None,
     ) -> None:
         self.definition = definition
         self.run = run
@@ -78,6 +79,7 @@ class RunExecution:
             parameters=params,
             config=dict(definition.config),
             schema=schema,
+            progress_sink=progress,
         )
         self._executor = executor
         #: The task that awaits :meth:`execute` (set by whoever creates it, else found when the

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 Overlap = Literal["skip", "allow"]
 Misfire = Literal["coalesce", "skip", "backfill"]
@@ -102,6 +102,10 @@ def _count(name: str, value: object) -> int:
     return int(number)
 
 
+ProgressSink: TypeAlias = Callable[[int, int, int | None, str | None], None]
+"""Takes a run's progress reports: ``(run_id, done, total, message)``."""
+
+
 class CancelSignal:
     """Set when the run should stop: cancelled by an operator, timed out, or worker shutdown.
 
@@ -164,11 +168,20 @@ class JobContext:
     parameters: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     schema: str = "pgjobs"
+    #: Where :meth:`progress` reports go: the worker's progress writer, or None (not stored).
+    progress_sink: ProgressSink | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
         """True once the run was asked to stop; long jobs should check it and return early."""
         return self.cancel.is_set
+
+    def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
+        """Report how far the run got: ``done`` units of ``total`` (None when unknown), with an
+        optional short ``message``. Cheap to call often, from async and sync jobs alike: the
+        worker stores the latest report on the run a few times a second at most."""
+        if self.progress_sink is not None:
+            self.progress_sink(self.run_id, done, total, message)
 
 
 class Job:

@@ -1,0 +1,1 @@
+"""pytest fixtures for testing jobs: see :mod:`pgjobs.testing`."""

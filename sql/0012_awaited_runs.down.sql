@@ -1,0 +1,2 @@
+ALTER TABLE {schema}.runs
+    DROP COLUMN awaited;
