@@ -52,9 +52,21 @@ def _load(dsn: str, queue_jobs: list[str], scheduled: list[str]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         history.add_jobs(conn, queue_jobs, None)
         history.add_jobs(conn, scheduled, SCHEDULE)
+        _add_runtime_schedules(conn, scheduled)
         history.add_finished_runs(conn, queue_jobs, FINISHED)
         history.add_queued_runs(conn, queue_jobs, QUEUED)
         history.vacuum_analyze(conn)
+
+
+def _add_runtime_schedules(conn: psycopg.Connection[Any], jobs: list[str]) -> None:
+    """A runtime schedule of each of ``jobs``, ticked already: none is due within the hour."""
+    conn.execute(
+        "INSERT INTO pgjobs.schedules (job, name, cron, next_fire_at, last_tick_at)"
+        " SELECT j, 'hourly', '0 0 * * * *', now() + make_interval(secs => 60 + i %% 3000),"
+        "        now() - interval '1 hour'"
+        " FROM unnest(%(jobs)s::text[]) WITH ORDINALITY AS t(j, i)",
+        {"jobs": jobs},
+    )
 
 
 # Loaded once per module: the tests only read plans, with every statement rolled back.
@@ -149,6 +161,22 @@ def test_ticking_reads_the_next_fire_index(scheduled_history: Loaded, name: str)
         assert not _seq_scans_on(plan, "jobs"), f"{name} ({mode}) scans all of jobs:\n{shown}"
         used = [n for n in _nodes(plan) if n[2] == "jobs_next_fire_at_idx"]
         assert used, f"{name} ({mode}) does not use jobs_next_fire_at_idx:\n{shown}"
+
+
+@pytest.mark.parametrize("name", ["lock_due_schedules", "lock_due_schedules_oftenest_first"])
+def test_ticking_runtime_schedules_reads_the_due_index(
+    scheduled_history: Loaded, name: str
+) -> None:
+    conn, _ = scheduled_history
+    query = history.queries()[name]
+    params = history.tick_params(query)
+    for mode, generic in PLANS:
+        plan = history.explain(conn, query, params, generic=generic)
+        shown = json.dumps(plan, indent=1)
+        assert not _seq_scans_on(plan, "schedules"), f"{name} ({mode}) scans schedules:\n{shown}"
+        assert not _seq_scans_on(plan, "jobs"), f"{name} ({mode}) scans all of jobs:\n{shown}"
+        used = [n for n in _nodes(plan) if n[2] == "schedules_due_idx"]
+        assert used, f"{name} ({mode}) does not use schedules_due_idx:\n{shown}"
 
 
 # The worker's other statements on runs, with what it binds to them. The worker runs every
