@@ -88,6 +88,7 @@ def test_upgrade_on_an_empty_database_creates_the_tables_and_views_of_the_spec(
         "queues": "r",
         "rate_buckets": "r",
         "schedules": "r",
+        "timezone_names": "r",
         "job_status": "v",
         "run_history": "v",
         "run_waits": "v",

@@ -500,3 +500,41 @@ def test_the_database_refuses_what_the_workers_would_refuse(conn: Conn) -> None:
     long_cron = "0 " + ",".join(str(m) for m in range(60)) + " * * * *"
     row = conn.execute("SELECT pgjobs.schedule('t-echo', %s)", [long_cron]).fetchone()
     assert row is not None and row[0] == long_cron[:100]
+
+
+@pytest.mark.parametrize(
+    ("timezone", "accepted"),
+    [
+        ("Europe/Paris", True),
+        ("UTC", True),
+        ("US/Eastern", True),  # a link of the IANA database
+        ("Mars/Base", False),
+        ("localtime", False),
+        ("posixrules", False),
+        ("posix/Europe/Paris", False),
+        ("right/UTC", False),
+        ("", False),
+    ],
+)
+def test_the_sql_check_of_a_timezone_accepts_the_iana_names_only(
+    conn: Conn, timezone: str, accepted: bool
+) -> None:
+    error = scalar_of(conn, "SELECT pgjobs.timezone_error(%s)", timezone)
+    assert (error is None) is accepted, error
+
+
+def test_a_zone_the_server_knows_but_the_names_table_lacks_is_still_accepted(conn: Conn) -> None:
+    # A later tzdata release of the server may add zones that the table, filled when pgjobs was
+    # migrated, does not list: those are looked up in pg_timezone_names.
+    assert scalar_of(conn, "SELECT count(*) FROM pgjobs.timezone_names") > 300
+    conn.execute("DELETE FROM pgjobs.timezone_names WHERE name = 'America/Ciudad_Juarez'")
+    assert scalar_of(conn, "SELECT pgjobs.timezone_error('America/Ciudad_Juarez')") is None
+    assert scalar_of(conn, "SELECT pgjobs.timezone_error('America/Nowhere')") == (
+        "unknown timezone 'America/Nowhere' (an IANA name such as UTC or Europe/Paris)"
+    )
+
+
+def scalar_of(conn: Conn, query: str, *args: Any) -> Any:
+    row = conn.execute(query, args or None).fetchone()
+    assert row is not None
+    return row[0]
