@@ -21,11 +21,12 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
+from pgjobs import tracing
 from pgjobs.caller import Api, Plan, Row, async_connection, drive_async, drive_sync, sync_connection
 from pgjobs.db import resolve_schema
 from pgjobs.discovery import exception_line
@@ -56,6 +57,8 @@ _DEDUP_ROUNDS = 3
 JobRef: TypeAlias = str | type[Job] | Job
 """A job to enqueue: its name, or its :class:`~pgjobs.Job` class or instance."""
 
+_Payload = TypeVar("_Payload")
+
 _API = Api(
     sync_name="enqueue_sync",
     async_name="enqueue",
@@ -71,7 +74,8 @@ class EnqueueRequest:
     arguments mean. A plain dict with these keys is accepted wherever a request is."""
 
     job: JobRef
-    payload: Mapping[str, Any] | None = None
+    #: A JSON object (a mapping), None, or an instance of the job's declared payload type.
+    payload: Any = None
     run_at: datetime | None = None
     priority: int | None = None
     queue: str | None = None
@@ -82,8 +86,8 @@ class EnqueueRequest:
 
 async def enqueue(
     conn: Any,
-    job: JobRef,
-    payload: Mapping[str, Any] | None = None,
+    job: str | type[Job[_Payload]] | Job[_Payload],
+    payload: _Payload | Mapping[str, Any] | None = None,
     *,
     run_at: datetime | None = None,
     priority: int | None = None,
@@ -112,6 +116,12 @@ async def enqueue(
     for ``payload``, which only the job's class can give: enqueueing such a job by name without
     ``concurrency_key`` raises :class:`ConfigError`.
 
+    A job that declares a payload type (``class SendMail(Job[MailPayload])``) takes a
+    ``MailPayload`` as ``payload`` as well as a mapping; either is stored as its JSON object.
+    When ``job`` is the class or an instance, the payload is checked against the type here
+    (:class:`~pgjobs.PayloadError`, a :class:`ConfigError`, names the field); a job named by
+    its name is checked by each run, before the job is called.
+
     Raises :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered
     ``job``, and :class:`ConfigError` for an invalid argument; neither leaves anything behind
     or aborts the caller's transaction.
@@ -119,14 +129,14 @@ async def enqueue(
     request = EnqueueRequest(
         job, payload, run_at, priority, queue, dedup_key, parameters, concurrency_key
     )
-    ids = await enqueue_many(conn, [request], schema=schema)
+    ids = await _enqueue_async(conn, [request], schema, batch=False)
     return ids[0]
 
 
 def enqueue_sync(
     conn: Any,
-    job: JobRef,
-    payload: Mapping[str, Any] | None = None,
+    job: str | type[Job[_Payload]] | Job[_Payload],
+    payload: _Payload | Mapping[str, Any] | None = None,
     *,
     run_at: datetime | None = None,
     priority: int | None = None,
@@ -141,7 +151,7 @@ def enqueue_sync(
     request = EnqueueRequest(
         job, payload, run_at, priority, queue, dedup_key, parameters, concurrency_key
     )
-    return enqueue_many_sync(conn, [request], schema=schema)[0]
+    return _enqueue_sync(conn, [request], schema, batch=False)[0]
 
 
 async def enqueue_many(
@@ -156,8 +166,7 @@ async def enqueue_many(
     queued or, when a request names an unknown job or is invalid, none is. Requests with the
     same ``job`` and ``dedup_key`` get the same run. ``conn`` as for :func:`enqueue`.
     """
-    plan = _plan(_prepare(requests), _queries(resolve_schema(schema)))
-    return await drive_async(await async_connection(conn, _API), plan)
+    return await _enqueue_async(conn, requests, schema, batch=True)
 
 
 def enqueue_many_sync(
@@ -167,8 +176,47 @@ def enqueue_many_sync(
     schema: str | None = None,
 ) -> list[int]:
     """:func:`enqueue_many` for sync code; ``conn`` as for :func:`enqueue_sync`."""
-    plan = _plan(_prepare(requests), _queries(resolve_schema(schema)))
-    return drive_sync(sync_connection(conn, _API), plan)
+    return _enqueue_sync(conn, requests, schema, batch=True)
+
+
+async def _enqueue_async(
+    conn: Any,
+    requests: Iterable[EnqueueRequest | Mapping[str, Any]],
+    schema: str | None,
+    *,
+    batch: bool,
+) -> list[int]:
+    prepared = _prepare(requests)
+    queries = _queries(resolve_schema(schema))
+    connection = await async_connection(conn, _API)
+    span = tracing.enqueue_span(prepared.jobs, batch=batch) if tracing.AVAILABLE else None
+    if span is None:
+        return await drive_async(connection, _plan(prepared, queries))
+    with span:
+        prepared = replace(prepared, trace_context=span.trace_context)
+        ids = await drive_async(connection, _plan(prepared, queries))
+        span.enqueued(ids)
+        return ids
+
+
+def _enqueue_sync(
+    conn: Any,
+    requests: Iterable[EnqueueRequest | Mapping[str, Any]],
+    schema: str | None,
+    *,
+    batch: bool,
+) -> list[int]:
+    prepared = _prepare(requests)
+    queries = _queries(resolve_schema(schema))
+    connection = sync_connection(conn, _API)
+    span = tracing.enqueue_span(prepared.jobs, batch=batch) if tracing.AVAILABLE else None
+    if span is None:
+        return drive_sync(connection, _plan(prepared, queries))
+    with span:
+        prepared = replace(prepared, trace_context=span.trace_context)
+        ids = drive_sync(connection, _plan(prepared, queries))
+        span.enqueued(ids)
+        return ids
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -178,7 +226,8 @@ def enqueue_many_sync(
 class _Prepared:
     """Validated requests as columns, in request order: payloads and parameters as JSON text
     (``null`` for none), run_ats in microseconds since the Unix epoch. ``computed_keys`` are the
-    keys the job classes' callables gave (``""`` for none), None where no class was given."""
+    keys the job classes' callables gave (``""`` for none), None where no class was given.
+    ``trace_context``, for every request, is the JSON text of the enqueue's trace context."""
 
     jobs: list[str]
     payloads: list[str]
@@ -189,11 +238,15 @@ class _Prepared:
     dedup_keys: list[str | None]
     concurrency_keys: list[str | None]
     computed_keys: list[str | None]
+    trace_context: str | None = None
 
     def subset(self, indexes: Sequence[int]) -> _Prepared:
         if len(indexes) == len(self.jobs):
             return self
-        return _Prepared(*([getattr(self, f.name)[i] for i in indexes] for f in fields(_Prepared)))
+        columns: dict[str, Any] = {
+            name: [getattr(self, name)[i] for i in indexes] for name in _PREPARED_COLUMNS
+        }
+        return replace(self, **columns)
 
     def params(self) -> dict[str, str]:
         """``enqueue_runs``' one parameter: the columns as one JSON document, written by one
@@ -213,7 +266,12 @@ class _Prepared:
         for key, texts in (("payload", self.payloads), ("parameters", self.parameters)):
             if texts.count("null") != len(texts):
                 document += f',"{key}":[{",".join(texts)}]'
+        if self.trace_context is not None:
+            document += f',"trace_context":{self.trace_context}'
         return {"requests": document + "}"}
+
+
+_PREPARED_COLUMNS = tuple(f.name for f in fields(_Prepared) if f.name != "trace_context")
 
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(EnqueueRequest))
@@ -233,7 +291,7 @@ def _prepare(requests: Iterable[EnqueueRequest | Mapping[str, Any]]) -> _Prepare
             _append_request(_as_request(item), prepared, limit)
         except ConfigError as err:
             where = f"request {index}: " if len(items) > 1 else ""
-            raise ConfigError(f"{where}{err}") from None
+            raise type(err)(f"{where}{err}") from None
     return prepared
 
 
@@ -287,10 +345,17 @@ def _append_request(request: EnqueueRequest, into: _Prepared, limit: int) -> Non
             raise ConfigError(f"{name} must be a non-empty string, got {given!r}")
     _check_key("dedup_key", dedup_key, MAX_DEDUP_KEY_BYTES)
     _check_key("concurrency_key", concurrency_key, MAX_KEY_BYTES)
-    payload = "null" if request.payload is None else _payload_json(request.payload, limit)
+    given_payload = request.payload
+    payload_type = None if code is None else getattr(code, "payload_type", None)
+    if payload_type is not None:
+        # The job's class is here, so its payload is checked now, not by the run.
+        from pgjobs.payloads import dump_payload  # not imported with pgjobs: few jobs are typed
+
+        given_payload = dump_payload(job, payload_type, given_payload)
+    payload = "null" if given_payload is None else _payload_json(given_payload, limit)
     computed = None
     if code is not None and concurrency_key is None:
-        computed = _computed_key(code, job, request.payload)
+        computed = _computed_key(code, job, given_payload)
     into.jobs.append(job)
     into.payloads.append(payload)
     into.parameters.append(
@@ -370,6 +435,10 @@ def max_payload_bytes() -> int:
 
 def _payload_json(payload: Mapping[str, Any], limit: int) -> str:
     if type(payload) is not dict:
+        # A typed payload enqueued by job name: sent as its JSON, checked by the run.
+        from pgjobs.payloads import plain_payload
+
+        payload = plain_payload(payload)  # type: ignore[assignment]
         if not isinstance(payload, Mapping):
             raise ConfigError(
                 f"payload must be a JSON object (a dict) or None, got {_kind(payload)}"

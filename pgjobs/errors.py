@@ -50,3 +50,27 @@ class SchemaError(DatabaseError):
 
 class LockHeldError(PgJobsError):
     """A run of a non-overlapping job was refused because another run holds the job's lock."""
+
+
+class PayloadError(ConfigError):
+    """A payload that does not match its job's declared payload type; the message names the
+    job and the field. Raised by enqueue; a run whose stored payload does not match fails with
+    this error type, without calling the job."""
+
+
+class UnknownRunError(PgJobsError):
+    """A run id that no run has (never had, or its row was pruned)."""
+
+
+class WaitTimeout(PgJobsError):
+    """A run waited for (``pgjobs.wait``, ``jobs run --wait``) had not ended when the wait's time
+    ran out. The run itself is left as it is: ``run_id`` is the attempt still going, ``status``
+    where it stood. Exit code 124, as ``timeout(1)``'s, tells a script this apart from a failed
+    run (1)."""
+
+    exit_code = 124
+
+    def __init__(self, message: str, *, run_id: int, status: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status

@@ -10,14 +10,18 @@ returns (its late result is discarded). Long sync jobs should check ``ctx.cancel
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import MutableMapping
 from concurrent.futures import Executor
 from typing import Any
 
+from pgjobs import tracing
+from pgjobs.errors import PayloadError
 from pgjobs.job import CancelSignal, JobContext, ProgressSink
 from pgjobs.outcomes import exception_outcome, result_outcome, safe_outcome, with_logs
+from pgjobs.payloads import load_payload
 from pgjobs.registry import JobDefinition
 from pgjobs.runlog import JOB_LOGGER, cached_logger, capture_run_logs
 from pgjobs.store import ClaimedRun, Outcome
@@ -65,14 +69,24 @@ class RunExecution:
         self.run = run
         self.signal = CancelSignal()
         params = {**definition.parameters, **(run.parameters or {}), **(parameters or {})}
-        self.context = JobContext(
+        payload: Any = run.payload
+        #: Why the stored payload does not match the job's payload type: the run then fails
+        #: with it, and the job is not called.
+        self.payload_error: PayloadError | None = None
+        payload_type = definition.job.payload_type
+        if payload_type is not None:
+            try:
+                payload = load_payload(run.job, payload_type, payload)
+            except PayloadError as err:
+                self.payload_error = err
+        self.context: JobContext[Any] = JobContext(
             db_pool=pool,
             run_id=run.id,
             job_name=run.job,
             scheduled_for=run.scheduled_for,
             attempt=run.attempt,
             trigger=run.trigger,  # type: ignore[arg-type]
-            payload=run.payload,
+            payload=payload,
             worker_id=worker_id,
             log=run_logger(run.job, run.id, run.attempt, worker_id),
             cancel=self.signal,
@@ -104,13 +118,35 @@ class RunExecution:
         An async job runs in the task that awaits this, not in a task of its own: one task per
         run is all a no-op job should cost. Whatever the job does or hands back, this returns an
         outcome the database accepts (see :mod:`pgjobs.outcomes`); only the worker's own
-        cancellation at shutdown propagates.
+        cancellation at shutdown propagates. With tracing (:mod:`pgjobs.tracing`), the run's span
+        is current while the job runs.
         """
-        with capture_run_logs(self.run.id) as captured:
-            outcome = await self._execute()
-        return with_logs(outcome, captured.text())
+        span = None
+        if tracing.AVAILABLE:
+            queue = self.definition.queue
+            span = tracing.run_span(self.run, queue=queue, worker_id=self.context.worker_id)
+        try:
+            with capture_run_logs(self.run.id) as captured:
+                outcome = await self._execute()
+        except BaseException:  # the worker's own cancellation: the run goes back to the queue
+            if span is not None:
+                span.interrupted()
+            raise
+        outcome = with_logs(outcome, captured.text())
+        if span is not None:
+            span.finished(outcome)
+        return outcome
 
     async def _execute(self) -> Outcome:
+        if self.payload_error is not None:
+            return safe_outcome(
+                self.run.id,
+                "failed",
+                0.0,
+                message=str(self.payload_error),
+                error_type="PayloadError",
+                error_message=str(self.payload_error),
+            )
         started = time.perf_counter()
         timeout = self.definition.timeout
         timer: asyncio.Timeout | None = None
@@ -165,4 +201,6 @@ class RunExecution:
             finally:
                 self._in_job = False
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, job.execute, self.context)  # type: ignore[attr-defined]
+        # In the run's context (its span, for one): a thread of the executor has none of its own.
+        call = contextvars.copy_context().run
+        return await loop.run_in_executor(self._executor, call, job.execute, self.context)  # type: ignore[attr-defined]

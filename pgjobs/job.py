@@ -3,6 +3,10 @@
 An :class:`Extension` groups the :class:`Job` objects one package registers. A job's ``execute``
 receives a :class:`JobContext` and returns a :class:`JobResult`; raising is a failed run. This
 module knows nothing of the worker or the database tables: it is the part users import.
+
+A job may declare the type of its payload, ``class SendMail(Job[MailPayload])``: its runs then
+get ``ctx.payload`` as a ``MailPayload`` (see :mod:`pgjobs.payloads`), and
+``JobContext[MailPayload]`` tells the type checker so.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Generic, Literal, TypeAlias, get_args, get_origin
+
+# PEP 696 defaults (typing has them from Python 3.13): a bare ``Job`` or ``JobContext`` means
+# what it meant before either took a payload type. typing_extensions comes with SQLAlchemy
+# and alembic, both dependencies.
+from typing_extensions import TypeVar
 
 Overlap = Literal["skip", "allow"]
 Misfire = Literal["coalesce", "skip", "backfill"]
@@ -21,6 +30,12 @@ Trigger = Literal["schedule", "manual", "enqueue", "retry"]
 
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
 MISFIRE_POLICIES: tuple[str, ...] = ("coalesce", "skip", "backfill")
+
+PayloadT = TypeVar("PayloadT", default=dict[str, Any] | None)
+"""The type of ``JobContext.payload``: the JSON object (or None) unless a job declares one."""
+
+JobPayloadT = TypeVar("JobPayloadT", default=Any)
+"""The payload type a :class:`Job` declares; a bare ``Job`` is any job, typed or not."""
 
 MAX_COUNT = 2**31 - 1
 """The largest item count a run can record (``runs.items_processed`` is a 32-bit integer)."""
@@ -90,20 +105,81 @@ class JobResult:
 
 def _count(name: str, value: object) -> int:
     """``value`` as a plain int (anything with ``__index__`` but bool), within the column."""
+    return _int_within("with_stats", name, value, MAX_COUNT)
+
+
+def _int_within(call: str, name: str, value: object, maximum: int) -> int:
+    """``value`` as a plain int from 0 to ``maximum`` (anything with ``__index__`` but bool),
+    else TypeError or ValueError naming ``call``'s argument ``name`` and why."""
     try:
         if isinstance(value, bool):
             raise TypeError
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"with_stats: {name} must be an int, got {type(value).__name__}") from None
-    if not 0 <= number <= MAX_COUNT:
+        raise TypeError(f"{call}: {name} must be an int, got {type(value).__name__}") from None
+    if not 0 <= number <= maximum:
         shown = str(number) if number.bit_length() <= 64 else f"a {number.bit_length()}-bit int"
-        raise ValueError(f"with_stats: {name} must be from 0 to {MAX_COUNT}, got {shown}")
+        raise ValueError(f"{call}: {name} must be from 0 to {maximum}, got {shown}")
     return int(number)
 
 
 ProgressSink: TypeAlias = Callable[[int, int, int | None, str | None], None]
 """Takes a run's progress reports: ``(run_id, done, total, message)``."""
+
+
+# -- progress reports (ctx.progress) ------------------------------------------------------------
+
+MESSAGE_MAX = 200
+"""Characters of a progress message that are kept; a longer one is cut and ends with ``…``."""
+
+MAX_BIGINT = 2**63 - 1
+"""The most ``done`` and ``total`` may be: the ``bigint`` columns they are stored in."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """One run's latest report, checked and ready to store."""
+
+    run_id: int
+    done: int
+    total: int | None
+    message: str | None
+
+
+def clean_message(message: object) -> str | None:
+    """``message`` as text PostgreSQL stores as it is: at most :data:`MESSAGE_MAX` characters
+    (cut with ``…``), without NUL characters, lone surrogates as U+FFFD. Only the first few
+    hundred characters are ever looked at, whatever the message's size."""
+    if message is None:
+        return None
+    if not isinstance(message, str):
+        raise TypeError(f"progress: message must be a str or None, got {type(message).__name__}")
+    # An exact str (a subclass's own methods never run), cut before it is cleaned: a 10 MB
+    # message costs what a short one does. Room for NULs that go.
+    whole = str.__str__(message)
+    text = whole[: MESSAGE_MAX * 4]
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if len(text) > MESSAGE_MAX or len(whole) > MESSAGE_MAX * 4:
+        text = text[: MESSAGE_MAX - 1] + "…"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A cut pair or a lone surrogate, which UTF-8 cannot encode: U+FFFD.
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def progress_report(run_id: int, done: object, total: object, message: object) -> ProgressReport:
+    """A checked report; TypeError or ValueError (raised in the job) for bad arguments."""
+    checked_total = None if total is None else _int_within("progress", "total", total, MAX_BIGINT)
+    return ProgressReport(
+        run_id,
+        _int_within("progress", "done", done, MAX_BIGINT),
+        checked_total,
+        clean_message(message),
+    )
 
 
 class CancelSignal:
@@ -146,8 +222,12 @@ class CancelSignal:
 
 
 @dataclass
-class JobContext:
+class JobContext(Generic[PayloadT]):
     """Everything a run of a job may use.
+
+    ``payload`` is the run's JSON object (a dict, or None) for a job that declares no payload
+    type; for ``class SendMail(Job[MailPayload])`` it is a ``MailPayload``, checked against the
+    type before the job runs, and ``JobContext[MailPayload]`` says so to the type checker.
 
     ``db_pool`` is the worker's ``psycopg_pool.AsyncConnectionPool`` for ``async def execute``
     and a sync ``psycopg_pool.ConnectionPool`` on the same database for plain ``def execute``.
@@ -161,7 +241,7 @@ class JobContext:
     scheduled_for: datetime
     attempt: int
     trigger: Trigger
-    payload: dict[str, Any] | None
+    payload: PayloadT
     worker_id: str
     log: logging.LoggerAdapter[logging.Logger]
     cancel: CancelSignal
@@ -179,12 +259,17 @@ class JobContext:
     def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Report how far the run got: ``done`` units of ``total`` (None when unknown), with an
         optional short ``message``. Cheap to call often, from async and sync jobs alike: the
-        worker stores the latest report on the run a few times a second at most."""
+        worker stores the latest report on the run a few times a second at most.
+
+        Raises TypeError or ValueError for an amount that is not an int from 0 to
+        :data:`MAX_BIGINT`, or a message that is not text, wherever the run runs; a message is
+        kept to :data:`MESSAGE_MAX` characters."""
+        report = progress_report(self.run_id, done, total, message)
         if self.progress_sink is not None:
-            self.progress_sink(self.run_id, done, total, message)
+            self.progress_sink(report.run_id, report.done, report.total, report.message)
 
 
-class Job:
+class Job(Generic[JobPayloadT]):
     """A unit of work an extension registers; subclass it and implement ``execute``.
 
     Class attributes are the job's definition (the profile may override them):
@@ -212,6 +297,14 @@ class Job:
     instead of one; with overlap ``allow`` and neither, the job is unlimited. Limits never drop
     explicit work: a held-back run waits. The profile may override all three.
 
+    ``payload_type``: what ``ctx.payload`` is, a dataclass, a ``TypedDict`` or a pydantic model;
+    ``None`` (the default) for the plain JSON object. ``class SendMail(Job[MailPayload])`` sets
+    it to ``MailPayload``. Enqueueing the job's class or instance checks the payload against it
+    (and takes a ``MailPayload`` as well as a dict); every run checks its stored payload against
+    it before ``execute`` and fails with ``PayloadError``, without calling the job, when it does
+    not match. A run without a payload is checked as an empty object: only a type whose fields
+    all have defaults accepts it.
+
     ``execute(self, ctx)`` may be ``async def`` (runs on the worker's event loop) or plain
     ``def`` (runs in a thread). It returns a :class:`JobResult`; an exception is a failed run.
     """
@@ -233,9 +326,34 @@ class Job:
     max_concurrency: ClassVar[int | None] = None
     concurrency_key: ClassVar[str | Callable[[Any], Any] | None] = None
     rate_limit: ClassVar[str | None] = None
+    payload_type: ClassVar[type[Any] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "payload_type" not in cls.__dict__:
+            declared = _declared_payload_type(cls.__dict__.get("__orig_bases__", ()))
+            if declared is not None:
+                cls.payload_type = declared
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _declared_payload_type(bases: tuple[Any, ...]) -> type[Any] | None:
+    """The class ``X`` of a ``Job[X]`` (or ``SomeJob[X]``) among a class statement's bases; None
+    for none, or for ``Any``, a type variable, ``dict`` or ``dict[str, Any]``: an untyped job."""
+    for base in bases:
+        origin = get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, Job):
+            args = get_args(base)
+            if (
+                len(args) == 1
+                and isinstance(args[0], type)
+                and args[0] not in (Any, dict, object)
+                and get_origin(args[0]) is None
+            ):
+                return args[0]
+    return None
 
 
 class Extension:

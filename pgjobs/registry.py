@@ -36,6 +36,7 @@ from pgjobs.limits import (
     declared_concurrency_key,
     parse_rate_limit,
 )
+from pgjobs.payloads import check_payload_type
 from pgjobs.profile import (
     Profile,
     ProfileEntry,
@@ -329,6 +330,10 @@ def _define(ext_name: str, job: Job, config: dict[str, Any]) -> JobDefinition:
     if any(c.isspace() for c in name):
         raise fail("the name must not contain whitespace")
     _check_execute(job, fail)
+    if attrs.payload_type is not None:
+        reason = check_payload_type(attrs.payload_type)
+        if reason is not None:
+            raise fail(reason)
     for key, ok, expected in (
         ("description", isinstance(attrs.description, str), "a string"),
         ("enabled", isinstance(attrs.enabled, bool), "True or False"),
