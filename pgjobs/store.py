@@ -87,6 +87,11 @@ class ClaimedRun:
     #: key, the run lock of a job that forbids overlap): its end may let that run start. (A rate
     #: limit's token is spent when the run starts; its end gives none back.)
     limited: bool = False
+    #: Its queue (None where the statement that made it does not say: the job's queue).
+    queue: str | None = None
+    #: The trace context of the enqueue that queued it (see :mod:`pgjobs.tracing`), if any: the
+    #: JSON object enqueue stores, or whatever a row written by hand holds.
+    trace_context: object = None
 
 
 @dataclass(slots=True)
@@ -417,12 +422,12 @@ class WorkerStore:
         retried: dict[int, int] = {}
         wakeup_in: float | None = None
         # Rows as tuples: (kind, id, job, trigger, scheduled_for, attempt, max_attempts, payload,
-        # parameters, started_at, ref, seconds, limited).
+        # parameters, started_at, ref, seconds, limited, queue, trace_context).
         for row in await cur.fetchall():
             kind = row[0]
             if kind == "started":
                 run = ClaimedRun(*row[1:10])
-                run.limited = row[12]
+                run.limited, run.queue, run.trace_context = row[12:15]
                 started.append(run)
             elif kind == "finished":
                 finished.add(row[1])

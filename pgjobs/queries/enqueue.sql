@@ -22,7 +22,9 @@
 -- single parameter, far cheaper for the client to send than a bound array per field. A column
 -- that every request leaves empty is left out, and ROWS FROM fills it with NULLs. run_at is in
 -- microseconds since the Unix epoch, split in whole seconds and the rest so that to_timestamp's
--- double is exact; payload and parameters are nested JSON, a JSON null meaning none.
+-- double is exact; payload and parameters are nested JSON, a JSON null meaning none. One more key,
+-- trace_context, is not a column but one object for every run of the call: the W3C trace context
+-- of the enqueue's span (pgjobs.tracing), left out, like an empty column, when nothing is traced.
 --
 -- A run's concurrency key is the request's own if it gives one; else, for a job whose key is a
 -- payload field, that field's value; for a job whose key is `callable:...`, the computed_key that
@@ -65,10 +67,10 @@ WITH request AS (
 ), inserted AS (
     INSERT INTO {schema}.runs AS runs
         (job, trigger, scheduled_for, payload, parameters, priority, queue, max_attempts, dedup_key,
-         concurrency_key)
+         concurrency_key, trace_context)
     SELECT q.job, 'enqueue', coalesce(q.run_at, now()), q.payload, q.parameters,
            coalesce(q.priority, q.job_priority), coalesce(q.queue, q.job_queue), q.max_attempts,
-           q.dedup_key, q.concurrency_key
+           q.dedup_key, q.concurrency_key, %(requests)s::jsonb -> 'trace_context'
     FROM request q
     WHERE NOT EXISTS (SELECT 1 FROM request u WHERE u.refused IS NOT NULL)
     ORDER BY q.ord
