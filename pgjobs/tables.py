@@ -207,6 +207,19 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             Text,
             comment="The schedule whose tick made this run (NULL: the job's own schedule)",
         ),
+        Column("progress_done", BigInteger),
+        Column("progress_total", BigInteger),
+        Column("progress_message", Text),
+        Column("progress_at", _timestamp()),
+        Column("trace_context", JSONB),
+        Column(
+            "awaited",
+            Boolean,
+            nullable=False,
+            server_default=text("false"),
+            comment="Someone waits for this run's end (pgjobs.wait): each change of its status "
+            "notifies awaited_channel(schema) with its id.",
+        ),
         Index(
             "runs_schedule_tick_key",
             "job",
@@ -232,6 +245,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Index("runs_lease_idx", "lease_expires_at", postgresql_where=text("status = 'running'")),
         Index("runs_worker_idx", "worker_id", postgresql_where=text("status = 'running'")),
         Index("runs_job_id_idx", "job", "id"),
+        Index("runs_retry_of_idx", "retry_of", postgresql_where=text("retry_of IS NOT NULL")),
         Index("runs_created_at_brin", "created_at", postgresql_using="brin"),
         Index(
             "runs_delayed_idx",
@@ -332,6 +346,14 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
     )
 
     Table(
+        "timezone_names",
+        md,
+        Column("name", Text, primary_key=True),
+        comment="The IANA zone names of the server when pgjobs was migrated: what timezone_error "
+        "accepts without reading pg_timezone_names.",
+    )
+
+    Table(
         "schedules",
         md,
         Column("job", Text, ForeignKey("jobs.name", ondelete="CASCADE"), nullable=False),
@@ -410,6 +432,10 @@ def views_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
         Column("error_type", Text),
         Column("error_message", Text),
         Column("payload", JSONB),
+        Column("progress_done", BigInteger),
+        Column("progress_total", BigInteger),
+        Column("progress_message", Text),
+        Column("progress_at", _timestamp()),
     )
 
     Table(
@@ -517,7 +543,8 @@ job_status = views.tables[f"{DEFAULT_SCHEMA}.job_status"]
 """Per job: schedule, next fire, last outcome, running now, 24 h counts and durations."""
 
 run_history = views.tables[f"{DEFAULT_SCHEMA}.run_history"]
-"""Runs for people, with worker host and pid and the lag behind schedule."""
+"""Runs for people, with worker host and pid, the lag behind schedule and the last progress
+reported."""
 
 all_schedules = views.tables[f"{DEFAULT_SCHEMA}.all_schedules"]
 """Every schedule: each job's own (``default``, from code or profile) and the runtime ones."""

@@ -58,6 +58,10 @@ RUN_JSON_KEYS = (
     "payload",
     "parameters",
     "cancel_requested_at",
+    "progress_done",
+    "progress_total",
+    "progress_message",
+    "progress_at",
 )
 
 WAIT_JSON_KEYS = (
@@ -302,6 +306,7 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
             ("lag", _maybe(row["lag_seconds"], output.duration)),
             ("worker", worker),
             ("lease until", output.timestamp(row["lease_expires_at"], now)),
+            ("progress", _progress(row, now)),
             ("cancel requested", output.timestamp(row["cancel_requested_at"], now)),
             ("payload", _maybe(row["payload"], output.compact_json)),
             ("parameters", _maybe(row["parameters"], output.compact_json)),
@@ -417,6 +422,21 @@ def _items(row: dict[str, Any]) -> str | None:
     if row["items_processed"] is None and row["items_failed"] is None:
         return None
     return f"{row['items_processed'] or 0} processed, {row['items_failed'] or 0} failed"
+
+
+def _progress(row: dict[str, Any], now: datetime) -> str | None:
+    """The last progress the run's job reported: ``30 of 120 (25%) — copying, 2s ago``. None
+    when it reported none since it started (a run handed back keeps its earlier attempt's)."""
+    at, started = row["progress_at"], row["started_at"]
+    if at is None or (started is not None and at < started):
+        return None
+    done, total = row["progress_done"], row["progress_total"]
+    shown = str(done) if total is None else f"{done} of {total}"
+    if total:
+        shown += f" ({done * 100 // total}%)"
+    if row["progress_message"]:
+        shown += f" — {row['progress_message']}"
+    return f"{shown}, {output.relative(at, now)}"
 
 
 def _error(row: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 from pgjobs.dashboard.markup import (
     NOTHING,
     Markup,
+    ago,
     html,
     join,
     pretty_json,
@@ -347,6 +348,23 @@ def _section(title: str, content: str | None, css: str = "") -> Markup:
     return html('<section><h2>{0}</h2><pre class="{1}">{2}</pre></section>', title, css, content)
 
 
+def _progress(run: Row, now: datetime) -> Markup | None:
+    """The last progress the run's job reported, as a bar when it said of how many: ``30 of
+    120 (25%) — copying · 2s ago``. None when it reported none since this attempt started."""
+    at, started = run["progress_at"], run["started_at"]
+    if at is None or (started is not None and at < started):
+        return None
+    done, total = run["progress_done"], run["progress_total"]
+    text = str(done) if total is None else f"{done} of {total}"
+    bar = Markup("")
+    if total:
+        text += f" ({done * 100 // total}%)"
+        bar = html('<progress value="{0}" max="{1}">{2}</progress> ', min(done, total), total, text)
+    if run["progress_message"]:
+        text += f" — {run['progress_message']}"
+    return html('{0}<span class="progress">{1}</span> · {2}', bar, text, ago(at, now))
+
+
 def run_page(ctx: PageContext, run: Row) -> Page:
     """One run: what it was, where and when it ran, what it returned or raised, what it logged."""
     retries = join(
@@ -386,6 +404,7 @@ def run_page(ctx: PageContext, run: Row) -> Page:
             _field("Duration", span(run["duration_seconds"])),
             _field("Lag", span(run["lag_seconds"])),
             _field("Worker", worker),
+            _field("Progress", _progress(run, ctx.now), optional=True),
             _field("Queue", f"{run['queue']} (priority {run['priority']})"),
             _field("Items", stats, optional=True),
             _field("Cancel requested", when(run["cancel_requested_at"]), optional=True),

@@ -53,6 +53,7 @@ class Timers:
     next_claim: float = 0.0
     next_heartbeat: float = 0.0
     next_reap: float = 0.0
+    next_progress: float = 0.0
 
 
 class WorkerCore:

@@ -23,13 +23,14 @@ from pgjobs.execution import RunExecution
 from pgjobs.outcomes import failed_outcome
 from pgjobs.store import Batch, ClaimedRun, Outcome
 from pgjobs.worker.connection import is_connection_error, sync_jobs_pool
-from pgjobs.worker.core import Prefetched, Running, WorkerCore
+from pgjobs.worker.core import Prefetched, Running
+from pgjobs.worker.progress import Progress
 from pgjobs.worker.settings import PREFETCH_WHEN_SHORTER, REAP_AFTER_CLAIMS
 
 log = logging.getLogger("pgjobs.worker")
 
 
-class Dispatch(WorkerCore):
+class Dispatch(Progress):
     #: Runs claimed since the last reap (see REAP_AFTER_CLAIMS).
     _claimed_since_reap = 0
 
@@ -62,6 +63,7 @@ class Dispatch(WorkerCore):
         outcomes, self._outcomes = self._outcomes, []
         limited, self._limited_ended = self._limited_ended, 0
         try:
+            await self._record_last_progress(outcomes)
             batch = await self.store.finish_and_claim_runs(
                 outcomes,
                 queues=self.queues,
@@ -215,6 +217,7 @@ class Dispatch(WorkerCore):
             pool=pool,
             executor=self._executor,
             schema=self.settings.schema,
+            progress=self.progress.report,
         )
         task = asyncio.create_task(execution.execute())
         execution.task = task

@@ -31,6 +31,7 @@ from pgjobs.worker.connection import (
     open_loop_connection,
 )
 from pgjobs.worker.liveness import Liveness
+from pgjobs.worker.progress import PROGRESS_INTERVAL
 from pgjobs.worker.settings import PREFETCH_HOLD, REAP_AFTER_TICKS, TICK_RETRY
 from pgjobs.worker.ticking import Ticking
 from pgjobs.worker.wakeups import Wakeups
@@ -62,11 +63,16 @@ class Worker(Ticking, Liveness, Wakeups):
             self._stop_requested_at = time.monotonic()
         self._wake.set()
 
-    async def run(self) -> None:
-        """Run until :meth:`request_stop`; then finish or hand back running runs and return."""
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        """Run until :meth:`request_stop`; then finish or hand back running runs and return.
+
+        ``started`` is set once the worker's jobs and row are registered and it begins to claim.
+        """
         try:
             if not await self._open():
                 return
+            if started is not None:
+                started.set()
             woken = True
             while True:
                 self._wake.clear()
@@ -234,6 +240,9 @@ class Worker(Ticking, Liveness, Wakeups):
         if now >= timers.next_reap:
             await self._reap()
             timers.next_reap = now + self.settings.reap_every
+        if now >= timers.next_progress:
+            await self._record_progress()  # no statement when no run reported anything
+            timers.next_progress = now + PROGRESS_INTERVAL
         if self._prefetched and now - self._prefetched[0].claimed >= PREFETCH_HOLD:
             await self._hand_back_prefetched(f"no free slot within {PREFETCH_HOLD:g}s")
         if now >= timers.next_claim or (
@@ -261,6 +270,10 @@ class Worker(Ticking, Liveness, Wakeups):
         if self._stopping:
             return 0.1
         due = min(timers.next_claim, timers.next_tick, timers.next_heartbeat, timers.next_reap)
+        if self._running:
+            # Jobs report progress from threads too, without waking the loop: look every
+            # PROGRESS_INTERVAL while a run executes (a look that finds none costs no statement).
+            due = min(due, timers.next_progress)
         if self._prefetched:
             due = min(due, self._prefetched[0].claimed + PREFETCH_HOLD)
         return max(0.0, due - now)
