@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pgjobs.enqueue import (
     EnqueueRequest,
     enqueue,
@@ -14,11 +16,14 @@ from pgjobs.errors import (
     CronError,
     DatabaseError,
     LockHeldError,
+    PayloadError,
     PgJobsError,
     ProfileError,
     RegistrationError,
     SchemaError,
     UnknownJobError,
+    UnknownRunError,
+    WaitTimeout,
 )
 from pgjobs.job import CancelSignal, Extension, Job, JobContext, JobResult, RetryBackoff
 from pgjobs.schedules import (
@@ -29,6 +34,10 @@ from pgjobs.schedules import (
     unschedule,
     unschedule_sync,
 )
+from pgjobs.wait import FinishedRun, wait, wait_sync
+
+if TYPE_CHECKING:
+    from pgjobs.worker.embed import RunningWorker, run_worker
 
 __version__ = "0.1.0"
 
@@ -39,16 +48,21 @@ __all__ = [
     "DatabaseError",
     "EnqueueRequest",
     "Extension",
+    "FinishedRun",
     "Job",
     "JobContext",
     "JobResult",
     "LockHeldError",
+    "PayloadError",
     "PgJobsError",
     "ProfileError",
     "RegistrationError",
     "RetryBackoff",
+    "RunningWorker",
     "SchemaError",
     "UnknownJobError",
+    "UnknownRunError",
+    "WaitTimeout",
     "__version__",
     "alter_schedule",
     "alter_schedule_sync",
@@ -56,8 +70,20 @@ __all__ = [
     "enqueue_many",
     "enqueue_many_sync",
     "enqueue_sync",
+    "run_worker",
     "schedule",
     "schedule_sync",
     "unschedule",
     "unschedule_sync",
+    "wait",
+    "wait_sync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The worker (and what it imports) loads on first use: `import pgjobs` stays light.
+    if name in ("RunningWorker", "run_worker"):
+        from pgjobs.worker import embed
+
+        return getattr(embed, name)
+    raise AttributeError(f"module 'pgjobs' has no attribute {name!r}")

@@ -6,7 +6,7 @@ default. The run row is inserted as ``running`` and owned by this process (worke
 it like any other run: it takes the job's run lock when the job forbids overlap, an operator can
 cancel it with ``pgjobs runs cancel``, and its outcome is written by the same guarded finish
 statement the workers use. :func:`queue_run` hands the run to the workers instead, and
-:func:`follow_run` watches a queued run until it ends.
+:func:`pgjobs.wait.follow_sync` watches a queued run until it ends.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -26,7 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgjobs.db import connection_error, connection_options, resolve_dsn
-from pgjobs.errors import DatabaseError, LockHeldError, PgJobsError
+from pgjobs.errors import LockHeldError
 from pgjobs.execution import RunExecution
 from pgjobs.limits import concurrency_key_of
 from pgjobs.registry import JobDefinition
@@ -34,17 +33,6 @@ from pgjobs.store import ClaimedRun, Outcome, Queries, WorkerStore
 
 DEFAULT_LEASE = 30.0
 """Seconds a manual run stays owned by the CLI without a heartbeat (heartbeats every third)."""
-
-FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped", "abandoned"})
-
-
-class FollowTimeout(PgJobsError):
-    """A followed run had not ended when the wait's time ran out; the run itself is left as is.
-
-    Its exit code, 124 (as ``timeout(1)``'s), tells a script this apart from a failed run (1).
-    """
-
-    exit_code = 124
 
 
 def cli_worker_id() -> str:
@@ -277,46 +265,3 @@ def queue_run(
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def follow_run(
-    conn: psycopg.Connection[Any],
-    queries: Queries,
-    run_id: int,
-    on_change: Callable[[dict[str, Any]], None],
-    *,
-    poll: float = 0.2,
-    deadline: float | None = None,
-) -> dict[str, Any]:
-    """Poll a run until it ends, following the retries that replace it; return its last state.
-
-    ``on_change`` gets the run's row each time its status (or the run followed) changes. When
-    ``deadline`` (a :func:`time.monotonic` value) passes first, :class:`FollowTimeout` is raised
-    and the run is left as it is.
-    """
-    seen: tuple[int, str] | None = None
-    current = run_id
-    while True:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(queries["run_progress"], {"id": current})
-            row = cur.fetchone()
-        if row is None:
-            raise DatabaseError(f"run {current} disappeared while being followed")
-        if (row["id"], row["status"]) != seen:
-            seen = (row["id"], row["status"])
-            on_change(row)
-        if row["status"] in FINISHED:
-            if row["retry_id"] is None:
-                return row
-            current = int(row["retry_id"])
-            continue
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise FollowTimeout(
-                    f"run {row['id']} is still {row['status']}: gave up waiting (--timeout); "
-                    f"the run goes on, see `pgjobs runs show {row['id']}`"
-                )
-            time.sleep(min(poll, left))
-        else:
-            time.sleep(poll)

@@ -3,9 +3,11 @@
 In this process the job's code is needed (``--app``, ``PGJOBS_APP`` or the profile's ``app:``);
 the run is recorded as a ``manual`` run like any other (see :mod:`pgjobs.manual`). With
 ``--queue-it`` the run goes to the queue for the workers, and ``--wait`` follows it to the end
-(or for at most ``--timeout`` seconds). The exit code is 0 when every run succeeded, 1 otherwise,
-and 124 when ``--timeout`` ran out first (the runs are left as they are). The payload and the
-parameters are held to the enqueue API's limits (``PGJOBS_MAX_PAYLOAD_BYTES``).
+(or for at most ``--timeout`` seconds), woken by the run's NOTIFYs as :func:`pgjobs.wait` is
+(``--no-listen``, or ``PGJOBS_NO_LISTEN``: polling, behind a transaction pooler). The exit code is
+0 when every run succeeded, 1 otherwise, and 124 when ``--timeout`` ran out first (the runs are
+left as they are). The payload and the parameters are held to the enqueue API's limits
+(``PGJOBS_MAX_PAYLOAD_BYTES``).
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ from pgjobs.cli.options import (
     parse_payload,
 )
 from pgjobs.enqueue import check_run_input
-from pgjobs.errors import ConfigError, UnknownJobError
+from pgjobs.errors import ConfigError, UnknownJobError, WaitTimeout
 from pgjobs.manual import (
     ManualResult,
     QueueTarget,
     RunSettings,
-    follow_run,
     queue_run,
     run_in_process,
 )
 from pgjobs.registry import JobDefinition, Registry, load_registry, suggest
+from pgjobs.wait import follow_sync
 
 
 @click.command("run")
@@ -58,6 +60,12 @@ from pgjobs.registry import JobDefinition, Registry, load_registry, suggest
     metavar="SECONDS",
     help="With --wait: stop waiting after this long (exit code 124; the run goes on).",
 )
+@click.option(
+    "--no-listen",
+    envvar="PGJOBS_NO_LISTEN",
+    is_flag=True,
+    help="With --wait: poll the run instead of LISTENing (PgBouncer transaction pooling).",
+)
 @click.option("--force", is_flag=True, help="Run even if another run holds the job's lock.")
 @json_option
 @code_options
@@ -71,6 +79,7 @@ def run(
     queue_it: bool,
     wait: bool,
     timeout: float | None,
+    no_listen: bool,
     force: bool,
     as_json: bool,
     app: str | None,
@@ -95,7 +104,8 @@ def run(
     if queue_it:
         deadline = None if timeout is None else time.monotonic() + timeout
         code = optional_registry(app, profile)
-        _queue(selection, settings, code, dsn, schema, wait, deadline, as_json)
+        follow = _Follow(deadline, not no_listen, as_json) if wait else None
+        _queue(selection, settings, code, dsn, schema, follow, as_json)
     else:
         _in_process(selection, settings, load_registry(app, profile), dsn, schema, as_json)
 
@@ -220,8 +230,7 @@ def _queue(
     code: Registry | None,
     dsn: str,
     schema: str,
-    wait: bool,
-    deadline: float | None,
+    follow: _Follow | None,
     as_json: bool,
 ) -> None:
     with open_database(dsn, schema) as db:
@@ -231,14 +240,14 @@ def _queue(
         queued = [
             (name, queue_run(db.conn, db.queries, targets[name][0], settings)) for name in picked
         ]
-        if not wait:
+        if follow is None:
             if as_json:
                 output.emit_json([{"job": n, "run_id": i, "status": "queued"} for n, i in queued])
             else:
                 for name, run_id in queued:
                     output.echo(f"{name}: queued run {run_id} for the workers")
             return
-        finals = [_follow(db, name, run_id, deadline, as_json) for name, run_id in queued]
+        finals = [follow.run(db, name, run_id) for name, run_id in queued]
     if as_json:
         output.emit_json(finals)
     sys.exit(0 if all(f["status"] == "succeeded" for f in finals) else 1)
@@ -262,43 +271,62 @@ def _code_target(d: JobDefinition) -> QueueTarget:
     return QueueTarget(d.name, d.max_attempts, d.priority, d.queue)
 
 
-def _follow(
-    db: Database, name: str, run_id: int, deadline: float | None, as_json: bool
-) -> dict[str, Any]:
-    """Follow one queued run to its end (or to ``deadline``), printing each change of state."""
+@dataclass(frozen=True)
+class _Follow:
+    """How ``--wait`` follows the queued runs: until ``deadline`` (:func:`time.monotonic`), for
+    them all; by LISTEN unless ``--no-listen``."""
 
-    def show(row: dict[str, Any]) -> None:
-        line = f"{name}: run {row['id']} {row['status']}"
-        if row["status"] == "running" and row["worker_id"]:
-            line += f" on worker {row['worker_id']}"
-        elif row["duration_seconds"] is not None:
-            line += f" in {output.duration(row['duration_seconds'])}"
-        if row["retry_id"] is not None:
-            line += f"; retried as run {row['retry_id']}"
-        click.echo(output.safe(line), err=as_json)
-        if row["finished_at"] is not None and not as_json:
-            _print_details(
-                row["message"],
-                row["data"],
-                row["items_processed"],
-                row["items_failed"],
-                row["error_type"],
-                row["error_message"],
+    deadline: float | None
+    listen: bool
+    as_json: bool
+
+    def run(self, db: Database, name: str, run_id: int) -> dict[str, Any]:
+        """Follow one queued run to its end, printing each change of state."""
+        as_json = self.as_json
+
+        def show(row: dict[str, Any]) -> None:
+            line = f"{name}: run {row['id']} {row['status']}"
+            if row["status"] == "running" and row["worker_id"]:
+                line += f" on worker {row['worker_id']}"
+            elif row["duration_seconds"] is not None:
+                line += f" in {output.duration(row['duration_seconds'])}"
+            if row["retry_id"] is not None:
+                line += f"; retried as run {row['retry_id']}"
+            click.echo(output.safe(line), err=as_json)
+            if row["finished_at"] is not None and not as_json:
+                _print_details(
+                    row["message"],
+                    row["data"],
+                    row["items_processed"],
+                    row["items_failed"],
+                    row["error_type"],
+                    row["error_message"],
+                )
+
+        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        try:
+            final = follow_sync(
+                db.conn, db.queries, run_id, show, timeout=timeout, listen=self.listen
             )
-
-    final = follow_run(db.conn, db.queries, run_id, show, deadline=deadline)
-    return {
-        "job": name,
-        "run_id": run_id,
-        "final_run_id": final["id"],
-        "status": final["status"],
-        "attempt": final["attempt"],
-        "worker_id": final["worker_id"],
-        "duration_seconds": final["duration_seconds"],
-        "message": final["message"],
-        "data": final["data"],
-        "items_processed": final["items_processed"],
-        "items_failed": final["items_failed"],
-        "error_type": final["error_type"],
-        "error_message": final["error_message"],
-    }
+        except WaitTimeout as exc:
+            raise WaitTimeout(
+                f"run {exc.run_id} is still {exc.status}: gave up waiting (--timeout); "
+                f"the run goes on, see `pgjobs runs show {exc.run_id}`",
+                run_id=exc.run_id,
+                status=exc.status,
+            ) from None
+        return {
+            "job": name,
+            "run_id": run_id,
+            "final_run_id": final.final_run_id,
+            "status": final.status,
+            "attempt": final.attempt,
+            "worker_id": final.worker_id,
+            "duration_seconds": final.duration_seconds,
+            "message": final.message,
+            "data": final.data,
+            "items_processed": final.items_processed,
+            "items_failed": final.items_failed,
+            "error_type": final.error_type,
+            "error_message": final.error_message,
+        }

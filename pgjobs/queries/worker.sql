@@ -291,17 +291,19 @@ WITH outcome AS (
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
     RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
-              r.queue, r.concurrency_key, o.retry_delay, r.slot
+              r.queue, r.concurrency_key, o.retry_delay, r.slot, r.trace_context, r.awaited
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
     RETURNING l.job
 ), retried AS (
+    -- A retry is the same enqueued work: its span joins the trace of the attempt it retries,
+    -- and whoever waits for that attempt waits for it (pgjobs.wait follows retries).
     INSERT INTO {schema}.runs
         (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
-         priority, queue, concurrency_key)
+         priority, queue, concurrency_key, trace_context, awaited)
     SELECT done.job, 'retry', clock_timestamp() + make_interval(secs => done.retry_delay),
            done.attempt + 1, done.max_attempts, done.id, done.payload, done.parameters,
-           done.priority, done.queue, done.concurrency_key
+           done.priority, done.queue, done.concurrency_key, done.trace_context, done.awaited
     FROM done
     WHERE done.retry_delay IS NOT NULL AND done.attempt < done.max_attempts
     RETURNING id, retry_of
@@ -564,7 +566,8 @@ WITH outcome AS (
               r.parameters, r.started_at,
               -- Whether its end frees what another run may wait for: a slot, or a run lock. (A
               -- rate limit's token is spent: a run's end gives none back.)
-              r.slot IS NOT NULL OR r.id IN (SELECT l.run_id FROM locked l) AS limited
+              r.slot IS NOT NULL OR r.id IN (SELECT l.run_id FROM locked l) AS limited,
+              r.queue, r.trace_context
 ), waits AS (
     -- A listening worker whose claim came short says so, with its free slots: the next
     -- statement that queues a due run it can take wakes it alone (notify_runs_inserted). Written
@@ -582,13 +585,15 @@ WITH outcome AS (
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
-       s.limited
+       s.limited, s.queue, s.trace_context
 FROM started s
 UNION ALL
-SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL
 FROM done d
 UNION ALL
-SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL
+SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL,
+       NULL, NULL
 FROM retried t
 UNION ALL
 -- Seconds until the next tick (of a job's own schedule or a runtime one), delayed run or
@@ -628,7 +633,7 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                         END
                   GROUP BY b.scope, b.name
                   HAVING max({schema}.rate_bucket_level(b)) < 1) e)
-       ) - clock_timestamp())::double precision, NULL;
+       ) - clock_timestamp())::double precision, NULL, NULL, NULL;
 
 -- name: heartbeat
 -- Extend this worker's row, and the leases and locks of the runs it holds in memory (only
@@ -674,6 +679,17 @@ FROM (SELECT count(*) AS jobs FROM {schema}.worker_jobs WHERE worker_id = %(work
 CROSS JOIN (SELECT count(*) AS back FROM strays) handed
 LEFT JOIN leases l ON true;
 
+-- name: record_progress
+-- The latest progress report of each run this worker executes, all in one statement, a few times
+-- a second at most. Only runs still running and still this worker's: a report that arrives after
+-- its run ended (a sync job still running after its timeout) or was reaped changes nothing.
+UPDATE {schema}.runs r
+SET progress_done = p.done, progress_total = p.total, progress_message = p.message,
+    progress_at = now()
+FROM unnest(%(ids)s::bigint[], %(done)s::bigint[], %(total)s::bigint[], %(message)s::text[])
+     AS p(id, done, total, message)
+WHERE r.id = p.id AND r.status = 'running' AND r.worker_id = %(worker)s;
+
 -- name: reap_expired_leases
 -- Runs whose lease expired (their worker died) become abandoned, release their locks and are
 -- retried when attempts remain; workers whose heartbeat expired are marked dead.
@@ -695,7 +711,7 @@ WITH expired AS (
     FROM expired
     WHERE r.id = expired.id
     RETURNING r.id, r.job, r.worker_id, r.attempt, r.max_attempts, r.payload, r.parameters,
-              r.priority, r.queue, r.concurrency_key
+              r.priority, r.queue, r.concurrency_key, r.awaited, r.trace_context
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING reaped WHERE l.run_id = reaped.id
 ), stale_locks AS (
@@ -703,11 +719,12 @@ WITH expired AS (
     WHERE l.lease_expires_at < now()
       AND NOT EXISTS (SELECT 1 FROM {schema}.runs r WHERE r.id = l.run_id AND r.status = 'running')
 ), retried AS (
+    -- Awaited as the attempt it retries was (pgjobs.wait follows retries), in its trace.
     INSERT INTO {schema}.runs
         (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters,
-         priority, queue, concurrency_key)
+         priority, queue, concurrency_key, awaited, trace_context)
     SELECT job, 'retry', now(), attempt + 1, max_attempts, id, payload, parameters, priority, queue,
-           concurrency_key
+           concurrency_key, awaited, trace_context
     FROM reaped
     WHERE attempt < max_attempts
     RETURNING id
