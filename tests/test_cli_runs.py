@@ -139,6 +139,12 @@ def test_runs_retry_queues_a_new_attempt_of_the_same_work(conn: Conn, dsn: str) 
         priority=3,
         queue="reports",
     )
+    conn.execute(
+        "UPDATE pgjobs.runs SET concurrency_key = 'tenant-7',"
+        ' trace_context = \'{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}\''
+        " WHERE id = %s",
+        [failed],
+    )
     result = invoke(dsn, "runs", "retry", str(failed))
     assert result.exit_code == 0, result.output
     original, retry = run_rows(conn)
@@ -149,7 +155,16 @@ def test_runs_retry_queues_a_new_attempt_of_the_same_work(conn: Conn, dsn: str) 
         2,
         failed,
     )
-    for key in ("job", "payload", "parameters", "priority", "queue"):
+    # The same work: a keyed job's limit counts the retry by the same key; it joins the trace.
+    for key in (
+        "job",
+        "payload",
+        "parameters",
+        "priority",
+        "queue",
+        "concurrency_key",
+        "trace_context",
+    ):
         assert retry[key] == original[key]
     assert original["status"] == "failed"
 

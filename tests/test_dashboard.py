@@ -536,8 +536,18 @@ def test_actions_with_the_token_change_the_database(actions: Server, seeded: str
     assert "Queued run #" in call(actions, queued).text
 
     failed = run_id(seeded, "obs-report", "failed")
+    with psycopg.connect(seeded, autocommit=True) as conn:
+        conn.execute("UPDATE pgjobs.runs SET concurrency_key = 'k-1' WHERE id = %s", [failed])
     act("retry", run=str(failed))
-    assert scalar(seeded, "SELECT count(*) FROM pgjobs.runs WHERE retry_of = %s", failed) == 1
+    # The same work: its concurrency key comes along.
+    assert (
+        scalar(
+            seeded,
+            "SELECT count(*) FROM pgjobs.runs WHERE retry_of = %s AND concurrency_key = 'k-1'",
+            failed,
+        )
+        == 1
+    )
     assert call(actions, "/actions/retry", {"run": str(failed), "token": TOKEN}).status == 409
 
     act("cancel", run=str(new_id))

@@ -239,13 +239,14 @@ WHERE id = %(id)s AND status = 'running'
 RETURNING id, worker_id, lease_expires_at;
 
 -- name: retry_run
--- A finished, unsuccessful run queued again as a new attempt with the same work; the original
--- stays as it was. Guarded by the states that may be retried.
+-- A finished, unsuccessful run queued again as a new attempt with the same work (its concurrency
+-- key, which its job's limit counts it by, and its trace); the original stays as it was. Guarded
+-- by the states that may be retried.
 INSERT INTO {schema}.runs
     (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters, priority,
-     queue)
+     queue, concurrency_key, trace_context)
 SELECT r.job, 'retry', now(), r.attempt + 1, greatest(r.max_attempts, r.attempt + 1), r.id,
-       r.payload, r.parameters, r.priority, r.queue
+       r.payload, r.parameters, r.priority, r.queue, r.concurrency_key, r.trace_context
 FROM {schema}.runs r
 WHERE r.id = %(id)s AND r.status IN ('failed', 'timed_out', 'abandoned', 'cancelled')
 RETURNING id, job, attempt;

@@ -109,12 +109,13 @@ WHERE name = %(job)s
 RETURNING name;
 
 -- name: dashboard_retry_run
--- Queue a new attempt of a run that ended without succeeding, unless a retry of it is pending.
+-- Queue a new attempt of a run that ended without succeeding, unless a retry of it is pending:
+-- the same work, concurrency key and trace.
 INSERT INTO {schema}.runs
     (job, trigger, scheduled_for, attempt, max_attempts, retry_of, payload, parameters, priority,
-     queue)
+     queue, concurrency_key, trace_context)
 SELECT r.job, 'retry', now(), r.attempt + 1, greatest(r.max_attempts, r.attempt + 1), r.id,
-       r.payload, r.parameters, r.priority, r.queue
+       r.payload, r.parameters, r.priority, r.queue, r.concurrency_key, r.trace_context
 FROM {schema}.runs r
 WHERE r.id = %(id)s
   AND r.status IN ('failed', 'timed_out', 'cancelled', 'abandoned', 'skipped')
