@@ -67,6 +67,7 @@ from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
 from pgjobs.db import connection_options, first_line
+from pgjobs.errors import ConfigError
 from pgjobs.store import Queries
 
 log = logging.getLogger("pgjobs.metrics")
@@ -274,6 +275,17 @@ class WorkerMetrics:
         thread; return the bound port."""
         self._server = serve_metrics(self.registry, port, host)
         return int(self._server.server_port)
+
+    def serve_for_worker(self, port: int, host: str) -> None:
+        """:meth:`start_http` for a worker starting up: a port it cannot bind is a
+        :class:`ConfigError` (one line), and the address served is logged."""
+        try:
+            bound = self.start_http(port, host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        log.info("serving metrics on http://%s:%d/metrics", host, bound)
 
     def stop_http(self) -> None:
         """Stop serving ``/metrics``."""

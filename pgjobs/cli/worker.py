@@ -25,6 +25,7 @@ from pgjobs.metrics import METRICS_HOST, WorkerMetrics
 from pgjobs.registry import load_registry
 from pgjobs.runlog import LOG_FORMATS, configure_logging
 from pgjobs.worker import Worker, WorkerSettings
+from pgjobs.worker.embed import checked_dsn
 
 
 @click.command()
@@ -190,7 +191,7 @@ def worker(
         lease=lease,
         poll_interval=poll_interval,
         listen=not no_listen,
-        listen_dsn=_checked_dsn(listen_dsn) if listen_dsn else None,
+        listen_dsn=checked_dsn(listen_dsn) if listen_dsn else None,
         prepare_threshold=threshold,
         worker_id=worker_id,
         misfire_grace=misfire_grace,
@@ -206,15 +207,7 @@ def worker(
     _check_database(settings)
     metrics = WorkerMetrics()
     if metrics_port is not None:
-        try:
-            port = metrics.start_http(metrics_port, metrics_host)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}"
-            ) from exc
-        logging.getLogger("pgjobs.metrics").info(
-            "serving metrics on http://%s:%d/metrics", metrics_host, port
-        )
+        metrics.serve_for_worker(metrics_port, metrics_host)
     try:
         exit_code = asyncio.run(_serve(registry, settings, metrics))
     finally:
@@ -232,15 +225,6 @@ def _prepare_threshold(text: str | None) -> int | Literal["auto"] | None:
     if text is None or not text.strip():
         return "auto"
     return parse_prepare_threshold(text, f"--prepare-threshold/{PREPARE_THRESHOLD_ENV}")
-
-
-def _checked_dsn(dsn: str) -> str:
-    """``dsn`` if libpq can parse it, else a one-line :class:`ConfigError` without its password."""
-    try:
-        psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise invalid_dsn_error(dsn, exc) from exc
-    return dsn
 
 
 def _check_database(settings: WorkerSettings) -> None:

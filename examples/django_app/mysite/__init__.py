@@ -1,0 +1,1 @@
+"""The example Django project: one app, ``reports``, whose jobs a pgjobs worker runs."""

@@ -1,0 +1,1 @@
+"""A Django app with a pgjobs extension (``jobs.py``) and the worker command."""
