@@ -230,7 +230,7 @@ def test_blocks_that_name_an_example_file_are_that_files_text() -> None:
             f"{block.where}: the block is not the text of {block.source_file.relative_to(ROOT)}"
         )
         if block.lang == "python":
-            compile(block.text, block.where, "exec")
+            compile(block.text, block.where, "exec", dont_inherit=True)
 
 
 def test_other_yaml_blocks_are_valid_profiles_for_the_example(
@@ -342,7 +342,7 @@ def test_the_readme_commands_and_snippets_run_against_a_real_database(
         ]
         assert len(snippets) >= 2
         for block in snippets:
-            exec(compile(block.text, block.where, "exec"), {"__name__": "__readme__"})
+            exec(compile(block.text, block.where, "exec", dont_inherit=True), {"__name__": "__readme__"})
         capsys.readouterr()
 
         def enqueued_runs_done() -> list[tuple[Any, ...]] | None:
