@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.cli import add_job, add_run, add_worker, invoke, parse_json, run_rows
 from tests.workers import Workers, scalar, wait_until, worker_pool
@@ -139,11 +140,10 @@ def test_runs_retry_queues_a_new_attempt_of_the_same_work(conn: Conn, dsn: str) 
         priority=3,
         queue="reports",
     )
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     conn.execute(
-        "UPDATE pgjobs.runs SET concurrency_key = 'tenant-7',"
-        ' trace_context = \'{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}\''
-        " WHERE id = %s",
-        [failed],
+        "UPDATE pgjobs.runs SET concurrency_key = 'tenant-7', trace_context = %s WHERE id = %s",
+        [Jsonb(trace), failed],
     )
     result = invoke(dsn, "runs", "retry", str(failed))
     assert result.exit_code == 0, result.output

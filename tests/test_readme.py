@@ -342,7 +342,8 @@ def test_the_readme_commands_and_snippets_run_against_a_real_database(
         ]
         assert len(snippets) >= 2
         for block in snippets:
-            exec(compile(block.text, block.where, "exec", dont_inherit=True), {"__name__": "__readme__"})
+            code = compile(block.text, block.where, "exec", dont_inherit=True)
+            exec(code, {"__name__": "__readme__"})
         capsys.readouterr()
 
         def enqueued_runs_done() -> list[tuple[Any, ...]] | None:
