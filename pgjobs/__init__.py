@@ -24,8 +24,17 @@ from pgjobs.errors import (
     UnknownJobError,
     UnknownRunError,
     WaitTimeout,
+    WorkflowError,
 )
-from pgjobs.job import CancelSignal, Extension, Job, JobContext, JobResult, RetryBackoff
+from pgjobs.job import (
+    CancelSignal,
+    Dependency,
+    Extension,
+    Job,
+    JobContext,
+    JobResult,
+    RetryBackoff,
+)
 from pgjobs.schedules import (
     alter_schedule,
     alter_schedule_sync,
@@ -46,6 +55,7 @@ __all__ = [
     "ConfigError",
     "CronError",
     "DatabaseError",
+    "Dependency",
     "EnqueueRequest",
     "Extension",
     "FinishedRun",
@@ -63,6 +73,7 @@ __all__ = [
     "UnknownJobError",
     "UnknownRunError",
     "WaitTimeout",
+    "WorkflowError",
     "__version__",
     "alter_schedule",
     "alter_schedule_sync",

@@ -30,7 +30,7 @@ from pgjobs import tracing
 from pgjobs.caller import Api, Plan, Row, async_connection, drive_async, drive_sync, sync_connection
 from pgjobs.db import resolve_schema
 from pgjobs.discovery import exception_line
-from pgjobs.errors import ConfigError, PgJobsError, UnknownJobError
+from pgjobs.errors import ConfigError, PgJobsError, UnknownJobError, UnknownRunError, WorkflowError
 from pgjobs.job import Job
 from pgjobs.limits import (
     MAX_KEY_BYTES,
@@ -82,6 +82,14 @@ class EnqueueRequest:
     dedup_key: str | None = None
     parameters: Mapping[str, str] | None = None
     concurrency_key: str | None = None
+    #: A name for this request within one :func:`enqueue_many` call, that the ``after`` and
+    #: ``after_any`` of its other requests may give.
+    key: str | None = None
+    #: Runs that must succeed before this one starts: ids of existing runs (int) or keys of
+    #: other requests of the same call (str).
+    after: Sequence[int | str] = ()
+    #: Runs that must end, whatever their outcome, before this one starts: ids or keys.
+    after_any: Sequence[int | str] = ()
 
 
 async def enqueue(
@@ -95,6 +103,8 @@ async def enqueue(
     dedup_key: str | None = None,
     parameters: Mapping[str, str] | None = None,
     concurrency_key: str | None = None,
+    after: Sequence[int] = (),
+    after_any: Sequence[int] = (),
     schema: str | None = None,
 ) -> int:
     """Queue a run of ``job`` in the caller's transaction and return the run's id.
@@ -122,13 +132,22 @@ async def enqueue(
     (:class:`~pgjobs.PayloadError`, a :class:`ConfigError`, names the field); a job named by
     its name is checked by each run, before the job is called.
 
+    ``after`` (ids of runs that must succeed first) and ``after_any`` (ids of runs that must
+    end first, whatever their outcome) make the run wait for other runs: it is inserted
+    ``blocked`` and queued once every one of them is satisfied, or cancelled (``error_type``
+    ``DependencyFailed``) when one it needs to succeed ends otherwise. An id whose run was
+    retried stands for its latest attempt. A ``dedup_key`` cannot be combined with them.
+
     Raises :class:`UnknownJobError` (naming the nearest jobs) when no worker has registered
-    ``job``, and :class:`ConfigError` for an invalid argument; neither leaves anything behind
-    or aborts the caller's transaction.
+    ``job``, :class:`UnknownRunError` for an ``after`` id that no run has, and
+    :class:`ConfigError` for an invalid argument; none leaves anything behind or aborts the
+    caller's transaction.
     """
     request = EnqueueRequest(
         job, payload, run_at, priority, queue, dedup_key, parameters, concurrency_key
     )
+    if not (_empty(after) and _empty(after_any)):
+        request = replace(request, after=after, after_any=after_any)
     ids = await _enqueue_async(conn, [request], schema, batch=False)
     return ids[0]
 
@@ -144,6 +163,8 @@ def enqueue_sync(
     dedup_key: str | None = None,
     parameters: Mapping[str, str] | None = None,
     concurrency_key: str | None = None,
+    after: Sequence[int] = (),
+    after_any: Sequence[int] = (),
     schema: str | None = None,
 ) -> int:
     """:func:`enqueue` for sync code: ``conn`` is a psycopg ``Connection`` or a SQLAlchemy
@@ -151,6 +172,8 @@ def enqueue_sync(
     request = EnqueueRequest(
         job, payload, run_at, priority, queue, dedup_key, parameters, concurrency_key
     )
+    if not (_empty(after) and _empty(after_any)):
+        request = replace(request, after=after, after_any=after_any)
     return _enqueue_sync(conn, [request], schema, batch=False)[0]
 
 
@@ -165,6 +188,12 @@ async def enqueue_many(
     Each request is an :class:`EnqueueRequest` or a dict of its fields. Either every run is
     queued or, when a request names an unknown job or is invalid, none is. Requests with the
     same ``job`` and ``dedup_key`` get the same run. ``conn`` as for :func:`enqueue`.
+
+    Requests may depend on each other: a request's ``key`` names it within the call, and the
+    ``after`` / ``after_any`` of another give that key (or the id of an existing run). The
+    whole graph is inserted at once, in the caller's transaction. A cycle, a key that no
+    request has, a key given twice, a request that depends on itself or a ``dedup_key`` in a
+    call with dependencies raise :class:`~pgjobs.WorkflowError` before any statement.
     """
     return await _enqueue_async(conn, requests, schema, batch=True)
 
@@ -186,15 +215,15 @@ async def _enqueue_async(
     *,
     batch: bool,
 ) -> list[int]:
-    prepared = _prepare(requests)
+    prepared, graph = _prepare(requests, batch=batch)
     queries = _queries(resolve_schema(schema))
     connection = await async_connection(conn, _API)
     span = tracing.enqueue_span(prepared.jobs, batch=batch) if tracing.AVAILABLE else None
     if span is None:
-        return await drive_async(connection, _plan(prepared, queries))
+        return await drive_async(connection, _plan(prepared, graph, queries))
     with span:
         prepared = replace(prepared, trace_context=span.trace_context)
-        ids = await drive_async(connection, _plan(prepared, queries))
+        ids = await drive_async(connection, _plan(prepared, graph, queries))
         span.enqueued(ids)
         return ids
 
@@ -206,15 +235,15 @@ def _enqueue_sync(
     *,
     batch: bool,
 ) -> list[int]:
-    prepared = _prepare(requests)
+    prepared, graph = _prepare(requests, batch=batch)
     queries = _queries(resolve_schema(schema))
     connection = sync_connection(conn, _API)
     span = tracing.enqueue_span(prepared.jobs, batch=batch) if tracing.AVAILABLE else None
     if span is None:
-        return drive_sync(connection, _plan(prepared, queries))
+        return drive_sync(connection, _plan(prepared, graph, queries))
     with span:
         prepared = replace(prepared, trace_context=span.trace_context)
-        ids = drive_sync(connection, _plan(prepared, queries))
+        ids = drive_sync(connection, _plan(prepared, graph, queries))
         span.enqueued(ids)
         return ids
 
@@ -282,17 +311,153 @@ _MICROSECOND = timedelta(microseconds=1)
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
-def _prepare(requests: Iterable[EnqueueRequest | Mapping[str, Any]]) -> _Prepared:
+def _prepare(
+    requests: Iterable[EnqueueRequest | Mapping[str, Any]], *, batch: bool
+) -> tuple[_Prepared, _Graph | None]:
+    """The requests checked and as columns, and their dependencies (None when none has any)."""
     limit = max_payload_bytes()
     prepared = _Prepared([], [], [], [], [], [], [], [], [])
     items = requests if isinstance(requests, Sequence) else list(requests)
+    linked: list[tuple[int, EnqueueRequest]] = []
     for index, item in enumerate(items):
         try:
-            _append_request(_as_request(item), prepared, limit)
+            request = _as_request(item)
+            _append_request(request, prepared, limit)
         except ConfigError as err:
             where = f"request {index}: " if len(items) > 1 else ""
             raise type(err)(f"{where}{err}") from None
-    return prepared
+        if request.key is not None or not (_empty(request.after) and _empty(request.after_any)):
+            linked.append((index, request))
+    if not linked:
+        return prepared, None
+    return prepared, _graph(linked, prepared, batch=batch)
+
+
+def _empty(refs: object) -> bool:
+    return isinstance(refs, (list, tuple)) and not refs
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """The edges of one enqueue, one element per edge in each list: the dependant's request
+    (1-based, as the statement numbers them), the existing run or the request (1-based) it
+    depends on, and whether any outcome satisfies it."""
+
+    ords: list[int]
+    run_ids: list[int | None]
+    dep_ords: list[int | None]
+    any_outcome: list[bool]
+
+    def params(self) -> dict[str, list[Any]]:
+        return {
+            "edge_ords": self.ords,
+            "edge_run_ids": self.run_ids,
+            "edge_dep_ords": self.dep_ords,
+            "edge_any": self.any_outcome,
+        }
+
+
+def _graph(linked: list[tuple[int, EnqueueRequest]], prepared: _Prepared, *, batch: bool) -> _Graph:
+    """Check the dependencies of the ``linked`` requests (index, request) and return the edges.
+
+    Everything is refused here, before any statement, with a :class:`WorkflowError`: keys that
+    are not non-empty strings or are given twice, references that are neither run ids nor keys
+    of the call, a request that depends on itself, a cycle, and a ``dedup_key`` in the call.
+    """
+    call = "enqueue_many" if batch else "enqueue"
+
+    def where(index: int) -> str:
+        return f"{call}: request {index}" if batch else call
+
+    if any(key is not None for key in prepared.dedup_keys):
+        index = next(i for i, key in enumerate(prepared.dedup_keys) if key is not None)
+        raise WorkflowError(
+            f"{where(index)}: a dedup_key cannot be used in a call with dependencies "
+            "(key, after, after_any)"
+        )
+    keys: dict[str, int] = {}
+    for index, request in linked:
+        key = request.key
+        if key is None:
+            continue
+        if not batch:
+            raise WorkflowError(f"{call}: key only names a request of an enqueue_many call")
+        if type(key) is not str or not key.strip() or "\x00" in key:
+            raise WorkflowError(
+                f"{where(index)}: key must be a non-empty string, got {_shown(key)}"
+            )
+        if key in keys:
+            raise WorkflowError(f"{call}: key {key!r} is given by requests {keys[key]} and {index}")
+        keys[key] = index
+    graph = _Graph([], [], [], [])
+    needs: dict[int, list[int]] = {}  # request index -> indexes of the requests it depends on
+    for index, request in linked:
+        for name, refs, any_outcome in (
+            ("after", request.after, False),
+            ("after_any", request.after_any, True),
+        ):
+            if isinstance(refs, (str, bytes, Mapping)) or not isinstance(refs, Iterable):
+                raise WorkflowError(
+                    f"{where(index)}: {name} must be a list of run ids or keys, got {_shown(refs)}"
+                )
+            for ref in refs:
+                graph.ords.append(index + 1)
+                graph.any_outcome.append(any_outcome)
+                if isinstance(ref, int) and not isinstance(ref, bool):
+                    if not 0 < ref < 2**63:
+                        raise WorkflowError(f"{where(index)}: {name} holds {ref}, not a run id")
+                    graph.run_ids.append(int(ref))
+                    graph.dep_ords.append(None)
+                    continue
+                if not isinstance(ref, str):
+                    raise WorkflowError(
+                        f"{where(index)}: {name} holds {_shown(ref)}: a run id (int) or a key (str)"
+                    )
+                if not batch:
+                    raise WorkflowError(
+                        f"{call}: {name} holds {ref!r}, a key: keys name requests of one "
+                        "enqueue_many call, here give run ids"
+                    )
+                if ref not in keys:
+                    raise WorkflowError(
+                        f"{where(index)} depends on key {ref!r}, which no request has"
+                    )
+                if keys[ref] == index:
+                    raise WorkflowError(f"{where(index)} depends on itself (key {ref!r})")
+                graph.run_ids.append(None)
+                graph.dep_ords.append(keys[ref] + 1)
+                needs.setdefault(index, []).append(keys[ref])
+    cycle = _cycle(needs)
+    if cycle:
+        names = {index: key for key, index in keys.items()}
+        shown = " -> ".join(repr(names[index]) for index in cycle)
+        raise WorkflowError(f"{call}: a cycle: {shown}")
+    return graph
+
+
+def _cycle(needs: Mapping[int, Sequence[int]]) -> list[int]:
+    """A cycle of the graph ``needs`` (request -> the requests it depends on) as a path that
+    starts and ends at the same request, or [] when there is none. Iterative: a chain of
+    100,000 requests must not hit the recursion limit."""
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for start in needs:
+        if state.get(start):
+            continue
+        path = [start]
+        state[start] = 1
+        stack = [iter(needs.get(start, ()))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(needs.get(nxt, ())))
+    return []
 
 
 def _as_request(item: EnqueueRequest | Mapping[str, Any]) -> EnqueueRequest:
@@ -511,9 +676,40 @@ def _queries(schema: str) -> Queries:
     return Queries(schema)
 
 
-def _plan(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
+def _plan(prepared: _Prepared, graph: _Graph | None, queries: Queries) -> Plan[list[int]]:
     """The statements of one enqueue, as a generator that the sync and async drivers run: it
     yields (query, params), receives the rows and returns the ids in request order."""
+    if graph is None:
+        return (yield from _plan_runs(prepared, queries))
+    return (yield from _plan_graph(prepared, graph, queries))
+
+
+def _plan_graph(prepared: _Prepared, graph: _Graph, queries: Queries) -> Plan[list[int]]:
+    """``enqueue_graph``: the runs and their edges in one statement; then, only when a run was
+    inserted cancelled (a dependency of its had failed already), the cancel of its dependants
+    among the new runs."""
+    rows = yield queries["enqueue_graph"], {**prepared.params(), **graph.params()}
+    refused = sorted((kind, job, detail) for kind, _, job, detail in rows if kind != "inserted")
+    if refused:
+        kind, job, detail = next((r for r in refused if r[0] == "unknown"), refused[0])
+        if kind == "unknown":
+            names = yield queries["job_names"], {}
+            raise unknown_job_error(job, [name for (name,) in names])
+        if kind == "unknown run":
+            raise UnknownRunError(f"cannot enqueue after run {detail}: no run has that id")
+        raise _REFUSALS[kind](job, detail)
+    inserted = sorted((run_id, status) for _, run_id, _, status in rows)
+    if len(inserted) != len(prepared.jobs):
+        raise PgJobsError(f"enqueue inserted {len(inserted)} runs, expected {len(prepared.jobs)}")
+    cancelled = [run_id for run_id, status in inserted if status == "cancelled"]
+    if cancelled and any(ord_ is not None for ord_ in graph.dep_ords):
+        yield queries["release_dependants"], {"ids": cancelled}
+    # Ids are drawn in insertion order, which is request order.
+    return [run_id for run_id, _ in inserted]
+
+
+def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
+    """``enqueue_runs``, again for the requests whose dedup_key it could not resolve."""
     count = len(prepared.jobs)
     ids: list[int | None] = [None] * count
     pending = list(range(count))

@@ -58,6 +58,13 @@ class PayloadError(ConfigError):
     this error type, without calling the job."""
 
 
+class WorkflowError(ConfigError):
+    """Dependencies between runs that cannot be enqueued (``after``, ``after_any``, ``key``): a
+    cycle, a key that no request of the call has, a key given twice, a request that depends on
+    itself, a ``dedup_key`` in a call with dependencies. Raised before any statement, so the
+    caller's transaction is left as it was; the message names the request and the key."""
+
+
 class UnknownRunError(PgJobsError):
     """A run id that no run has (never had, or its row was pruned)."""
 

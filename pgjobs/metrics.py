@@ -34,7 +34,8 @@ Cluster metrics (``pgjobs metrics --port P``), read from the database on every s
   row in ``queues`` (a queue without one is running and unlimited);
 - ``pgjobs_runs_waiting{job,reason}``: due queued runs by what they wait for (the ``run_waits``
   view's ``waiting_for``: ``job paused``, ``queue paused``, ``concurrency``, ``rate limit``,
-  ``worker``); a job and reason without such runs has no series;
+  ``worker``), and blocked runs (``dependencies``); a job and reason without such runs has no
+  series;
 - ``pgjobs_schedules{job,origin,state}``: the job's schedules by where they come from (``code``,
   ``profile``: its own or the profile's further ones; ``runtime``) and what they do
   (:data:`SCHEDULE_STATES`); every state of a job and origin that has schedules has a series, 0
@@ -81,9 +82,18 @@ LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 90
 OVERDUE_AFTER = 60.0
 """Seconds past its next fire time after which an active job counts as overdue."""
 
-WAIT_REASONS = ("scheduled", "job paused", "queue paused", "concurrency", "rate limit", "worker")
-"""What a queued run waits for, as the ``run_waits`` view says (``waiting_for``), in the order
-the view tries them: the first that applies is the run's."""
+WAIT_REASONS = (
+    "dependencies",
+    "scheduled",
+    "job paused",
+    "queue paused",
+    "concurrency",
+    "rate limit",
+    "worker",
+)
+"""What a queued or blocked run waits for, as the ``run_waits`` view says (``waiting_for``), in
+the order the view tries them: the first that applies is the run's (``dependencies``: a blocked
+run's, the runs it waits for)."""
 
 SCHEDULE_STATES = ("error", "disabled", "paused", "job paused", "ticking")
 """What a schedule does, as the ``schedule_states`` query says (``state``), in the order it tries

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from pgjobs.db import resolve_schema
 from pgjobs.errors import PgJobsError
+from pgjobs.job import Dependency
 from pgjobs.limits import RateLimit
 
 _NAME_LINE = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -92,6 +93,10 @@ class ClaimedRun:
     #: The trace context of the enqueue that queued it (see :mod:`pgjobs.tracing`), if any: the
     #: JSON object enqueue stores, or whatever a row written by hand holds.
     trace_context: object = None
+    #: It waited for other runs (``after`` / ``after_any``). False for a run enqueued without any.
+    has_dependencies: bool = False
+    #: What those runs ended with (``ctx.dependencies``), from the claim's reply; None without.
+    dependencies: list[Dependency] | None = None
 
 
 @dataclass(slots=True)
@@ -223,6 +228,19 @@ class Reaped:
     retried: int
     dead_workers: int
     statistics_stale: bool
+    #: Runs queued because the runs they waited for were abandoned for good (after_any).
+    released: int = 0
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one sweep of blocked runs did (:meth:`WorkerStore.settle_blocked`)."""
+
+    #: Blocked runs queued (their dependencies all satisfied) or cancelled (one failed), not
+    #: counting the runs that such a cancel reaches in turn.
+    settled: int
+    #: The last blocked run read, where the next sweep goes on; 0: start over.
+    last_id: int
 
 
 class WorkerStore:
@@ -422,12 +440,15 @@ class WorkerStore:
         retried: dict[int, int] = {}
         wakeup_in: float | None = None
         # Rows as tuples: (kind, id, job, trigger, scheduled_for, attempt, max_attempts, payload,
-        # parameters, started_at, ref, seconds, limited, queue, trace_context).
+        # parameters, started_at, ref, seconds, limited, queue, trace_context, has_dependencies,
+        # dependencies).
         for row in await cur.fetchall():
             kind = row[0]
             if kind == "started":
                 run = ClaimedRun(*row[1:10])
-                run.limited, run.queue, run.trace_context = row[12:15]
+                run.limited, run.queue, run.trace_context, run.has_dependencies = row[12:16]
+                if row[16] is not None:
+                    run.dependencies = _dependencies(row[16])
                 started.append(run)
             elif kind == "finished":
                 finished.add(row[1])
@@ -473,6 +494,18 @@ class WorkerStore:
         assert row is not None
         return Reaped(*row)
 
+    async def settle_blocked(self, *, after_id: int = 0, batch: int = 1000) -> Settled:
+        """The safety net of workflows: read at most ``batch`` blocked runs after ``after_id``
+        and queue (or cancel) those whose dependencies have all ended, which a release missed
+        (an enqueue that committed after the end of its dependency began)."""
+        row = await (
+            await self.conn.execute(
+                self.q["settle_blocked"], {"batch": batch, "after_id": after_id}
+            )
+        ).fetchone()
+        assert row is not None
+        return Settled(int(row[0]), int(row[1]))
+
     async def analyze_runs(self) -> bool:
         """ANALYZE runs, unless another worker is doing it; True if this one did.
 
@@ -511,3 +544,12 @@ class WorkerStore:
 
     async def notify(self, message: str) -> None:
         await self.conn.execute(self.q["notify"], {"channel": self.q.channel, "message": message})
+
+
+def _dependencies(rows: list[list[Any]]) -> list[Dependency]:
+    """``ctx.dependencies`` from the claim's JSON: ``[id, job, status, message, data]`` each.
+    ``data`` that is not a JSON object (written by hand) is empty."""
+    return [
+        Dependency(int(i), job, status, message, data if isinstance(data, dict) else {})
+        for i, job, status, message, data in rows
+    ]

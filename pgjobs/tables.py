@@ -47,6 +47,7 @@ __all__ = [
     "metadata_for",
     "queues",
     "rate_buckets",
+    "run_dependencies",
     "run_history",
     "run_locks",
     "run_waits",
@@ -92,8 +93,9 @@ RUN_STATUSES = (
     "cancelled",
     "skipped",
     "abandoned",
+    "blocked",
 )
-"""Values of ``runs.status``."""
+"""Values of ``runs.status`` (``blocked``: a run waiting for its dependencies)."""
 
 WORKER_STATES = ("running", "stopping", "stopped", "dead")
 """Values of ``workers.state``."""
@@ -106,8 +108,8 @@ SCHEDULE_ORIGINS = ("profile", "runtime")
 
 
 def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
-    """The tables of the pgjobs schema ``schema``: ``jobs``, ``runs``, ``run_locks``, ``workers``,
-    ``worker_jobs``, ``queues`` and ``rate_buckets``.
+    """The tables of the pgjobs schema ``schema``: ``jobs``, ``runs``, ``run_dependencies``,
+    ``run_locks``, ``workers``, ``worker_jobs``, ``queues`` and ``rate_buckets``.
 
     Each call returns a new :class:`MetaData`; look tables up with ``md.tables[f"{schema}.runs"]``.
     """
@@ -220,6 +222,12 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             comment="Someone waits for this run's end (pgjobs.wait): each change of its status "
             "notifies awaited_channel(schema) with its id.",
         ),
+        Column(
+            "blocked_by",
+            Integer,
+            comment="NULL: the run has no dependencies. Otherwise how many of its dependencies "
+            "are not yet satisfied; a blocked run is queued when it reaches 0.",
+        ),
         Index(
             "runs_schedule_tick_key",
             "job",
@@ -252,6 +260,7 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             "scheduled_for",
             postgresql_where=text("status = 'queued' AND scheduled_for > created_at"),
         ),
+        Index("runs_blocked_idx", "id", postgresql_where=text("status = 'blocked'")),
         Index(
             "runs_slot_idx",
             "job",
@@ -260,6 +269,32 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             unique=True,
             postgresql_where=text("status = 'running' AND slot IS NOT NULL"),
         ),
+    )
+
+    Table(
+        "run_dependencies",
+        md,
+        Column(
+            "run_id",
+            BigInteger,
+            ForeignKey(
+                f"{md.schema}.runs.id", ondelete="CASCADE", name="run_dependencies_run_id_fkey"
+            ),
+            nullable=False,
+        ),
+        Column(
+            "depends_on",
+            BigInteger,
+            ForeignKey(
+                f"{md.schema}.runs.id", ondelete="CASCADE", name="run_dependencies_depends_on_fkey"
+            ),
+            nullable=False,
+        ),
+        Column("any_outcome", Boolean, nullable=False, server_default=false()),
+        PrimaryKeyConstraint("run_id", "depends_on", name="run_dependencies_pkey"),
+        Index("run_dependencies_depends_on_idx", "depends_on"),
+        comment="Edges of workflows: run_id waits for depends_on (its latest attempt) to succeed, "
+        "or with any_outcome to end whatever its outcome.",
     )
 
     Table(
@@ -520,6 +555,9 @@ jobs = metadata.tables[f"{DEFAULT_SCHEMA}.jobs"]
 runs = metadata.tables[f"{DEFAULT_SCHEMA}.runs"]
 """The queue and the history in one table: one row per attempt."""
 
+run_dependencies = metadata.tables[f"{DEFAULT_SCHEMA}.run_dependencies"]
+"""Edges of workflows: which run waits for which (``after`` / ``after_any``)."""
+
 run_locks = metadata.tables[f"{DEFAULT_SCHEMA}.run_locks"]
 """The slots of limited jobs: which run holds slot ``slot`` of (job, concurrency key), on which
 worker, until when."""
@@ -550,5 +588,5 @@ all_schedules = views.tables[f"{DEFAULT_SCHEMA}.all_schedules"]
 """Every schedule: each job's own (``default``, from code or profile) and the runtime ones."""
 
 run_waits = views.tables[f"{DEFAULT_SCHEMA}.run_waits"]
-"""Per queued run: what it waits for (its time, a pause, a concurrency limit, a rate limit, a
-worker) and the detail."""
+"""Per queued or blocked run: what it waits for (its time, a pause, a concurrency limit, a rate
+limit, a worker, its dependencies) and the detail."""

@@ -181,6 +181,7 @@ def test_queues_list_shows_state_runs_what_they_wait_for_and_the_workers(
     assert report["paused"] is True and report["paused_at"] is not None
     assert (report["queued"], report["due"], report["running"]) == (5, 5, 1)
     assert report["waiting"] == {
+        "dependencies": 0,
         "scheduled": 0,
         "job paused": 0,
         "queue paused": 5,

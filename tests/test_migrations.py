@@ -82,6 +82,7 @@ def test_upgrade_on_an_empty_database_creates_the_tables_and_views_of_the_spec(
         "alembic_version": "r",
         "jobs": "r",
         "runs": "r",
+        "run_dependencies": "r",
         "run_locks": "r",
         "workers": "r",
         "worker_jobs": "r",

@@ -34,10 +34,11 @@ QUEUED = 20_000
 SCHEDULED = 5_000
 SCHEDULE = "0 * * * * *"
 PLANS = (("custom plan", False), ("generic plan", True))
-# The indexes claiming may read on runs: the queue's own partial indexes (queued or running runs)
-# and the primary key.
+# The indexes claiming may read on runs: the queue's own partial indexes (queued, running or
+# blocked runs) and the primary key.
 QUEUE_INDEXES = {
     "runs_claim_idx",
+    "runs_blocked_idx",
     "runs_delayed_idx",
     "runs_worker_idx",
     "runs_lease_idx",

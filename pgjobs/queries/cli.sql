@@ -224,12 +224,18 @@ FROM {schema}.runs r
 WHERE r.id = %(id)s;
 
 -- name: cancel_queued_run
--- A queued run leaves the queue at once.
-UPDATE {schema}.runs
-SET status = 'cancelled', finished_at = now(), cancel_requested_at = now(),
-    message = 'cancelled by operator before it started'
-WHERE id = %(id)s AND status = 'queued'
-RETURNING id;
+-- A queued or blocked run leaves the queue at once. The runs that wait for it are cancelled in
+-- turn, transitively, but for those that run after any outcome of it, which it releases
+-- (release_dependants).
+WITH cancelled AS (
+    UPDATE {schema}.runs
+    SET status = 'cancelled', finished_at = now(), cancel_requested_at = now(),
+        message = 'cancelled by operator before it started'
+    WHERE id = %(id)s AND status IN ('queued', 'blocked')
+    RETURNING id
+)
+SELECT c.id, {schema}.release_dependants(ARRAY[c.id], ARRAY['cancelled']) AS released
+FROM cancelled c;
 
 -- name: request_run_cancel
 -- A running run is marked; its worker sees the mark at its next heartbeat and cancels the job.
@@ -326,3 +332,83 @@ ORDER BY w.started_at, w.id;
 
 -- name: database_version
 SELECT current_setting('server_version');
+
+-- name: run_dependency_lists
+-- A run's dependencies (the runs it waits for; `any_outcome`: after_any, any end will do) and its
+-- dependants (the runs that wait for it), each in id order, at most %(limit)s of each, with how
+-- many there are in all (counted on the run_dependencies indexes alone): `runs show` and the
+-- dashboard's run page. An edge always names a dependency's latest attempt.
+SELECT (SELECT count(*) FROM {schema}.run_dependencies d WHERE d.run_id = %(id)s)
+           AS dependencies_total,
+       (SELECT count(*) FROM {schema}.run_dependencies d WHERE d.depends_on = %(id)s)
+           AS dependants_total,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'id', x.id, 'job', x.job, 'status', x.status,
+                            'blocked_by', x.blocked_by, 'any_outcome', x.any_outcome)
+                        ORDER BY x.id)
+                 FROM (SELECT r.id, r.job, r.status, r.blocked_by, d.any_outcome
+                       FROM {schema}.run_dependencies d
+                       JOIN {schema}.runs r ON r.id = d.depends_on
+                       WHERE d.run_id = %(id)s
+                       ORDER BY d.depends_on
+                       LIMIT %(limit)s) x), '[]'::jsonb) AS dependencies,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'id', x.id, 'job', x.job, 'status', x.status,
+                            'blocked_by', x.blocked_by, 'any_outcome', x.any_outcome)
+                        ORDER BY x.id)
+                 FROM (SELECT r.id, r.job, r.status, r.blocked_by, d.any_outcome
+                       FROM {schema}.run_dependencies d
+                       JOIN {schema}.runs r ON r.id = d.run_id
+                       WHERE d.depends_on = %(id)s
+                       ORDER BY d.run_id
+                       LIMIT %(limit)s) x), '[]'::jsonb) AS dependants;
+
+-- name: run_graph
+-- The workflow a run belongs to: the runs reached from it along edges either way, nearest
+-- first (the walk goes breadth first, and its UNION drops a run reached twice, so a diamond
+-- ends), at most %(limit)s of them, and the edges between those. The walk is read only as far
+-- as the LIMIT needs: a graph of a million runs costs a thousand steps. The runs found are
+-- kept in an array, in the order found, and read by primary key (`= ANY`), never by a join
+-- that could scan the runs between their ids. `cut`: the walk found more runs than it shows.
+-- Per run, `dependencies` and `dependants` count all its edges (on the indexes alone), so a
+-- run at the rim of a cut graph shows how many of its neighbours are left out.
+WITH RECURSIVE walk(id) AS (
+    SELECT r.id FROM {schema}.runs r WHERE r.id = %(id)s
+    UNION
+    SELECT n.id
+    FROM walk w
+    CROSS JOIN LATERAL (
+        SELECT d.depends_on AS id FROM {schema}.run_dependencies d WHERE d.run_id = w.id
+        UNION ALL
+        SELECT d.run_id FROM {schema}.run_dependencies d WHERE d.depends_on = w.id
+    ) n
+),
+found AS MATERIALIZED (
+    SELECT ARRAY(SELECT w.id FROM walk w LIMIT %(limit)s + 1) AS ids
+),
+shown AS MATERIALIZED (
+    SELECT f.ids[1:%(limit)s] AS ids, cardinality(f.ids) > %(limit)s AS cut FROM found f
+)
+SELECT r.id, r.job, r.status, r.blocked_by, r.attempt, r.retry_of, r.created_at,
+       r.finished_at, left(r.message, 300) AS message, r.error_type,
+       left(r.error_message, 300) AS error_message,
+       (SELECT count(*) FROM {schema}.run_dependencies d WHERE d.run_id = r.id) AS dependencies,
+       (SELECT count(*) FROM {schema}.run_dependencies d WHERE d.depends_on = r.id) AS dependants,
+       ARRAY(SELECT d.depends_on FROM {schema}.run_dependencies d
+             WHERE d.run_id = r.id AND NOT d.any_outcome AND d.depends_on = ANY (s.ids)
+             ORDER BY d.depends_on) AS after,
+       ARRAY(SELECT d.depends_on FROM {schema}.run_dependencies d
+             WHERE d.run_id = r.id AND d.any_outcome AND d.depends_on = ANY (s.ids)
+             ORDER BY d.depends_on) AS after_any,
+       s.cut
+FROM shown s
+JOIN {schema}.runs r ON r.id = ANY (s.ids)
+ORDER BY r.id;
+
+-- name: walk_planner_settings
+-- For the rest of the transaction, how run_graph is planned. Every step of its walk is an index
+-- probe, but the estimates of a recursive query are far above its real cost, and a skewed
+-- run_dependencies (one run with most of the dependants) makes the planner guess that a probe
+-- returns most of the table: it would then pick a sequential scan per step, and JIT compilation
+-- of hundreds of milliseconds for a statement that runs in a few.
+SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true);

@@ -125,13 +125,23 @@ WHERE r.id = %(id)s
 RETURNING id;
 
 -- name: dashboard_cancel_run
--- A queued run is cancelled at once; a running one is asked to stop (its worker sees the request
--- at its next heartbeat). Returns the run's status after the statement.
-UPDATE {schema}.runs
-SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-    finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
-    message = CASE WHEN status = 'queued' THEN 'cancelled by operator' ELSE message END,
-    cancel_requested_at = now()
-WHERE id = %(id)s AND status IN ('queued', 'running')
-RETURNING status;
+-- A queued or blocked run is cancelled at once, and the runs that wait for it in turn (but for
+-- those that run after any outcome, which it releases: release_dependants); a running one is
+-- asked to stop (its worker sees the request at its next heartbeat). Returns the run's status
+-- after the statement.
+WITH changed AS (
+    UPDATE {schema}.runs
+    SET status = CASE WHEN status IN ('queued', 'blocked') THEN 'cancelled' ELSE status END,
+        finished_at = CASE WHEN status IN ('queued', 'blocked') THEN now() ELSE finished_at END,
+        message = CASE WHEN status IN ('queued', 'blocked') THEN 'cancelled by operator'
+                       ELSE message END,
+        cancel_requested_at = now()
+    WHERE id = %(id)s AND status IN ('queued', 'blocked', 'running')
+    RETURNING id, status
+)
+SELECT c.status,
+       CASE WHEN c.status = 'cancelled'
+            THEN {schema}.release_dependants(ARRAY[c.id], ARRAY['cancelled']) END
+           AS released
+FROM changed c;
 

@@ -291,7 +291,8 @@ WITH outcome AS (
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
     RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
-              r.queue, r.concurrency_key, o.retry_delay, r.slot, r.trace_context, r.awaited
+              r.queue, r.concurrency_key, o.retry_delay, r.slot, r.trace_context, r.awaited,
+              r.status
 ), unlocked AS (
     DELETE FROM {schema}.run_locks l USING done WHERE l.job = done.job AND l.run_id = done.id
     RETURNING l.job
@@ -307,6 +308,12 @@ WITH outcome AS (
     FROM done
     WHERE done.retry_delay IS NOT NULL AND done.attempt < done.max_attempts
     RETURNING id, retry_of
+), moved AS (
+    -- Runs that wait for a retried attempt wait for its retry (workflows: run_dependencies).
+    UPDATE {schema}.run_dependencies e
+    SET depends_on = t.id
+    FROM retried t
+    WHERE e.depends_on = t.retry_of
 ), held AS MATERIALIZED (
     -- What may hold queued runs back, read once per statement. Each filter of the queue's walk
     -- below is skipped when its kind of hold exists nowhere, as is usual.
@@ -547,6 +554,22 @@ WITH outcome AS (
         LIMIT 1) h
     WHERE r.id = k.id AND k.skip AND k.trigger = 'schedule' AND k.misfire <> 'backfill'
       AND h.run_id <> k.id
+    RETURNING r.id
+), released AS (
+    -- The runs that ended for good here (recorded without a retry, or skipped) release or
+    -- cancel the runs that wait for them (release_dependants). Gated so that a run nobody waits
+    -- for costs a probe of run_dependencies' index, and a statement where no run waits for any
+    -- other one probe in all: the function is only called for runs that have dependants.
+    SELECT {schema}.release_dependants(w.ids, w.statuses) AS released
+    FROM (SELECT array_agg(x.id ORDER BY x.id) AS ids, array_agg(x.status ORDER BY x.id) AS statuses
+          FROM (SELECT d.id, d.status FROM done d
+                WHERE d.id NOT IN (SELECT t.retry_of FROM retried t)
+                UNION ALL
+                SELECT s.id, 'skipped' FROM skipped s) x
+          WHERE EXISTS (SELECT 1 FROM {schema}.run_dependencies e WHERE e.depends_on = x.id)
+            AND (SELECT e.depends_on FROM {schema}.run_dependencies e
+                 ORDER BY e.depends_on LIMIT 1) IS NOT NULL) w
+    WHERE w.ids IS NOT NULL
 ), started AS (
     UPDATE {schema}.runs r
     SET status = 'running', worker_id = %(worker)s, started_at = clock_timestamp(),
@@ -567,7 +590,21 @@ WITH outcome AS (
               -- Whether its end frees what another run may wait for: a slot, or a run lock. (A
               -- rate limit's token is spent: a run's end gives none back.)
               r.slot IS NOT NULL OR r.id IN (SELECT l.run_id FROM locked l) AS limited,
-              r.queue, r.trace_context
+              r.queue, r.trace_context,
+              -- It waited for other runs: what they ended with (ctx.dependencies), their final
+              -- attempts (an edge follows its dependency's retries) in the order of their ids.
+              -- Each is a probe of runs' primary key (OFFSET 0 keeps it one: the generic plan of
+              -- a join may read all of runs); a run without dependencies reads nothing.
+              r.blocked_by IS NOT NULL AS has_dependencies,
+              CASE WHEN r.blocked_by IS NOT NULL THEN
+                  (SELECT jsonb_agg(jsonb_build_array(d.id, d.job, d.status, d.message, d.data)
+                                    ORDER BY e.depends_on)
+                   FROM {schema}.run_dependencies e
+                   CROSS JOIN LATERAL (SELECT d.id, d.job, d.status, d.message, d.data
+                                       FROM {schema}.runs d
+                                       WHERE d.id = e.depends_on OFFSET 0) d
+                   WHERE e.run_id = r.id)
+              END AS dependencies
 ), waits AS (
     -- A listening worker whose claim came short says so, with its free slots: the next
     -- statement that queues a due run it can take wakes it alone (notify_runs_inserted). Written
@@ -585,21 +622,23 @@ WITH outcome AS (
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
-       s.limited, s.queue, s.trace_context
+       s.limited, s.queue, s.trace_context, s.has_dependencies, s.dependencies
 FROM started s
 UNION ALL
 SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL
+       NULL, NULL, NULL
 FROM done d
 UNION ALL
 SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL,
-       NULL, NULL
+       NULL, NULL, NULL, NULL
 FROM retried t
 UNION ALL
 -- Seconds until the next tick (of a job's own schedule or a runtime one), delayed run or
--- rate-limit token of these jobs, by the database clock.
+-- rate-limit token of these jobs, by the database clock; now, when this statement queued runs
+-- that waited for the runs it recorded (their NOTIFY does not reach a worker that polls).
 SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        extract(epoch FROM least(
+           (SELECT clock_timestamp() FROM released r WHERE r.released > 0),
            (SELECT j.next_fire_at FROM {schema}.jobs j
             WHERE j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
               AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
@@ -633,7 +672,7 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                         END
                   GROUP BY b.scope, b.name
                   HAVING max({schema}.rate_bucket_level(b)) < 1) e)
-       ) - clock_timestamp())::double precision, NULL, NULL, NULL;
+       ) - clock_timestamp())::double precision, NULL, NULL, NULL, NULL, NULL;
 
 -- name: heartbeat
 -- Extend this worker's row, and the leases and locks of the runs it holds in memory (only
@@ -727,7 +766,23 @@ WITH expired AS (
            concurrency_key, awaited, trace_context
     FROM reaped
     WHERE attempt < max_attempts
-    RETURNING id
+    RETURNING id, retry_of
+), moved AS (
+    -- Runs that wait for a retried attempt wait for its retry.
+    UPDATE {schema}.run_dependencies e
+    SET depends_on = t.id
+    FROM retried t
+    WHERE e.depends_on = t.retry_of
+), released AS (
+    -- Abandoned for good (no attempt left): the runs that wait for them are released or
+    -- cancelled (release_dependants), as when a worker records an end.
+    SELECT {schema}.release_dependants(w.ids, array_fill('abandoned'::text,
+                                                          ARRAY[cardinality(w.ids)])) AS released
+    FROM (SELECT ARRAY(SELECT x.id FROM reaped x
+                       WHERE x.attempt >= x.max_attempts
+                         AND EXISTS (SELECT 1 FROM {schema}.run_dependencies e
+                                     WHERE e.depends_on = x.id)) AS ids) w
+    WHERE cardinality(w.ids) > 0
 ), dead AS (
     UPDATE {schema}.workers
     SET state = 'dead'
@@ -753,7 +808,13 @@ SELECT (SELECT count(*) FROM reaped) AS reaped, (SELECT count(*) FROM retried) A
                        < now() - interval '5 seconds')
         FROM pg_class c
         JOIN pg_stat_user_tables s ON s.relid = c.oid
-        WHERE c.oid = '{schema}.runs'::regclass) AS statistics_stale;
+        WHERE c.oid = '{schema}.runs'::regclass) AS statistics_stale,
+       (SELECT coalesce(sum(r.released), 0)::integer FROM released r) AS released;
+
+-- name: settle_blocked
+-- The safety net of workflows (see settle_blocked in sql/0014_workflows.up.sql): at most `batch`
+-- blocked runs after `after_id`, settled when their dependencies have all ended.
+SELECT settled, last_id FROM {schema}.settle_blocked(%(batch)s, %(after_id)s);
 
 -- name: hand_back_runs
 -- At shutdown, runs this worker could not finish go back to the queue for another worker.

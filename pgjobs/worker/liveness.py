@@ -28,6 +28,8 @@ log = logging.getLogger("pgjobs.worker")
 class Liveness(Registration, Dispatch):
     #: No reaping before this ``time.monotonic()``: see :meth:`_hold_reaping`.
     _reap_not_before = 0.0
+    #: Where the next sweep of blocked runs goes on (the last blocked run the previous read).
+    _settle_after = 0
 
     def _hold_reaping(self) -> None:
         """This worker's connection came back after it could not reach the database: reap
@@ -90,3 +92,9 @@ class Liveness(Registration, Dispatch):
                 reaped.retried,
                 reaped.dead_workers,
             )
+        # The safety net of workflows: a blocked run whose release was missed (its enqueue
+        # committed after its dependency's end began) is settled within a lease.
+        settled = await self.store.settle_blocked(after_id=self._settle_after)
+        self._settle_after = settled.last_id
+        if settled.settled:
+            log.info("settled %d blocked run(s) whose dependencies had ended", settled.settled)
