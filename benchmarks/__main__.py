@@ -33,6 +33,7 @@ from benchmarks import (
     report,
     scale,
     schedule_lag,
+    workflows,
 )
 from benchmarks.cluster import pg_cluster
 from benchmarks.harness import ROOT, Bench
@@ -47,6 +48,7 @@ MEASURES: dict[str, Measure] = {
     "scale": scale.run,
     "memory": memory.run,
     "limits": limits.run,
+    "workflows": workflows.run,
 }
 ALIASES = {"schedule_lag": "lag", "schedule-lag": "lag"}
 SHARED_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

@@ -19,7 +19,7 @@ from typing import Any
 
 from pgjobs import tracing
 from pgjobs.errors import PayloadError
-from pgjobs.job import CancelSignal, JobContext, ProgressSink
+from pgjobs.job import CancelSignal, Dependency, JobContext, ProgressSink
 from pgjobs.outcomes import exception_outcome, result_outcome, safe_outcome, with_logs
 from pgjobs.payloads import load_payload
 from pgjobs.registry import JobDefinition
@@ -51,7 +51,11 @@ def run_logger(job: str, run_id: int, attempt: int, worker_id: str) -> RunLogAda
 
 
 class RunExecution:
-    """One run of one job: ``await execute()`` always returns an :class:`Outcome`."""
+    """One run of one job: ``await execute()`` always returns an :class:`Outcome`.
+
+    ``dependencies`` become the run's ``ctx.dependencies``: the claim that took a run with any
+    returns what they ended with.
+    """
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class RunExecution:
         parameters: dict[str, str] | None = None,
         schema: str = "pgjobs",
         progress: ProgressSink | None = None,
+        dependencies: list[Dependency] | None = None,
     ) -> None:
         self.definition = definition
         self.run = run
@@ -94,6 +99,7 @@ class RunExecution:
             config=dict(definition.config),
             schema=schema,
             progress_sink=progress,
+            dependencies=dependencies if dependencies is not None else [],
         )
         self._executor = executor
         #: The task that awaits :meth:`execute` (set by whoever creates it, else found when the

@@ -182,6 +182,24 @@ def progress_report(run_id: int, done: object, total: object, message: object) -
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A run this run waited for (``enqueue(..., after=[...])``), as it ended; see
+    ``JobContext.dependencies``.
+
+    It is the dependency's final attempt (a retried dependency is its last retry), so ``status``
+    is how it ended: ``succeeded``, or, for an ``after_any`` dependency, any end. ``message`` and
+    ``data`` are what its job handed back (:class:`JobResult`): ``data`` is its JSON object, empty
+    when it gave none, so a step reads what the step before it returned without a table of its own.
+    """
+
+    run_id: int
+    job: str
+    status: str
+    message: str | None
+    data: Mapping[str, Any]
+
+
 class CancelSignal:
     """Set when the run should stop: cancelled by an operator, timed out, or worker shutdown.
 
@@ -233,6 +251,8 @@ class JobContext(Generic[PayloadT]):
     and a sync ``psycopg_pool.ConnectionPool`` on the same database for plain ``def execute``.
     ``parameters`` are the profile entry's string parameters, overridden by ``jobs run -p``.
     ``schema`` is the pgjobs schema the run's worker serves.
+    ``dependencies`` are the runs this run waited for, in the order of their ids (see
+    :class:`Dependency`); empty for a run enqueued without ``after`` or ``after_any``.
     """
 
     db_pool: Any
@@ -250,6 +270,7 @@ class JobContext(Generic[PayloadT]):
     schema: str = "pgjobs"
     #: Where :meth:`progress` reports go: the worker's progress writer, or None (not stored).
     progress_sink: ProgressSink | None = field(default=None, repr=False)
+    dependencies: list[Dependency] = field(default_factory=list)
 
     @property
     def cancelled(self) -> bool:

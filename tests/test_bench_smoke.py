@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue`` (and
-``--only limits``) against the test server prints its table and writes its JSON; without a DSN it
-makes a throwaway cluster of its own; the soak's cold start runs a few seconds. Figures are not
-judged here."""
+``--only limits``, ``--only workflows``) against the test server prints its table and writes its
+JSON; without a DSN it makes a throwaway cluster of its own; the soak's cold start runs a few
+seconds. Figures are not judged here."""
 
 from __future__ import annotations
 
@@ -137,3 +137,16 @@ def test_the_cold_start_prints_its_seconds_and_the_ramp_up_beside_the_steady_sta
     cold = json.loads(out.read_text())["cold_start"]
     assert cold["load"]["enqueued"] > 0
     assert sum(s["enqueued"] for s in cold["per_second"]) == cold["load"]["enqueued"]
+
+
+def test_the_workflows_measure_sets_chains_against_independent_runs(
+    pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    stdout, results = quick_run(pg_admin_dsn, tmp_path / "bench.json", "workflows")
+
+    workflows = results["measures"]["workflows"]
+    assert workflows["ratio"] > 0
+    assert workflows["fan_in_seconds"] and all(gap > 0 for gap in workflows["fan_in_seconds"])
+    for metric in ("jobs/s", "jobs/s independent", "ratio", "last fan-out finish -> fan-in start"):
+        assert any(f"  {metric}  " in line for line in stdout.splitlines()), stdout
+    assert any("target >= 0.7" in line for line in stdout.splitlines()), stdout

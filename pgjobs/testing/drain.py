@@ -80,6 +80,7 @@ class Drain:
             pool=await self._pool(definition.is_async),
             executor=None,
             schema=self.store.q.schema,
+            dependencies=claimed.dependencies,
         )
         task = asyncio.ensure_future(execution.execute())
         execution.task = task

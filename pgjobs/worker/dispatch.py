@@ -218,6 +218,7 @@ class Dispatch(Progress):
             executor=self._executor,
             schema=self.settings.schema,
             progress=self.progress.report,
+            dependencies=run.dependencies,
         )
         task = asyncio.create_task(execution.execute())
         execution.task = task
