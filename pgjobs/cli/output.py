@@ -35,6 +35,7 @@ STATUS_STYLES = {
     "cancelled": "yellow",
     "skipped": "dim",
     "queued": "cyan",
+    "blocked": "magenta",
     "running": "blue",
 }
 

@@ -23,6 +23,7 @@ from pgjobs.cli.options import (
     open_database,
     queue_callback,
 )
+from pgjobs.cli.runs_graph import fetch_neighbours, graph, neighbour_fields, neighbours_json
 from pgjobs.errors import ConfigError, PgJobsError
 from pgjobs.metrics import WAIT_REASONS
 
@@ -149,7 +150,10 @@ def run_filter_options(limit: int) -> Callable[[F], F]:
 
 @click.group(name="runs")
 def runs() -> None:
-    """Inspect and steer runs: list, show, waits, retry, cancel, prune."""
+    """Inspect and steer runs: list, show, graph, waits, retry, cancel, prune."""
+
+
+runs.add_command(graph)
 
 
 @runs.command("list")
@@ -261,11 +265,14 @@ def _waited(seconds: float) -> str:
 @json_option
 @database_options
 def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
-    """Everything stored about one run, its error's traceback included."""
+    """Everything stored about one run, its error's traceback, its dependencies and its
+    dependants included."""
     with open_database(dsn, schema) as db:
         row = _get_run(db, run_id)
-        waits = fetch_waits(db, run_id=run_id, limit=1) if row["status"] == "queued" else []
+        waiting = row["status"] in ("queued", "blocked")
+        waits = fetch_waits(db, run_id=run_id, limit=1) if waiting else []
         wait = waits[0] if waits else None
+        neighbours = fetch_neighbours(db, run_id)
         now = db.now()
     if as_json:
         output.emit_json(
@@ -280,6 +287,8 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
                 "retried_by": row["retried_by"],
                 "waiting_for": wait["waiting_for"] if wait else None,
                 "waiting_detail": wait["detail"] if wait else None,
+                "blocked_by": row["blocked_by"],
+                **neighbours_json(neighbours),
             }
         )
         return
@@ -297,6 +306,7 @@ def show(run_id: int, as_json: bool, dsn: str, schema: str) -> None:
             ("attempt", f"{row['attempt']} of {row['max_attempts']}"),
             ("retry of", str(row["retry_of"]) if row["retry_of"] else None),
             ("retried by", retries),
+            *neighbour_fields(run_id, neighbours),
             ("queue", f"{row['queue']} (priority {row['priority']})"),
             ("scheduled for", output.timestamp(row["scheduled_for"], now)),
             ("created", output.timestamp(row["created_at"], now)),

@@ -27,6 +27,9 @@ OUTCOMES_PER_JOB = 12
 BUSIEST_KEYS = 5
 """Concurrency keys a job's page names with their running runs, the busiest first."""
 
+SHOWN_NEIGHBOURS = 50
+"""How many dependencies, and how many dependants, a run's page lists (the rest are counted)."""
+
 CONNECT_TIMEOUT = 3
 """Seconds a request waits for a new connection before its page says the database is down."""
 
@@ -178,8 +181,18 @@ class DashboardStore:
         )
 
     def run(self, run_id: int) -> Row | None:
-        """One run with everything it recorded, or None."""
-        return self._one("dashboard_run", {"id": run_id})
+        """One run with everything it recorded, or None; with its ``dependencies`` and
+        ``dependants`` (at most :data:`SHOWN_NEIGHBOURS` of each, ``id``, ``job``, ``status``,
+        ``blocked_by``, ``any_outcome``) and how many of each it has (``dependencies_total``,
+        ``dependants_total``)."""
+        with self.connections.connection() as conn:
+            run = conn.execute(self.queries["dashboard_run"], {"id": run_id}).fetchone()
+            if run is None:
+                return None
+            neighbours = conn.execute(
+                self.queries["run_dependency_lists"], {"id": run_id, "limit": SHOWN_NEIGHBOURS}
+            ).fetchone()
+        return {**run, **(neighbours or {})}
 
     def workers(self, limit: int = 200) -> list[Row]:
         """Worker rows, live ones first, each with the runs it is executing."""

@@ -35,6 +35,7 @@ Page = tuple[str, Markup]
 FAILED = ("failed", "timed_out", "abandoned")
 RETRYABLE = ("failed", "timed_out", "cancelled", "abandoned", "skipped")
 STATUSES = (
+    "blocked",
     "queued",
     "running",
     "succeeded",
@@ -365,8 +366,69 @@ def _progress(run: Row, now: datetime) -> Markup | None:
     return html('{0}<span class="progress">{1}</span> · {2}', bar, text, ago(at, now))
 
 
+EDGE_TITLES = {
+    "after": "waits for the dependency to succeed",
+    "after_any": "waits for the dependency to end, whatever its outcome",
+}
+
+
+def _neighbours(title: str, run_id: int, rows: list[Row], total: int) -> Markup:
+    """A table of a run's dependencies or dependants, linked to their pages, with their states
+    and their edges (``after``, ``after_any``); ``… and N more`` past the first rows."""
+    if not rows:
+        return Markup("")
+    lines = []
+    for r in rows:
+        kind = "after_any" if r["any_outcome"] else "after"
+        waits = (
+            html(' <span class="muted">waits for {0}</span>', r["blocked_by"])
+            if r["status"] == "blocked" and r["blocked_by"] is not None
+            else Markup("")
+        )
+        lines.append(
+            html(
+                '<tr><td><a href="/runs/{0}">#{0}</a></td><td><a href="{1}">{2}</a></td>'
+                '<td>{3}{4}</td><td><span title="{5}">{6}</span></td></tr>',
+                r["id"],
+                url("/runs", job=r["job"]),
+                r["job"],
+                status_badge(r["status"]),
+                waits,
+                EDGE_TITLES[kind],
+                kind,
+            )
+        )
+    more = (
+        html(
+            '<p class="muted">… and {0} more: <code>pgjobs runs graph {1}</code></p>',
+            total - len(rows),
+            run_id,
+        )
+        if total > len(rows)
+        else Markup("")
+    )
+    return html(
+        '<section class="{0}"><h2>{1}</h2><table class="grid"><thead><tr><th>Run</th>'
+        "<th>Job</th><th>Status</th><th>Edge</th></tr></thead><tbody>{2}</tbody></table>{3}"
+        "</section>",
+        title.lower().replace(" ", "-"),
+        title,
+        join(lines),
+        more,
+    )
+
+
+def _waits_for(run: Row) -> str | None:
+    """``2 of 3 dependencies`` for a blocked run; None for any other."""
+    if run["status"] != "blocked" or run.get("blocked_by") is None:
+        return None
+    total = run.get("dependencies_total", 0)
+    return f"{run['blocked_by']} of {total} {'dependency' if total == 1 else 'dependencies'}"
+
+
 def run_page(ctx: PageContext, run: Row) -> Page:
-    """One run: what it was, where and when it ran, what it returned or raised, what it logged."""
+    """One run: what it was, where and when it ran, what it waits for and what waits for it,
+    what it returned or raised, what it logged."""
     retries = join(
         (
             html('<a href="/runs/{0}">#{0}</a> {1}', r["id"], status_badge(r["status"]))
@@ -398,6 +460,7 @@ def run_page(ctx: PageContext, run: Row) -> Page:
                 optional=True,
             ),
             _field("Retried as", retries or None, optional=True),
+            _field("Waits for", _waits_for(run), optional=True),
             _field("Scheduled for", when(run["scheduled_for"])),
             _field("Started", when(run["started_at"])),
             _field("Finished", when(run["finished_at"])),
@@ -416,7 +479,7 @@ def run_page(ctx: PageContext, run: Row) -> Page:
             if run["status"] in RETRYABLE
             else Markup(""),
             action_form(ctx, "cancel", "Cancel", danger=True, run=run["id"])
-            if run["status"] in ("queued", "running")
+            if run["status"] in ("blocked", "queued", "running")
             else Markup(""),
         ]
     )
@@ -429,9 +492,22 @@ def run_page(ctx: PageContext, run: Row) -> Page:
         if run["error_type"] or run["error_message"]
         else Markup("")
     )
+    neighbours = join(
+        [
+            _neighbours(
+                "Depends on",
+                run["id"],
+                run.get("dependencies", []),
+                run.get("dependencies_total", 0),
+            ),
+            _neighbours(
+                "Dependants", run["id"], run.get("dependants", []), run.get("dependants_total", 0)
+            ),
+        ]
+    )
     body = html(
         '<div class="run-head">{0}<span class="actions">{1}</span></div>'
-        '<p class="message">{2}</p><dl class="fields">{3}</dl>{4}{5}{6}{7}{8}{9}',
+        '<p class="message">{2}</p><dl class="fields">{3}</dl>{10}{4}{5}{6}{7}{8}{9}',
         status_badge(run["status"]),
         actions,
         run["message"] or "",
@@ -442,6 +518,7 @@ def run_page(ctx: PageContext, run: Row) -> Page:
         _section("Data", pretty_json(run["data"]) if run["data"] is not None else None),
         _section("Payload", pretty_json(run["payload"]) if run["payload"] is not None else None),
         _section("Parameters", pretty_json(run["parameters"]) if run["parameters"] else None),
+        neighbours,
     )
     return f"Run #{run['id']} · {run['job']}", body
 
