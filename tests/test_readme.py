@@ -206,7 +206,10 @@ def deploy_commands() -> list[Command]:
 
 
 def _leaf_commands(group: click.Group) -> Iterator[click.Command]:
-    for command in group.commands.values():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             yield from _leaf_commands(command)
         else:

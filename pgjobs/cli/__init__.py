@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,20 @@ class PgJobsGroup(click.Group):
     The line never shows the password of a DSN given with ``--dsn`` or ``PGJOBS_DSN``, whichever
     code wrote the message.
     """
+
+    #: Each command's module and attribute, imported when the command is used (or listed by
+    #: ``--help``): a command loads only what it needs, so ``pgjobs jobs status`` starts fast.
+    lazy_commands: dict[str, str] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            module, _, attr = self.lazy_commands[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["pgjobs.args"] = list(args)
@@ -60,35 +75,20 @@ def main(debug: bool) -> None:
     """pgjobs: a Postgres-native cron scheduler and job queue."""
 
 
-def _register() -> None:
-    from pgjobs.cli import (
-        check,
-        dashboard,
-        db,
-        demo,
-        jobs,
-        metrics,
-        queues,
-        runs,
-        schedules,
-        worker,
-        workers,
+# Every command group is a module of this package of the same name.
+main.lazy_commands = {
+    name: f"pgjobs.cli.{name}:{name}"
+    for name in (
+        "db",
+        "worker",
+        "jobs",
+        "runs",
+        "queues",
+        "schedules",
+        "workers",
+        "check",
+        "demo",
+        "dashboard",
+        "metrics",
     )
-
-    for command in (
-        db.db,
-        worker.worker,
-        jobs.jobs,
-        runs.runs,
-        queues.queues,
-        schedules.schedules,
-        workers.workers,
-        check.check,
-        demo.demo,
-        dashboard.dashboard,
-        metrics.metrics,
-    ):
-        main.add_command(command)
-
-
-_register()
+}
