@@ -116,17 +116,14 @@ BEGIN
             WHERE x.status = 'succeeded'
                OR (e.any_outcome AND x.status NOT IN ('queued', 'running', 'blocked'))
             GROUP BY e.run_id
-        ), locked AS (
-            SELECT r.id FROM {schema}.runs r
-            WHERE r.id = ANY (ARRAY(SELECT s.run_id FROM satisfied s)) AND r.status = 'blocked'
-            ORDER BY r.id
-            FOR UPDATE
         ), counted AS (
+            -- The rows are read through the primary key for the array of ids, which the index
+            -- scan sorts: they are locked in id order, as the cancels' are.
             UPDATE {schema}.runs r
             SET blocked_by = r.blocked_by - s.n,
                 status = CASE WHEN r.blocked_by - s.n <= 0 THEN 'queued' ELSE r.status END
             FROM satisfied s
-            WHERE r.id = s.run_id AND r.id = ANY (ARRAY(SELECT l.id FROM locked l))
+            WHERE r.id = ANY (ARRAY(SELECT x.run_id FROM satisfied x)) AND r.id = s.run_id
               AND r.status = 'blocked'
             RETURNING r.status
         )
