@@ -42,14 +42,16 @@ class ResizeJob(Job):
 
 
 class AlbumJob(Job):
-    """Builds the album from the thumbnails its resize runs made, in the order they were queued."""
+    """Builds the album from the thumbnails its resize runs made, in the order of its images."""
 
     name = "album-build"
     description = "Build an album from its resized images"
 
     async def execute(self, ctx: JobContext) -> JobResult:
-        album = str((ctx.payload or {})["album"])
-        pages = [dependency.data["thumbnail"] for dependency in ctx.dependencies]
+        payload = ctx.payload or {}
+        thumbnails = {d.data["image"]: d.data["thumbnail"] for d in ctx.dependencies}
+        album = str(payload["album"])
+        pages = [thumbnails[image] for image in payload["images"]]
         return JobResult.success(f"album {album}: {len(pages)} pages").with_data(
             album=album, pages=pages
         )
@@ -62,7 +64,8 @@ def album_requests(album: str, images: list[str]) -> list[EnqueueRequest]:
         EnqueueRequest(ResizeJob, {"image": image}, key=key)
         for key, image in zip(keys, images, strict=True)
     ]
-    return [*resizes, EnqueueRequest(AlbumJob, {"album": album}, after=keys)]
+    album_run = EnqueueRequest(AlbumJob, {"album": album, "images": images}, after=keys)
+    return [*resizes, album_run]
 
 
 def queue_album(conn: Any, album: str, images: list[str]) -> int:

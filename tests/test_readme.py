@@ -489,6 +489,36 @@ VALUES ('my-extension-export', 'my-extension', 'allow', 4);
 INSERT INTO pgjobs.runs (job, trigger, scheduled_for, status, worker_id, started_at, slot)
 VALUES ('my-extension-export', 'enqueue', now() - interval '2 minutes', 'running',
         'web-1-4242-abc123', now() - interval '2 minutes', 1);
+WITH export AS (
+    INSERT INTO pgjobs.runs (job, trigger, scheduled_for, status, worker_id, started_at)
+    VALUES ('my-extension-export', 'enqueue', now() - interval '1 minute', 'running',
+            'web-1-4242-abc123', now() - interval '1 minute')
+    RETURNING id
+), blocked AS (
+    INSERT INTO pgjobs.runs (job, trigger, scheduled_for, status, blocked_by)
+    VALUES ('my-extension-report', 'enqueue', now() - interval '1 minute', 'blocked', 1),
+           ('my-extension-report', 'enqueue', now() - interval '1 minute', 'blocked', 1)
+    RETURNING id
+)
+INSERT INTO pgjobs.run_dependencies (run_id, depends_on)
+SELECT (SELECT min(id) FROM blocked), (SELECT id FROM export)
+UNION ALL
+SELECT (SELECT max(id) FROM blocked),
+       (SELECT max(id) FROM pgjobs.runs WHERE status = 'succeeded');
+WITH culprit AS (
+    SELECT id, job FROM pgjobs.runs WHERE status = 'failed' ORDER BY id LIMIT 1
+), cancelled AS (
+    INSERT INTO pgjobs.runs (job, trigger, scheduled_for, status, blocked_by, finished_at,
+                             error_type, error_message, message)
+    SELECT 'my-extension-report', 'enqueue', now() - interval '5 minutes', 'cancelled', 1,
+           now() - interval '5 minutes', 'DependencyFailed',
+           format('dependency run %s (%s) ended failed', id, job),
+           'cancelled: a dependency failed'
+    FROM culprit
+    RETURNING id
+)
+INSERT INTO pgjobs.run_dependencies (run_id, depends_on)
+SELECT cancelled.id, culprit.id FROM cancelled, culprit;
 """
 
 
