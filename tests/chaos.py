@@ -124,7 +124,10 @@ def prepare(cluster: PgCluster, log_dir: Path) -> None:
 
 
 def _reset(dsn: str) -> None:
-    sql(dsn, "TRUNCATE pgjobs.runs, pgjobs.run_locks, public.chaos_effects")
+    sql(
+        dsn,
+        "TRUNCATE pgjobs.runs, pgjobs.run_locks, pgjobs.run_dependencies, public.chaos_effects",
+    )
     sql(dsn, "DELETE FROM pgjobs.workers")
 
 
