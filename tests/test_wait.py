@@ -376,13 +376,14 @@ def test_the_runs_nobody_waits_for_notify_nothing(conn: Conn, dsn: str, workers:
             30,
             "the runs and their retries to end",
         )
-        by_hand = queued_run(conn)
+        # Runs of a job no worker registers: nobody claims them while the test changes them.
+        by_hand = queued_run(conn, job="wait-unregistered")
         conn.execute("UPDATE pgjobs.runs SET status = 'cancelled' WHERE id = %s", (by_hand,))
 
         assert list(listener.notifies(timeout=0.5)) == []
 
         # The same change of an awaited run notifies, once, with its id.
-        awaited = queued_run(conn)
+        awaited = queued_run(conn, job="wait-unregistered")
         conn.execute("UPDATE pgjobs.runs SET awaited = true WHERE id = %s", (awaited,))
         conn.execute("UPDATE pgjobs.runs SET status = 'cancelled' WHERE id = %s", (awaited,))
         assert [(n.channel, n.payload) for n in listener.notifies(timeout=0.5)] == [
