@@ -15,16 +15,9 @@ import psycopg
 import pytest
 
 import pgjobs
+from pgjobs.job import MAX_BIGINT, MESSAGE_MAX, ProgressReport, clean_message, progress_report
 from pgjobs.store import Queries
-from pgjobs.worker.progress import (
-    MAX_BIGINT,
-    MESSAGE_MAX,
-    PROGRESS_INTERVAL,
-    ProgressReport,
-    ProgressReports,
-    clean_message,
-    progress_report,
-)
+from pgjobs.worker.progress import PROGRESS_INTERVAL, ProgressReports
 from tests.cli import invoke
 from tests.test_dashboard import call, serving
 from tests.workers import WorkerProcess, Workers, rows, scalar, wait_until, worker_pool

@@ -2,8 +2,8 @@
 runs a few times a second at most.
 
 A job may report as often as it likes, from the event loop or from a thread of the executor:
-:class:`ProgressReports` checks each report, keeps only the latest of each run in memory and
-never touches the database. The worker's loop writes what is pending every
+:class:`ProgressReports` keeps only the latest report of each run (checked by ``ctx.progress``)
+in memory and never touches the database. The worker's loop writes what is pending every
 :data:`PROGRESS_INTERVAL` seconds, for all its runs in one statement (``record_progress``), and
 before the statement that records runs' ends, so a run's last report is on its row when it ends.
 The statement is guarded by state and owner: a report that arrives once its run ended (a sync job
@@ -23,13 +23,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.job import (
-    MAX_BIGINT,
-    MESSAGE_MAX,
-    ProgressReport,
-    clean_message,
-    progress_report,
-)
+from pgjobs.job import ProgressReport
 from pgjobs.store import Outcome
 from pgjobs.worker.connection import is_connection_error
 from pgjobs.worker.core import WorkerCore
@@ -39,24 +33,13 @@ log = logging.getLogger("pgjobs.worker")
 PROGRESS_INTERVAL = 0.5
 """Seconds between two writes of the pending progress reports (one statement for all runs)."""
 
-__all__ = [
-    "MAX_BIGINT",
-    "MESSAGE_MAX",
-    "PROGRESS_INTERVAL",
-    "Progress",
-    "ProgressReport",
-    "ProgressReports",
-    "clean_message",
-    "progress_report",
-]
-
 
 class ProgressReports:
     """The latest progress report of each run, until the loop writes them. Safe from any thread.
 
-    :meth:`report` is the ``ctx.progress`` of every run of the worker (a
-    :data:`~pgjobs.job.ProgressSink`): it raises in the job on bad arguments, and costs a check
-    and a dict assignment otherwise, however often it is called.
+    :meth:`report` is where the ``ctx.progress`` of every run of the worker sends its checked
+    report (a :data:`~pgjobs.job.ProgressSink`): a dict assignment under a lock, however often it
+    is called.
     """
 
     def __init__(self) -> None:
@@ -67,10 +50,11 @@ class ProgressReports:
         return len(self._pending)
 
     def report(self, run_id: int, done: int, total: int | None, message: str | None) -> None:
-        """Keep ``run_id``'s report, replacing any it made since the last write."""
-        checked = progress_report(run_id, done, total, message)
+        """Keep ``run_id``'s report, replacing any it made since the last write. The values come
+        checked: ``ctx.progress`` checks them wherever the run runs
+        (:func:`pgjobs.job.progress_report`)."""
         with self._lock:
-            self._pending[run_id] = checked
+            self._pending[run_id] = ProgressReport(run_id, done, total, message)
 
     def take_runs(self, run_ids: Collection[int]) -> list[ProgressReport]:
         """The waiting reports of ``run_ids``, by run id; the others keep waiting."""
