@@ -93,10 +93,14 @@ class ClaimedRun:
     #: The trace context of the enqueue that queued it (see :mod:`pgjobs.tracing`), if any: the
     #: JSON object enqueue stores, or whatever a row written by hand holds.
     trace_context: object = None
-    #: It waited for other runs (``after`` / ``after_any``). False for a run enqueued without any.
-    has_dependencies: bool = False
-    #: What those runs ended with (``ctx.dependencies``), from the claim's reply; None without.
+    #: What the runs it waited for (``after`` / ``after_any``) ended with (``ctx.dependencies``),
+    #: from the claim's reply; None for a run enqueued without any.
     dependencies: list[Dependency] | None = None
+
+    @property
+    def has_dependencies(self) -> bool:
+        """It was enqueued to wait for other runs."""
+        return self.dependencies is not None
 
 
 @dataclass(slots=True)
@@ -440,15 +444,14 @@ class WorkerStore:
         retried: dict[int, int] = {}
         wakeup_in: float | None = None
         # Rows as tuples: (kind, id, job, trigger, scheduled_for, attempt, max_attempts, payload,
-        # parameters, started_at, ref, seconds, limited, queue, trace_context, has_dependencies,
-        # dependencies).
+        # parameters, started_at, ref, seconds, limited, queue, trace_context, dependencies).
         for row in await cur.fetchall():
             kind = row[0]
             if kind == "started":
                 run = ClaimedRun(*row[1:10])
-                run.limited, run.queue, run.trace_context, run.has_dependencies = row[12:16]
-                if row[16] is not None:
-                    run.dependencies = _dependencies(row[16])
+                run.limited, run.queue, run.trace_context = row[12:15]
+                if row[15] is not None:
+                    run.dependencies = _dependencies(row[15])
                 started.append(run)
             elif kind == "finished":
                 finished.add(row[1])

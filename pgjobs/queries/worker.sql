@@ -595,10 +595,10 @@ WITH outcome AS (
               -- attempts (an edge follows its dependency's retries) in the order of their ids.
               -- Each is a probe of runs' primary key (OFFSET 0 keeps it one: the generic plan of
               -- a join may read all of runs); a run without dependencies reads nothing.
-              r.blocked_by IS NOT NULL AS has_dependencies,
               CASE WHEN r.blocked_by IS NOT NULL THEN
-                  (SELECT jsonb_agg(jsonb_build_array(d.id, d.job, d.status, d.message, d.data)
-                                    ORDER BY e.depends_on)
+                  (SELECT coalesce(jsonb_agg(jsonb_build_array(d.id, d.job, d.status, d.message,
+                                                               d.data)
+                                             ORDER BY e.depends_on), '[]')
                    FROM {schema}.run_dependencies e
                    CROSS JOIN LATERAL (SELECT d.id, d.job, d.status, d.message, d.data
                                        FROM {schema}.runs d
@@ -622,15 +622,15 @@ WITH outcome AS (
 )
 SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.max_attempts,
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
-       s.limited, s.queue, s.trace_context, s.has_dependencies, s.dependencies
+       s.limited, s.queue, s.trace_context, s.dependencies
 FROM started s
 UNION ALL
 SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL
+       NULL, NULL
 FROM done d
 UNION ALL
 SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL
 FROM retried t
 UNION ALL
 -- Seconds until the next tick (of a job's own schedule or a runtime one), delayed run or
@@ -672,7 +672,7 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                         END
                   GROUP BY b.scope, b.name
                   HAVING max({schema}.rate_bucket_level(b)) < 1) e)
-       ) - clock_timestamp())::double precision, NULL, NULL, NULL, NULL, NULL;
+       ) - clock_timestamp())::double precision, NULL, NULL, NULL, NULL;
 
 -- name: heartbeat
 -- Extend this worker's row, and the leases and locks of the runs it holds in memory (only
