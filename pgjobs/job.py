@@ -28,6 +28,19 @@ Overlap = Literal["skip", "allow"]
 Misfire = Literal["coalesce", "skip", "backfill"]
 Trigger = Literal["schedule", "manual", "enqueue", "retry"]
 
+RUN_STATUSES: tuple[str, ...] = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+    "abandoned",
+    "blocked",
+)
+"""Values of ``runs.status`` (``blocked``: a run waiting for its dependencies)."""
+
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "allow")
 MISFIRE_POLICIES: tuple[str, ...] = ("coalesce", "skip", "backfill")
 

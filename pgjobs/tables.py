@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from pgjobs.db import DEFAULT_SCHEMA, resolve_schema
+from pgjobs.job import RUN_STATUSES
 
 __all__ = [
     "all_schedules",
@@ -84,18 +85,6 @@ def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
 RUN_TRIGGERS = ("schedule", "manual", "enqueue", "retry")
 """Values of ``runs.trigger``."""
 
-RUN_STATUSES = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "skipped",
-    "abandoned",
-    "blocked",
-)
-"""Values of ``runs.status`` (``blocked``: a run waiting for its dependencies)."""
 
 WORKER_STATES = ("running", "stopping", "stopped", "dead")
 """Values of ``workers.state``."""

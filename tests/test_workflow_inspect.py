@@ -187,6 +187,15 @@ def test_runs_graph_follows_a_chain_both_ways_and_lists_its_runs_in_order(
     ] == [alone]
 
 
+def test_runs_list_filters_blocked_runs(conn: Conn, dsn: str) -> None:
+    first = add_run(conn, "ex-step", status="running")
+    waiting = blocked(conn, "ex-step", 1)
+    depend(conn, waiting, first)
+
+    listed = parse_json(invoke(dsn, "runs", "list", "--status", "blocked", "--json"))
+    assert [run["id"] for run in listed] == [waiting]
+
+
 def test_runs_graph_of_an_unknown_run_is_one_line(dsn: str) -> None:
     for args in ((), ("--json",)):
         missing = invoke(dsn, "runs", "graph", "999", *args)

@@ -30,17 +30,6 @@ from pgjobs.store import Queries
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-RUN_STATUSES = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "skipped",
-    "abandoned",
-)
-
 
 def database_options(command: F) -> F:
     """``--dsn`` (``PGJOBS_DSN``, else libpq's ``PG*`` variables) and ``--schema``."""

@@ -14,7 +14,6 @@ import click
 
 from pgjobs.cli import output
 from pgjobs.cli.options import (
-    RUN_STATUSES,
     Database,
     F,
     database_options,
@@ -25,6 +24,7 @@ from pgjobs.cli.options import (
 )
 from pgjobs.cli.runs_graph import fetch_neighbours, graph, neighbour_fields, neighbours_json
 from pgjobs.errors import ConfigError, PgJobsError
+from pgjobs.job import RUN_STATUSES
 from pgjobs.metrics import WAIT_REASONS
 
 RETRYABLE = ("failed", "timed_out", "abandoned", "cancelled")
