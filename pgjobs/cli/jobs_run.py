@@ -283,16 +283,33 @@ class _Follow:
     def run(self, db: Database, name: str, run_id: int) -> dict[str, Any]:
         """Follow one queued run to its end, printing each change of state."""
         as_json = self.as_json
+        shown: set[tuple[int, str]] = set()
+
+        def say(line: str) -> None:
+            click.echo(output.safe(line), err=as_json)
 
         def show(row: dict[str, Any]) -> None:
-            line = f"{name}: run {row['id']} {row['status']}"
-            if row["status"] == "running" and row["worker_id"]:
+            # Each run's story is told whole, queued, running, its end, even where a state came
+            # and went between two looks at the row: the row keeps who started it, and when.
+            run, status = row["id"], row["status"]
+            if status not in ("queued", "blocked") and (run, "queued") not in shown:
+                shown.add((run, "queued"))
+                say(f"{name}: run {run} queued")
+            started = row["started_at"] is not None and row["worker_id"]
+            if row["finished_at"] is not None and started and (run, "running") not in shown:
+                shown.add((run, "running"))
+                say(f"{name}: run {run} running on worker {row['worker_id']}")
+            if (run, status) in shown:
+                return
+            shown.add((run, status))
+            line = f"{name}: run {run} {status}"
+            if status == "running" and row["worker_id"]:
                 line += f" on worker {row['worker_id']}"
             elif row["duration_seconds"] is not None:
                 line += f" in {output.duration(row['duration_seconds'])}"
             if row["retry_id"] is not None:
                 line += f"; retried as run {row['retry_id']}"
-            click.echo(output.safe(line), err=as_json)
+            say(line)
             if row["finished_at"] is not None and not as_json:
                 _print_details(
                     row["message"],
