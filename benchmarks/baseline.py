@@ -11,6 +11,8 @@ import glob
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from benchmarks.databases import fresh_database
 from benchmarks.harness import Baseline, Bench
@@ -51,6 +53,23 @@ def measure(bench: Bench) -> Baseline:
         output = _run(argv, timeout=seconds + 120)
     tps, latency = parse(output)
     return Baseline(tps, latency, CLIENTS, THREADS, seconds)
+
+
+@contextmanager
+def pgbench_beside(bench: Bench) -> Iterator[Callable[[float], float]]:
+    """pgbench's TPS on demand, for a baseline taken right next to the measure it divides (the
+    machine's rate drifts by a third within a day): a scratch database initialised once, and a
+    function that runs ``pgbench -N`` for the seconds given and returns its TPS."""
+    pgbench = pgbench_path()
+    with fresh_database(bench.admin_dsn, "pgbench_beside", migrate=False) as dsn:
+        _run([pgbench, "-i", "-q", "-s", "1", dsn], timeout=300)
+
+        def tps(seconds: float) -> float:
+            length = str(max(1, round(seconds)))
+            argv = [pgbench, "-N", "-c", str(CLIENTS), "-j", str(THREADS), "-T", length, dsn]
+            return parse(_run(argv, timeout=seconds + 120))[0]
+
+        yield tps
 
 
 def _run(argv: list[str], timeout: float) -> str:

@@ -10,12 +10,18 @@ Processes, not threads, so that the clients' Python code runs in parallel as pgb
 do. Each client enqueues a few runs first (psycopg prepares the statement on its fifth
 execution), and all start their timed loop together. Many: one ``enqueue_many_sync`` of 20,000
 runs (quick: 2,000), timed to its commit. No worker runs meanwhile.
+
+The 4-client autocommit case, the headline, also runs in three rounds, each between two runs of
+pgbench -N of the same length on a scratch database of the same server: each round's rate is set
+against the mean of the pgbench runs right before and after it, and the median of the three
+ratios is reported with each round's figures.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
+import statistics
 import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -23,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.baseline import CLIENTS
+from benchmarks.baseline import CLIENTS, pgbench_beside
 from benchmarks.databases import fresh_database
 from benchmarks.harness import Bench
 from benchmarks.processes import register_jobs
@@ -31,6 +37,7 @@ from benchmarks.queueing import enqueue_autocommit, enqueue_in_transaction, enqu
 
 JOB = "bench-noop"
 WARM_UP = 10  # enqueues per client before timing: connection, catalog caches, prepared plan
+ROUNDS = 3  # rounds of the 4-client autocommit case, each between two pgbench runs
 _START_TIMEOUT = 120.0  # seconds for every client to connect and warm up
 
 
@@ -41,12 +48,18 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
     with fresh_database(bench.admin_dsn, "enqueue") as dsn:
         register_jobs(dsn, bench.log_dir, "drain")
         for clients, explicit in ((CLIENTS, False), (CLIENTS, True), (1, False)):
-            jobs, elapsed = enqueue_from_clients(dsn, clients, seconds, explicit=explicit)
-            rate = jobs / elapsed
+            if (clients, explicit) == (CLIENTS, False):
+                rate, beside = _beside_pgbench(bench, dsn, seconds)
+                jobs, elapsed = int(rate * seconds), seconds
+            else:
+                jobs, elapsed = enqueue_from_clients(dsn, clients, seconds, explicit=explicit)
+                rate, beside = jobs / elapsed, None
             how = "BEGIN/COMMIT" if explicit else "autocommit"
             case = f"single, {clients} client{'s' if clients > 1 else ''}, {how}"
             recorder = bench.at("enqueue", case, "pgjobs")
             recorder.add("jobs/s", rate, "jobs/s", "rate", note="enqueue_sync, 1 per transaction")
+            if beside is not None:
+                recorder.add("x pgbench beside", beside["ratio"], "x", note=beside["note"])
             single.append(
                 {
                     "api": "enqueue_sync",
@@ -55,6 +68,7 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
                     "jobs": jobs,
                     "seconds": elapsed,
                     "jobs_per_s": rate,
+                    **({"beside_pgbench": beside} if beside is not None else {}),
                 }
             )
 
@@ -74,6 +88,39 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
             "seconds": many_elapsed,
             "jobs_per_s": many_rate,
         },
+    }
+
+
+def _beside_pgbench(bench: Bench, dsn: str, seconds: float) -> tuple[float, dict[str, Any]]:
+    """The 4-client autocommit rate, in ``ROUNDS`` rounds, each between two pgbench runs of the
+    same length: (the median rate; each round's ratio to the mean of the pgbench runs around it,
+    and their median)."""
+    rounds = []
+    with pgbench_beside(bench) as pgbench:
+        tps = [pgbench(seconds)]
+        for _ in range(ROUNDS):
+            jobs, elapsed = enqueue_from_clients(dsn, CLIENTS, seconds, explicit=False)
+            tps.append(pgbench(seconds))
+            rate = jobs / elapsed
+            rounds.append(
+                {
+                    "jobs_per_s": rate,
+                    "pgbench_before": tps[-2],
+                    "pgbench_after": tps[-1],
+                    "ratio": rate / ((tps[-2] + tps[-1]) / 2),
+                }
+            )
+    ratio = statistics.median(r["ratio"] for r in rounds)
+    shown = ", ".join(
+        f"{r['jobs_per_s']:,.0f} vs {r['pgbench_before']:,.0f}/{r['pgbench_after']:,.0f} tps"
+        f" ({r['ratio']:.2f})"
+        for r in rounds
+    )
+    note = f"median of {ROUNDS} rounds, each between pgbench runs: {shown}; target >= 0.9"
+    return statistics.median(r["jobs_per_s"] for r in rounds), {
+        "ratio": ratio,
+        "rounds": rounds,
+        "note": note,
     }
 
 

@@ -548,6 +548,16 @@ class WorkerStore:
     async def notify(self, message: str) -> None:
         await self.conn.execute(self.q["notify"], {"channel": self.q.channel, "message": message})
 
+    async def settle_idle(self, queues: list[str]) -> str:
+        """Before a listening worker whose claim came short sleeps: ``busy``, ``queued`` or
+        ``idle`` (see the query ``settle_idle``)."""
+        cur = await self.conn.execute(
+            self.q["settle_idle"], {"worker": self.worker_id, "queues": queues}
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
+
 
 def _dependencies(rows: list[list[Any]]) -> list[Dependency]:
     """``ctx.dependencies`` from the claim's JSON: ``[id, job, status, message, data]`` each.

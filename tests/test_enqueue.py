@@ -16,7 +16,7 @@ import pytest
 
 import pgjobs
 from pgjobs import ConfigError, EnqueueRequest, Job, UnknownJobError
-from tests.workers import Workers, rows, scalar, wait_until, worker_pool
+from tests.workers import Workers, add_waiting_worker, rows, scalar, wait_until, worker_pool
 
 
 @pytest.fixture
@@ -96,7 +96,10 @@ def test_a_rolled_back_enqueue_leaves_nothing_and_notifies_no_one(dsn: str) -> N
         psycopg.connect(dsn, autocommit=True) as listener,
         psycopg.connect(dsn) as conn,
     ):
+        # A worker waits for t-echo: a queued run wakes it, on its channel, once committed.
+        channel = add_waiting_worker(dsn, "t-echo")
         listener.execute("LISTEN pgjobs")
+        listener.execute(f'LISTEN "{channel}"')
         pgjobs.enqueue_sync(conn, "t-echo", {"n": 1})
         pgjobs.enqueue_many_sync(conn, [{"job": "t-echo"}, {"job": "t-report"}])
         conn.rollback()
@@ -107,7 +110,7 @@ def test_a_rolled_back_enqueue_leaves_nothing_and_notifies_no_one(dsn: str) -> N
         assert list(listener.notifies(timeout=0.3)) == [], "NOTIFY before the commit"
         conn.commit()
         received = list(listener.notifies(timeout=5, stop_after=1))
-        assert [(n.channel, n.payload) for n in received] == [("pgjobs", "run")]
+        assert [(n.channel, n.payload) for n in received] == [(channel, "run")]
     assert [r[4] for r in runs(dsn)] == [{"n": 2}]
 
 

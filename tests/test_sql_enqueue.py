@@ -25,7 +25,7 @@ from pgjobs import ConfigError, UnknownJobError
 from pgjobs.enqueue import DEFAULT_MAX_PAYLOAD_BYTES, MAX_DEDUP_KEY_BYTES
 from pgjobs.limits import MAX_KEY_BYTES
 from tests.test_readme import SQL_DOC, fenced_blocks, read, section
-from tests.workers import rows, scalar, wait_until, worker_pool
+from tests.workers import add_waiting_worker, rows, scalar, wait_until, worker_pool
 
 Conn = psycopg.Connection[Any]
 Enqueue = Callable[..., int]
@@ -412,7 +412,10 @@ def test_a_dedup_key_held_by_an_open_transaction_waits_for_its_end(
 @pytest.mark.usefixtures("jobs")
 def test_the_workers_are_notified_on_commit_only(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn) as conn:
+        # A worker waits for t-echo: a queued run wakes it, on its channel, once committed.
+        channel = add_waiting_worker(dsn, "t-echo")
         listener.execute("LISTEN pgjobs")
+        listener.execute(f'LISTEN "{channel}"')
         sql_enqueue(conn, "t-echo", {"n": 1})
         conn.rollback()
         assert list(listener.notifies(timeout=0.5)) == []
@@ -420,7 +423,7 @@ def test_the_workers_are_notified_on_commit_only(dsn: str) -> None:
         assert list(listener.notifies(timeout=0.3)) == [], "NOTIFY before the commit"
         conn.commit()
         received = list(listener.notifies(timeout=5, stop_after=1))
-        assert [(n.channel, n.payload) for n in received] == [("pgjobs", "run")]
+        assert [(n.channel, n.payload) for n in received] == [(channel, "run")]
     assert rows(dsn, "SELECT payload FROM pgjobs.runs") == [({"n": 2},)]
 
 

@@ -118,10 +118,11 @@ def test_queued_runs_wake_the_longest_waiting_workers_until_their_slots_cover_th
         ids = add_workers(conn, [2, 1, 3, 0])
     assert heard_after(dsn, ids, lambda: queue_runs(dsn, 3)) == ["hand-0", "hand-1"]
     assert scalar(dsn, "SELECT array_agg(waiting ORDER BY id) FROM pgjobs.workers") == [0, 0, 3, 0]
-    # One waiting worker left, with 3 slots, for 5 runs: it is told, and so is everyone.
-    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 5)) == ["hand-2", "pgjobs"]
-    # Nobody waits: everyone is told, as before.
-    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
+    # One waiting worker left, with 3 slots, for 5 runs: it alone is told. The others are busy:
+    # each claims again when it records its next end, and settles before it sleeps.
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 5)) == ["hand-2"]
+    # Nobody waits: nobody is told, and the commit serialises with no other.
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == []
 
 
 def test_a_run_due_later_wakes_everyone_and_no_waiting_worker_alone(dsn: str) -> None:
@@ -133,20 +134,57 @@ def test_a_run_due_later_wakes_everyone_and_no_waiting_worker_alone(dsn: str) ->
     assert scalar(dsn, "SELECT sum(waiting) FROM pgjobs.workers") == 2
 
 
-def test_a_worker_whose_claim_is_writing_its_row_is_woken_with_everyone(dsn: str) -> None:
-    """The race a lost wake-up would come from: the worker's claim came short and is writing
-    its row, not committed yet, when a run is queued. The queueing statement does not wait for
-    it, and wakes everyone: the worker listens on the schema's channel all along."""
+def test_a_snapshot_transaction_wakes_everyone(dsn: str) -> None:
+    """A repeatable-read transaction looks at the workers as they were when it began, not after
+    it took its queue's lock: it may have missed a worker that went idle since."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = add_workers(conn, [0])
+
+    def queue_in_repeatable_read() -> None:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            enqueue_sync(conn, "t-sleep")
+
+    assert heard_after(dsn, ids, queue_in_repeatable_read) == ["pgjobs"]
+
+
+def settle(dsn: str, worker: str, queues: list[str]) -> str:
+    return str(scalar(dsn, "SELECT pgjobs.settle_idle(%s, %s)", worker, queues))
+
+
+def test_a_worker_settling_while_an_enqueue_is_open_looks_again_until_it_commits(
+    dsn: str,
+) -> None:
+    """The race a lost wake-up would come from: the worker's claim came short and is writing its
+    mark when a run is queued, so the queueing statement does not see the mark and tells nobody.
+    Until that transaction ends, the worker's settle finds its queue's lock held ('busy'); once it
+    has committed, the settle's own look finds the run ('queued')."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        [worker] = add_workers(conn, [1])
+    assert settle(dsn, worker, ["default"]) == "idle"
+    with psycopg.connect(dsn) as claim, psycopg.connect(dsn) as producer:
+        claim.execute("SELECT 1 FROM pgjobs.workers WHERE id = %s FOR UPDATE", [worker])
+        heard = heard_after(dsn, [worker], lambda: enqueue_sync(producer, "t-sleep"))
+        assert heard == []
+        assert settle(dsn, worker, ["other", "default"]) == "busy"
+        # A worker of another queue is not held up by it.
+        assert settle(dsn, worker, ["other"]) == "idle"
+        claim.rollback()
+        assert settle(dsn, worker, ["default"]) == "busy"
+        producer.commit()
+    assert settle(dsn, worker, ["default"]) == "queued"
+    # A run of a job this worker does not serve, or of a paused job, is not its business.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgjobs.jobs SET paused = true WHERE name = 't-sleep'")
+    assert settle(dsn, worker, ["default"]) == "idle"
+    assert settle(dsn, "hand-none", ["default"]) == "idle"
+
+
+def test_an_expired_worker_is_not_told(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         ids = add_workers(conn, [1])
-    with psycopg.connect(dsn) as claim:
-        claim.execute("SELECT 1 FROM pgjobs.workers WHERE id = %s FOR UPDATE", [ids[0]])
-        assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
-        claim.rollback()
-    # A worker whose lease ran out (killed, say) is not told either.
-    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE pgjobs.workers SET expires_at = now() - interval '1 second'")
-    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == []
 
 
 # -- real workers --------------------------------------------------------------------------------
@@ -186,7 +224,8 @@ def test_a_run_queued_to_waiting_workers_wakes_one_of_them_alone(
         assert len(set(woken)) == 5, woken
 
         # More due runs than the waiting workers have room for (a free slot, and room to
-        # prefetch one): every waiting worker is told, and everyone else too.
+        # prefetch one): every waiting worker is told, nobody else; each claims again as it
+        # records its runs' ends, until the queue is empty.
         room = int(scalar(dsn, "SELECT sum(waiting) FROM pgjobs.workers"))
         many = enqueue_many_sync(
             producer, [EnqueueRequest("t-sleep", {"seconds": 0.01}) for _ in range(room + 3)]
@@ -194,7 +233,7 @@ def test_a_run_queued_to_waiting_workers_wakes_one_of_them_alone(
         producer.commit()
         wait_started(dsn, many, 10)
         heard = [n.channel for n in listener.notifies(timeout=0.5)]
-        assert sorted(heard) == sorted(["pgjobs", *channels]), heard
+        assert sorted(heard) == sorted(channels), heard
 
 
 def test_a_worker_without_listen_never_says_it_waits(dsn: str, workers: Workers) -> None:
@@ -246,3 +285,42 @@ def test_no_wake_up_is_lost_when_enqueues_race_workers_going_idle(
         lags.append(time.monotonic() - began)
         time.sleep(rng.random() * 0.03)
     print(f"\nburst start: max {max(lags) * 1000:.0f} ms after the last commit")
+
+
+def test_runs_queued_to_busy_workers_send_no_notify_and_start_as_slots_free(
+    dsn: str, workers: Workers
+) -> None:
+    """Every worker of the queue is busy: the enqueues tell nobody (not the idle worker of
+    another queue either), and each run starts as soon as a slot frees, not at a poll."""
+    busy = [workers.start(["t-sleep"], *NOTIFY_ONLY) for _ in range(2)]
+    other = workers.start(["t-sleep"], *NOTIFY_ONLY, "--queue", "other")
+    workers.wait_registered(*busy, other)
+    channels = [str(scalar(dsn, "SELECT pgjobs.wake_channel('pgjobs', %s)", p.id)) for p in busy]
+    with psycopg.connect(dsn, autocommit=True) as producer:
+        holders = [enqueue_sync(producer, "t-sleep", {"seconds": 1.0}) for _ in busy]
+        wait_started(dsn, holders, 5)
+        wait_until(
+            lambda: scalar(dsn, "SELECT count(*) FROM pgjobs.workers WHERE waiting > 0") == 1,
+            5,
+            "the busy workers to stop waiting, the other to wait",
+        )
+        with psycopg.connect(dsn, autocommit=True) as listener:
+            listener.execute('LISTEN "pgjobs"')
+            for channel in [
+                *channels,
+                scalar(dsn, "SELECT pgjobs.wake_channel('pgjobs', %s)", other.id),
+            ]:
+                listener.execute(f'LISTEN "{channel}"')
+            queued = [enqueue_sync(producer, "t-sleep", {"seconds": 0}) for _ in range(6)]
+            assert [n.channel for n in listener.notifies(timeout=0.3)] == []
+        wait_started(dsn, queued, 3)
+    gaps = scalar(
+        dsn,
+        "SELECT max(extract(epoch FROM q.started_at - h.finished_at)) FROM pgjobs.runs q,"
+        " (SELECT min(finished_at) AS finished_at FROM pgjobs.runs WHERE id = ANY(%s)) h"
+        " WHERE q.id = ANY(%s)",
+        holders,
+        queued,
+    )
+    assert gaps is not None and float(gaps) < 0.5, gaps
+    assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE worker_id = %s", other.id) == 0

@@ -204,3 +204,20 @@ def worker_pool(dsn: str, log_dir: Path) -> Iterator[Workers]:
     finally:
         workers.kill_all()
         print(workers.logs())  # pytest shows it when the test failed
+
+
+def add_waiting_worker(dsn: str, job: str, worker: str = "hand-waiting") -> str:
+    """A worker row, written by hand, that serves ``job`` on the queue ``default`` and says it
+    waits with one free slot: the next due run of ``job`` wakes it on the channel returned."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at,"
+            " waiting, waiting_since)"
+            " VALUES (%s, 'h', 1, 'v', '{default}', 1, now() + interval '1 hour', 1, now())",
+            [worker],
+        )
+        conn.execute(
+            "INSERT INTO pgjobs.worker_jobs (worker_id, job, timezone) VALUES (%s, %s, 'UTC')",
+            [worker, job],
+        )
+    return str(scalar(dsn, "SELECT pgjobs.wake_channel('pgjobs', %s)", worker))

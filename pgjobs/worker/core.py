@@ -25,7 +25,7 @@ from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import Registry
 from pgjobs.store import ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
-from pgjobs.worker.settings import RECONNECT_FIRST, WorkerSettings
+from pgjobs.worker.settings import RECONNECT_FIRST, SETTLE_FIRST, WorkerSettings
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Running:
 
     run: ClaimedRun
     execution: RunExecution
-    task: asyncio.Task[Outcome]
+    task: asyncio.Task[Outcome | None]  # None: cancelled (see Dispatch._execute)
     handed_back: bool = False
     start_delay: float = 0.0  # seconds it waited here after its claim (prefetched)
 
@@ -92,6 +92,11 @@ class WorkerCore:
         self._wake = asyncio.Event()
         #: Whether the LISTEN connection is up: only then may a claim mark this worker waiting.
         self._listening = False
+        #: Whether every enqueue since this worker's claim marked it waiting sees the mark (see
+        #: Wakeups._settle); False again once anything wakes it or it starts a run.
+        self._settled = False
+        #: The wait before looking again while an enqueue into its queues is still open.
+        self._settle_delay = SETTLE_FIRST
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._timers = Timers()

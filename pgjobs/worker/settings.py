@@ -31,6 +31,14 @@ PREFETCH_WHEN_SHORTER = 0.05
 PREFETCH_HOLD = 1.0
 """A prefetched run not started within this many seconds goes back to the queue."""
 
+SETTLE_FIRST = 0.002
+"""Seconds before a worker going idle looks again while an enqueue into its queues is still open
+(see Wakeups._settle); then doubling up to SETTLE_MAX."""
+
+SETTLE_MAX = 0.05
+"""The longest such wait: how late a run queued by a long transaction may start once it commits,
+when every worker of its queue had been busy when it was queued."""
+
 RECONNECT_FIRST = 0.2
 """Seconds before the second attempt to reach the database; then doubling to ``backoff_max``."""
 

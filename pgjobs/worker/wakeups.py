@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from pgjobs.backoff import Backoff
 from pgjobs.db import first_line, redact
 from pgjobs.worker.connection import open_listen_connection
 from pgjobs.worker.core import WorkerCore
-from pgjobs.worker.settings import RECONNECT_FIRST
+from pgjobs.worker.settings import RECONNECT_FIRST, SETTLE_FIRST, SETTLE_MAX
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -31,6 +32,33 @@ class Wakeups(WorkerCore):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
         return self._wake.is_set()
+
+    async def _settle(self, room: int, started: int) -> None:
+        """After a claim for ``room`` runs that started ``started``: when the claim came short
+        on a listening worker, it marked the worker waiting, and an enqueue that looked at the
+        workers before that mark committed sent no NOTIFY (sql/0015_quiet_enqueue.up.sql). So
+        before the worker sleeps, it settles: while such an enqueue is still open it looks again
+        a moment later; once none is, it claims once more if a run came meanwhile. Settled, it
+        sleeps until a NOTIFY, a run's end or its poll interval: every later enqueue sees the
+        mark and wakes it."""
+        assert self.store is not None
+        if started or not room or not self._listening or self._stopping:
+            self._settled = False
+            return
+        if self._settled:  # a poll that found nothing new: the mark has not changed
+            return
+        verdict = await self.store.settle_idle(self.queues)
+        timers = self._timers
+        if verdict == "busy":
+            timers.next_claim = time.monotonic() + self._settle_delay
+            self._settle_delay = min(self._settle_delay * 2, SETTLE_MAX)
+            return
+        self._settle_delay = SETTLE_FIRST
+        self._settled = True
+        if verdict == "queued":
+            # Claimed with a snapshot that follows every enqueue the tries found closed: if that
+            # claim comes short too, nothing is missed.
+            timers.next_claim = 0.0
 
     def _on_notify(self, payload: str) -> None:
         """A NOTIFY wakes the loop. ``run`` (runs were queued, for this worker alone or for all)
@@ -46,6 +74,9 @@ class Wakeups(WorkerCore):
             return
         if kind not in ("run", "slot"):
             self._timers.next_tick = 0.0  # a schedule may have changed: look
+        # A wake-up on this worker's channel took its mark off (notify_runs_inserted): the claim
+        # it calls for marks it anew, and settles again.
+        self._settled = False
         self._wake.set()
 
     async def _listen(self) -> None:
@@ -69,6 +100,7 @@ class Wakeups(WorkerCore):
                     # From now on a claim that comes short marks this worker waiting (see
                     # notify_runs_inserted): it hears the wake-up meant for it alone.
                     self._listening = True
+                    self._settled = False
                     if backoff.attempt:
                         log.info("listening for wake-ups again")
                     backoff.reset()
