@@ -34,7 +34,7 @@ class Running:
 
     run: ClaimedRun
     execution: RunExecution
-    task: asyncio.Task[Outcome | None]  # None: cancelled (see Dispatch._execute)
+    task: asyncio.Task[Outcome]
     handed_back: bool = False
     start_delay: float = 0.0  # seconds it waited here after its claim (prefetched)
 
