@@ -1,4 +1,9 @@
-"""The ``pgjobs`` command line. Each command group lives in its own module of this package."""
+"""The ``pgjobs`` command line. Each command group lives in its own module of this package.
+
+A command imports only what it uses, when it runs: ``pgjobs jobs status`` loads click, psycopg
+and the few pgjobs modules that read the database and print a table, not SQLAlchemy, rich,
+the registry or the worker (``tests/test_cli_startup.py`` holds it to that).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,18 @@ from typing import Any
 
 import click
 
-from pgjobs.db import redact
 from pgjobs.errors import PgJobsError
-from pgjobs.runlog import visible_controls
 
 
-class PgJobsGroup(click.Group):
-    """Turns every :class:`PgJobsError` into one line on stderr and its exit code.
+class LazyGroup(click.Group):
+    """A command group whose commands are imported when used (or listed by ``--help``)."""
 
-    The line never shows the password of a DSN given with ``--dsn`` or ``PGJOBS_DSN``, whichever
-    code wrote the message.
-    """
-
-    #: Each command's module and attribute, imported when the command is used (or listed by
-    #: ``--help``): a command loads only what it needs, so ``pgjobs jobs status`` starts fast.
-    lazy_commands: dict[str, str] = {}
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        #: Each command's ``module:attribute``: a command loads only what it needs.
+        self.lazy_commands: dict[str, str] = dict(lazy_commands or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})
@@ -35,6 +37,14 @@ class PgJobsGroup(click.Group):
             command = getattr(importlib.import_module(module), attr)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+class PgJobsGroup(LazyGroup):
+    """Turns every :class:`PgJobsError` into one line on stderr and its exit code.
+
+    The line never shows the password of a DSN given with ``--dsn`` or ``PGJOBS_DSN``, whichever
+    code wrote the message.
+    """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["pgjobs.args"] = list(args)
@@ -47,6 +57,9 @@ class PgJobsGroup(click.Group):
         except PgJobsError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
+            from pgjobs.db import redact
+            from pgjobs.runlog import visible_controls
+
             message = str(exc)
             for dsn in _dsns(args):
                 message = redact(message, dsn)

@@ -1,8 +1,9 @@
 """``pgjobs jobs``: what the jobs are, when they run, how they did, and the runtime pause switch.
 
 Every command here reads the database alone; with ``--app`` (or ``PGJOBS_APP``) ``list``, ``show``
-and ``next`` also show the jobs the code defines that no worker has registered yet. ``jobs run``
-lives in :mod:`pgjobs.cli.jobs_run`.
+and ``next`` also show the jobs the code defines that no worker has registered yet. ``status``,
+``pause`` and ``resume`` live here; the others each in the module :data:`jobs` names, imported
+when used, so ``pgjobs jobs status`` loads neither the registry nor the cron parser.
 """
 
 from __future__ import annotations
@@ -12,57 +13,8 @@ from typing import Any
 
 import click
 
-from pgjobs.cli import jobs_schedules, output
-from pgjobs.cli.jobs_run import run
-from pgjobs.cli.jobs_show import (
-    code_only_row,
-    describe,
-    held,
-    limits,
-    next_fires,
-    registered,
-    show,
-    state,
-)
-from pgjobs.cli.options import (
-    Database,
-    code_options,
-    database_options,
-    json_option,
-    open_database,
-    optional_registry,
-)
-from pgjobs.cli.runs import fetch_runs, print_runs, run_filter_options
-from pgjobs.metrics import NO_EXTRA_SCHEDULES, count_extra_schedules
-
-LIST_JSON_KEYS = (
-    "name",
-    "extension",
-    "description",
-    "schedule",
-    "schedule_description",
-    "schedule_source",
-    "timezone",
-    "enabled",
-    "paused",
-    "paused_at",
-    "tags",
-    "registered",
-    "in_database",
-    "next_fire_at",
-    "last_status",
-    "last_finished_at",
-    "running_now",
-    "queued_now",
-    "queue",
-    "queue_paused",
-    "held",
-    "max_concurrency",
-    "concurrency_key",
-    "rate_limit",
-    "more_schedules",
-    "schedules_in_error",
-)
+from pgjobs.cli import LazyGroup, output
+from pgjobs.cli.options import Database, database_options, json_option, open_database
 
 SHORT_STATUS = {
     "succeeded": "ok",
@@ -74,69 +26,30 @@ SHORT_STATUS = {
 }
 
 
-@click.group(name="jobs")
+@click.group(
+    name="jobs",
+    cls=LazyGroup,
+    lazy_commands={
+        "list": "pgjobs.cli.jobs_list:list_jobs",
+        "history": "pgjobs.cli.runs:history",
+        "run": "pgjobs.cli.jobs_run:run",
+        "show": "pgjobs.cli.jobs_show:show",
+        "next": "pgjobs.cli.jobs_show:next_fires",
+    },
+)
 def jobs() -> None:
     """The registered jobs: list, show, run, status, history, pause, resume, next."""
 
 
-for command in (run, show, next_fires):
-    jobs.add_command(command)
+def held(row: dict[str, Any]) -> str | None:
+    """``job paused`` or ``queue paused`` when a pause holds the job's runs (its own first, as
+    run_waits says), else None."""
+    if row["paused"]:
+        return "job paused"
+    return "queue paused" if row.get("queue_paused") else None
 
 
-# -- list ---------------------------------------------------------------------------------------
-
-
-@jobs.command("list")
-@click.option("--tag", help="Only jobs carrying this tag.")
-@json_option
-@code_options
-@database_options
-def list_jobs(
-    tag: str | None, as_json: bool, app: str | None, profile: str | None, dsn: str, schema: str
-) -> None:
-    """Every job: schedule (``+N``: its schedules besides its own), state, whether a live worker
-    registered it, next run."""
-    code = optional_registry(app, profile)
-    with open_database(dsn, schema) as db:
-        now = db.now()
-        rows = [{**row, "in_database": True} for row in db.all("list_jobs", tag=tag)]
-        schedules = count_extra_schedules(db.all("schedule_states", job=None))
-    known = {row["name"] for row in rows}
-    if code is not None:
-        for d in code.with_tag(tag) if tag else code:
-            if d.name not in known:
-                rows.append(code_only_row(d, now))
-        rows.sort(key=lambda row: row["name"])
-    for row in rows:
-        row["schedule_description"] = describe(row["schedule"], row["timezone"])
-        row["held"] = held(row)
-        row.update(schedules.get(row["name"], NO_EXTRA_SCHEDULES))
-    if as_json:
-        output.emit_json([output.pick(row, LIST_JSON_KEYS) for row in rows])
-        return
-    t = output.table(
-        "JOB", "EXTENSION", "SCHEDULE", "STATE", "REGISTERED", "NEXT RUN", "LAST", "QUEUE",
-        "LIMITS",
-    )  # fmt: skip
-    for row in rows:
-        schedule = "on demand"
-        if row["schedule"]:
-            schedule = f"{row['schedule']} ({row['schedule_description']})"
-        t.add_row(
-            output.text(row["name"]),
-            output.text(row["extension"]),
-            jobs_schedules.summary(schedule, row),
-            state(row),
-            registered(row),
-            output.relative(row["next_fire_at"], now),
-            output.status(row["last_status"]) if row["last_status"] else "-",
-            output.text(row["queue"]),
-            output.text(limits(row)),
-        )
-    output.print_table(t, f"no jobs with tag {tag!r}" if tag else "no jobs registered")
-
-
-# -- status and history -------------------------------------------------------------------------
+# -- status -------------------------------------------------------------------------------------
 
 
 @jobs.command("status")
@@ -189,19 +102,6 @@ def _next_run(row: dict[str, Any], now: datetime) -> str:
     if reason is not None:
         return "paused" if reason == "job paused" else "paused (queue)"
     return output.relative(row["next_fire_at"], now)
-
-
-@jobs.command("history")
-@run_filter_options(limit=20)
-@json_option
-@database_options
-def history(
-    job: str | None, status: str | None, limit: int, as_json: bool, dsn: str, schema: str
-) -> None:
-    """Past runs, newest first (the run_history view)."""
-    with open_database(dsn, schema) as db:
-        rows = fetch_runs(db, job=job, status=status, since=None, limit=limit)
-        print_runs(rows, db.now(), as_json=as_json)
 
 
 # -- pause and resume ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from pgjobs.cli import output
+from pgjobs.cli.jobs import held
 from pgjobs.cli.jobs_schedules import SCHEDULE_JSON_KEYS, print_schedules
 from pgjobs.cli.options import (
     Database,
@@ -82,14 +83,6 @@ def describe(schedule: str | None, timezone: str) -> str | None:
         return CronSchedule.parse(schedule, timezone).describe()
     except ConfigError:
         return schedule
-
-
-def held(row: dict[str, Any]) -> str | None:
-    """``job paused`` or ``queue paused`` when a pause holds the job's runs (its own first, as
-    run_waits says), else None."""
-    if row["paused"]:
-        return "job paused"
-    return "queue paused" if row.get("queue_paused") else None
 
 
 def state(row: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import psycopg
@@ -25,8 +25,11 @@ from pgjobs.db import connect, first_line, resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, UnknownJobError
 from pgjobs.limits import name_error
 from pgjobs.migrations import check_schema
-from pgjobs.registry import Registry, load_registry, suggest
 from pgjobs.store import Queries
+
+if TYPE_CHECKING:
+    # The registry (the code, its profile, cron parsing) loads only for commands that use it.
+    from pgjobs.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,6 +140,8 @@ def optional_registry(app: str | None, profile: str | None) -> Registry | None:
     """
     if not (app or os.environ.get("PGJOBS_APP") or profile or os.environ.get("PGJOBS_PROFILE")):
         return None
+    from pgjobs.registry import load_registry
+
     return load_registry(app, profile)
 
 
@@ -199,6 +204,8 @@ class Database:
 
     def unknown_job(self, name: str, *, code: Registry | None = None) -> UnknownJobError:
         """The error for a job name nothing knows, suggesting the nearest known names."""
+        from pgjobs.registry import suggest
+
         names = {*self.job_names(), *self._run_job_names(), *(code.names() if code else ())}
         return UnknownJobError(f"unknown job {name!r}; {suggest(name, sorted(names), 'jobs')}")
 

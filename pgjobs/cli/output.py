@@ -8,24 +8,30 @@ Text that jobs control (messages, errors, logs, data, payloads) is shown, never 
 output every terminal control character is written as ``\\xNN`` (:func:`safe`) and rich markup
 in it is printed literally. JSON keeps the values exact; only DEL and C1 characters, which JSON
 leaves raw, are written as ``\\u00NN`` escapes of the same value.
+
+rich is imported only to print on a terminal or to lay out what plain text cannot say the same
+way (a cell of several lines, a table wider than the console): off a terminal a table of one
+line per row is written here, character for character as rich would, without loading rich.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from pgjobs.runlog import json_visible_controls, visible_controls
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table as RichTable
 
 STATUS_STYLES = {
     "succeeded": "green",
@@ -44,26 +50,151 @@ class Markup(str):
     """Text that already is rich markup (made here, from escaped values): printed as is."""
 
 
+WIDTH = 200
+"""The width of the console off a terminal: piped and tested output does not depend on one."""
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A console on stdout (or stderr); 200 columns and no colour when not a terminal."""
+    """A console on stdout (or stderr); :data:`WIDTH` columns and no colour when not a
+    terminal."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(stderr=stderr, highlight=False)
     return Console(
-        file=stream, width=200, no_color=True, highlight=False, soft_wrap=False, emoji=False
+        file=stream, width=WIDTH, no_color=True, highlight=False, soft_wrap=False, emoji=False
     )
+
+
+class Table:
+    """A borderless table with bold headers whose cells are markup (made by :func:`text`,
+    :func:`status`...): printed by :func:`render` or :func:`print_table`."""
+
+    def __init__(self, columns: Sequence[str], title: str | None = None) -> None:
+        self.columns = list(columns)
+        self.title = title
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        """Add a row: one cell of markup per column."""
+        self.rows.append(cells)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def to_rich(self) -> RichTable:
+        """The same table as a rich renderable."""
+        from rich.table import Table as RichTable
+
+        t = RichTable(
+            title=self.title, box=None, header_style="bold", pad_edge=False, title_justify="left"
+        )
+        for column in self.columns:
+            t.add_column(column, overflow="fold")
+        for row in self.rows:
+            t.add_row(*row)
+        return t
+
+    def plain_lines(self, width: int) -> list[str] | None:
+        """The lines rich prints for this table on a colourless console ``width`` columns wide
+        (without the spaces at their ends), when they are simple to say: no title, one line per
+        cell, every character one column wide, and the widest cells fitting side by side. None
+        otherwise: then only rich knows how it folds and aligns them."""
+        if self.title is not None:
+            return None
+        grid = [self.columns, *self.rows]
+        plain_grid: list[list[str]] = []
+        for row in grid:
+            if len(row) != len(self.columns):
+                return None
+            cells = [
+                text for text in map(plain, row) if text is not None and _SIMPLE.fullmatch(text)
+            ]
+            if len(cells) != len(row):
+                return None
+            plain_grid.append(cells)
+        widths = [max(len(row[i]) for row in plain_grid) for i in range(len(self.columns))]
+        # Between two columns: the right padding of one and the left padding of the next.
+        if not widths or sum(widths) + 2 * (len(widths) - 1) > width:
+            return None
+        return [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in plain_grid
+        ]
+
+
+# Characters rich gives one column each and prints as they are.
+_SIMPLE = re.compile(r"[\x20-\x7e\u2026]*")
+
+# rich's own patterns: a markup tag (after any backslashes), and what its escape() protects.
+_TAG = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")
+_ESCAPE = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def escape(value: str) -> str:
+    """``value`` as rich markup that prints it literally (rich's own ``rich.markup.escape``)."""
+
+    def backslashes(match: re.Match[str]) -> str:
+        slashes, tag = match.groups()
+        return f"{slashes}{slashes}\\{tag}"
+
+    value = _ESCAPE.sub(backslashes, value)
+    if value.endswith("\\") and not value.endswith("\\\\"):
+        return value + "\\"
+    return value
+
+
+def plain(markup: str, *, emoji: bool = False) -> str | None:
+    """The text rich prints for ``markup`` when styles are off (``rich.markup.render(...).plain``);
+    None for markup whose meaning only rich knows: a closing tag that does not close the last
+    open tag as spelled there, a ``[@...]`` tag, or with ``emoji`` a ``:`` that could start an
+    emoji code."""
+    if emoji and ":" in markup:
+        return None
+    parts: list[str] = []
+    opened: list[str] = []
+    position = 0
+    for match in _TAG.finditer(markup):
+        full, slashes, tag = match.groups()
+        start, end = match.span()
+        if start > position:
+            parts.append(markup[position:start].replace("\\[", "["))
+        position = end
+        pairs, escaped = divmod(len(slashes), 2)
+        parts.append("\\" * pairs)
+        if escaped:
+            parts.append(full[len(slashes) :])
+            continue
+        name = tag.partition("=")[0]
+        if name.startswith("@"):
+            return None
+        if not name.startswith("/"):
+            opened.append(name)
+            continue
+        if not opened or name[1:].strip() not in ("", opened[-1]):
+            return None
+        opened.pop()
+    parts.append(markup[position:].replace("\\[", "["))
+    return "".join(parts)
 
 
 def table(*columns: str, title: str | None = None) -> Table:
     """A borderless table with bold headers; add rows with :meth:`Table.add_row`."""
-    t = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
-    for column in columns:
-        t.add_column(column, overflow="fold")
-    return t
+    return Table(columns, title)
 
 
 def render(renderable: Any) -> None:
-    """Print a rich renderable; off a terminal without the padding at the ends of lines."""
+    """Print a :class:`Table` or a rich renderable; off a terminal without the padding at the
+    ends of lines."""
+    if isinstance(renderable, Table):
+        if not _terminal():
+            lines = renderable.plain_lines(WIDTH)
+            if lines is not None:
+                click.echo("\n".join(lines))
+                return
+        renderable = renderable.to_rich()
     out = console()
     if out.is_terminal:
         out.print(renderable)
@@ -71,6 +202,14 @@ def render(renderable: Any) -> None:
     with out.capture() as captured:
         out.print(renderable)
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _terminal() -> bool:
+    """Whether rich takes stdout for a terminal (it does off one too when ``FORCE_COLOR`` or
+    ``TTY_COMPATIBLE=1`` say so)."""
+    if sys.stdout.isatty():
+        return True
+    return os.environ.get("TTY_COMPATIBLE") == "1" or bool(os.environ.get("FORCE_COLOR"))
 
 
 def print_table(t: Table, empty: str) -> None:
@@ -94,12 +233,12 @@ def print_fields(fields: Iterable[tuple[str, Any]], *, title: str | None = None)
         return
     width = max(len(label) for label, _ in shown)
     indent = "\n" + " " * (width + 2)
-    out = console()
-    styled = out.is_terminal and not out.no_color
+    out = console() if sys.stdout.isatty() else None
+    styled = out is not None and out.is_terminal and not out.no_color
     parts = [] if title is None else [safe(title)]
     for label, value in shown:
         if isinstance(value, Markup):
-            body = _ansi(out, value) if styled else Text.from_markup(value).plain
+            body = _ansi(out, value) if out is not None and styled else _plain_markup(value)
         else:
             body = safe(str(value)).replace("\n", indent)
         head = click.style(label.ljust(width), bold=True) if styled else label.ljust(width)
@@ -109,9 +248,21 @@ def print_fields(fields: Iterable[tuple[str, Any]], *, title: str | None = None)
 
 def _ansi(out: Console, markup: str) -> str:
     """Short markup made here (a coloured status) as the terminal's escape sequences."""
+    from rich.text import Text
+
     with out.capture() as captured:
         out.print(Text.from_markup(markup), end="", soft_wrap=True)
     return captured.get()
+
+
+def _plain_markup(markup: str) -> str:
+    """``Text.from_markup(markup).plain`` (emoji codes replaced), by rich only when needed."""
+    text = plain(markup, emoji=True)
+    if text is None:
+        from rich.text import Text
+
+        text = Text.from_markup(markup).plain
+    return text
 
 
 def safe(value: str) -> str:

@@ -22,7 +22,6 @@ from pgjobs.cli.options import (
     queue_callback,
 )
 from pgjobs.metrics import WAIT_REASONS, count_waits
-from pgjobs.registry import suggest
 
 QUEUE_JSON_KEYS = (
     "name",
@@ -116,6 +115,8 @@ def pause(name: str, dsn: str, schema: str) -> None:
     if before["in_use"]:
         line += f" ({row['queued']} queued, {row['running']} running)"
     else:
+        from pgjobs.registry import suggest
+
         line += f"; no job, run or worker uses it yet ({suggest(name, known, 'queues')})"
     output.echo(line)
 

@@ -79,7 +79,7 @@ WAIT_JSON_KEYS = (
 )
 
 
-# -- shared with `jobs history` -----------------------------------------------------------------
+# -- `jobs history`, and what it shares with `runs list` ----------------------------------------
 
 
 def fetch_runs(
@@ -143,6 +143,19 @@ def run_filter_options(limit: int) -> Callable[[F], F]:
         return click.option("--job", help="Only runs of this job.")(command)
 
     return decorate
+
+
+@click.command("history")
+@run_filter_options(limit=20)
+@json_option
+@database_options
+def history(
+    job: str | None, status: str | None, limit: int, as_json: bool, dsn: str, schema: str
+) -> None:
+    """Past runs, newest first (the run_history view)."""
+    with open_database(dsn, schema) as db:
+        rows = fetch_runs(db, job=job, status=status, since=None, limit=limit)
+        print_runs(rows, db.now(), as_json=as_json)
 
 
 # -- commands -----------------------------------------------------------------------------------
