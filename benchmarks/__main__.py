@@ -27,6 +27,7 @@ from benchmarks import (
     drain,
     enqueue,
     idle,
+    latency,
     limits,
     memory,
     peers,
@@ -49,6 +50,7 @@ MEASURES: dict[str, Measure] = {
     "memory": memory.run,
     "limits": limits.run,
     "workflows": workflows.run,
+    "latency": latency.run,
 }
 ALIASES = {"schedule_lag": "lag", "schedule-lag": "lag"}
 SHARED_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

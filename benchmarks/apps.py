@@ -3,6 +3,8 @@
 ``--app benchmarks.apps:<name>`` picks the workload; environment variables set its size:
 
 - ``drain``: one on-demand job, ``bench-noop`` (overlap allowed, as queue-style jobs are).
+- ``latency``: ``bench-latency``, a no-op that appends ``key entered`` (its payload's ``key``,
+  then ``time.time()`` on entry) to ``<BENCH_ENTRY_FILE>.<pid>``: the latency measure.
 - ``limited_50``, ``keyed``, ``rated``: ``bench-noop`` with one queue control each (the limits
   measure): ``bench-limited-50`` (``max_concurrency = 50``), ``bench-keyed`` (one run at a time
   per payload field ``tenant``), ``bench-rated`` (``rate_limit = "1000000/s"``). Each workload
@@ -25,7 +27,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from functools import cache
+from typing import Any, TextIO
 
 from pgjobs import Extension, Job, JobContext, JobResult
 
@@ -53,6 +56,21 @@ class Keyed(Noop):
 class Rated(Noop):
     name = "bench-rated"
     rate_limit = "1000000/s"
+
+
+class Latency(Noop):
+    name = "bench-latency"
+    description = "Notes the moment its code is entered: the latency measure"
+
+    async def execute(self, ctx: JobContext) -> JobResult:
+        entered = time.time()
+        _entry_file().write(f"{ctx.payload['key']} {entered!r}\n")
+        return JobResult.success()
+
+
+@cache
+def _entry_file() -> TextIO:
+    return open(f"{os.environ['BENCH_ENTRY_FILE']}.{os.getpid()}", "a", buffering=1)
 
 
 class RuntimeScheduled(Noop):
@@ -134,6 +152,7 @@ drain = Drain()
 limited_50 = Drain(Limited50)
 keyed = Drain(Keyed)
 rated = Drain(Rated)
+latency = Drain(Latency)
 every_second = EverySecond()
 idle = Idle()
 scale = Scale()

@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue`` (and
-``--only limits``, ``--only workflows``) against the test server prints its table and writes its
-JSON; without a DSN it makes a throwaway cluster of its own; the soak's cold start runs a few
-seconds. Figures are not judged here."""
+``--only limits``, ``--only workflows``, ``--only latency``) against the test server prints its
+table and writes its JSON; without a DSN it makes a throwaway cluster of its own; the soak's cold
+start runs a few seconds. Figures are not judged here."""
 
 from __future__ import annotations
 
@@ -150,3 +150,27 @@ def test_the_workflows_measure_sets_chains_against_independent_runs(
     for metric in ("jobs/s", "jobs/s independent", "ratio", "last fan-out finish -> fan-in start"):
         assert any(f"  {metric}  " in line for line in stdout.splitlines()), stdout
     assert any("target >= 0.7" in line for line in stdout.splitlines()), stdout
+
+
+def test_the_latency_measure_times_worker_starts_and_enqueues_into_an_idle_worker(
+    pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    stdout, results = quick_run(pg_admin_dsn, tmp_path / "bench.json", "latency")
+
+    latency = results["measures"]["latency"]
+    ours = latency["systems"]["pgjobs"]
+    assert len(ours["starts_ms"]) == latency["starts"] == 2
+    assert all(start > 0 for start in ours["starts_ms"])
+    assert len(ours["latencies_ms"]) == latency["runs"] == 30
+    assert 0 < ours["latency_p50_ms"] <= ours["latency_p99_ms"] <= ours["latency_max_ms"]
+    rows = [line for line in stdout.splitlines() if line.startswith("latency ")]
+    expected = {
+        "worker start to ready, 1 x 10": ("median", "max"),
+        "enqueue -> job entered, idle worker 1 x 10": ("p50", "p99", "max"),
+    }
+    for case, metrics in expected.items():
+        for metric in metrics:
+            assert any(
+                f"  {case}  " in row and "  pgjobs  " in row and f"  {metric}  " in row
+                for row in rows
+            ), stdout
