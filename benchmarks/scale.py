@@ -4,7 +4,11 @@ Ticks: 10,000 jobs firing every minute (quick: 500 jobs every 15 s) on 4 worker 
 tick after all replicas are up: the time from the tick until all its runs are materialised —
 seen committed by a poller (every 20 ms), and by ``max(created_at)`` — and until all have started
 (``max(started_at)``), with the rate at which they started. Runs that have not all started
-after 10 minutes (quick: 2) are reported as the share that had.
+after 10 minutes (quick: 2) are reported as the share that had. The start rate is set against the
+drain rate of one worker of concurrency 10 (``drain`` W=1 C=10, 20,000 runs; quick: 500),
+measured right before and right after the ticks in the same run: the ratio to their mean, and to
+each. Per replica, how many of the tick's runs it started and in what span, for where the time
+goes.
 
 Claim latency: the median of 50 executions of the worker's claim statement (10 runs each, each
 rolled back so all see the same 1,000 queued runs), on an empty history and after 1,000,000
@@ -24,10 +28,13 @@ import psycopg
 
 from benchmarks import history
 from benchmarks.databases import fresh_database
+from benchmarks.drain import drain_pgjobs
 from benchmarks.harness import Bench, wait_until
 from benchmarks.processes import pgjobs_worker, processes, wait_registered
 
 REPLICAS = 4
+DRAIN_WORKERS = 1
+DRAIN_CONCURRENCY = 10
 CLAIM_QUEUED = 1_000
 CLAIM_LIMIT = 10
 CLAIM_REPEAT = 50
@@ -49,9 +56,54 @@ SELECT count(*), count(started_at),
 FROM pgjobs.runs WHERE trigger = 'schedule' AND scheduled_for = %(tick)s
 """
 
+_PER_REPLICA = """
+SELECT worker_id, count(*) FILTER (WHERE started_at IS NOT NULL),
+       count(*) FILTER (WHERE status = 'skipped'),
+       extract(epoch FROM min(started_at) - %(tick)s)::float8,
+       extract(epoch FROM max(started_at) - %(tick)s)::float8
+FROM pgjobs.runs WHERE trigger = 'schedule' AND scheduled_for = %(tick)s
+GROUP BY worker_id ORDER BY worker_id
+"""
+
 
 def run(bench: Bench, peers: object = None) -> dict[str, Any]:
-    return {"ticks": _ticks(bench), "claim_latency": _claim_latency(bench)}
+    return {"ticks": _ticks_against_drain(bench), "claim_latency": _claim_latency(bench)}
+
+
+def _ticks_against_drain(bench: Bench) -> dict[str, Any]:
+    """The ticks, between two drains of one worker of concurrency 10: the start rate as a share
+    of the drain rate, measured minutes apart on the same server (the machine's speed drifts)."""
+    drained = bench.pick(20_000, 500)
+    before = drain_pgjobs(bench, DRAIN_WORKERS, DRAIN_CONCURRENCY, drained).jobs_per_s
+    ticks = _ticks(bench)
+    after = drain_pgjobs(bench, DRAIN_WORKERS, DRAIN_CONCURRENCY, drained).jobs_per_s
+    rate = ticks["start_rate_jobs_per_s"]
+    drains = [d for d in (before, after) if d]
+    mean = sum(drains) / len(drains) if drains else None
+    ratio = rate / mean if rate and mean else None
+    recorder = bench.at("scale", ticks["case"], "pgjobs")
+    case = f"W={DRAIN_WORKERS} C={DRAIN_CONCURRENCY}"
+    recorder.add(f"drain {case} before", before, "jobs/s", "rate", note=f"{drained:,} runs")
+    recorder.add(f"drain {case} after", after, "jobs/s", "rate", note=f"{drained:,} runs")
+    recorder.add(
+        "start rate / drain",
+        ratio,
+        "x",
+        note="to the mean of the drains before and after; target >= 0.9; "
+        + " / ".join("n/a" if not (rate and d) else f"{rate / d:.2f}" for d in (before, after))
+        + " to each",
+    )
+    return {
+        **ticks,
+        "drain": {
+            "workers": DRAIN_WORKERS,
+            "concurrency": DRAIN_CONCURRENCY,
+            "jobs": drained,
+            "before_jobs_per_s": before,
+            "after_jobs_per_s": after,
+        },
+        "start_rate_to_drain": ratio,
+    }
 
 
 def _ticks(bench: Bench) -> dict[str, Any]:
@@ -100,6 +152,7 @@ def _ticks(bench: Bench) -> dict[str, Any]:
                 wait_until(materialised, patience, f"{jobs} ticks to be materialised", 0.02)
                 wait_until(every_run_started, patience, f"{jobs} ticks to start", 0.25)
             row = conn.execute(_TIMES, {"tick": tick}).fetchone()
+            replicas = conn.execute(_PER_REPLICA, {"tick": tick}).fetchall()
     assert row is not None
     count, started_count, created_s, started_s, spread_s = row
     start_rate = started_count / spread_s if spread_s else None
@@ -122,7 +175,21 @@ def _ticks(bench: Bench) -> dict[str, Any]:
         note="" if all_started else late,
     )
     recorder.add("start rate", start_rate, "jobs/s", "rate")
+    per_replica = [
+        {"worker": w, "started": n, "skipped": skipped, "first_s": first, "last_s": last}
+        for w, n, skipped, first, last in replicas
+    ]
+    recorder.add(
+        "replicas that started runs",
+        sum(1 for r in per_replica if r["started"]),
+        "",
+        note=" ".join(
+            f"{r['started']:,} ({r['first_s'] or 0:.2f}-{r['last_s'] or 0:.2f}s)"
+            for r in per_replica
+        ),
+    )
     return {
+        "case": case,
         "jobs": jobs,
         "schedule": schedule,
         "replicas": REPLICAS,
@@ -135,6 +202,7 @@ def _ticks(bench: Bench) -> dict[str, Any]:
         "materialised_created_at_s": created_s,
         "started_s": started_s if all_started else None,
         "start_rate_jobs_per_s": start_rate,
+        "per_replica": per_replica,
     }
 
 

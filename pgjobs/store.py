@@ -509,6 +509,15 @@ class WorkerStore:
         assert row is not None
         return Settled(int(row[0]), int(row[1]))
 
+    async def runs_statistics_behind_ticks(self, inserted: int, since: datetime) -> bool:
+        """Whether ``inserted`` runs of ticks, made since ``since`` (database time), leave runs'
+        planner statistics far behind, with no ANALYZE since."""
+        cur = await self.conn.execute(
+            self.q["runs_statistics_behind_ticks"], {"inserted": inserted, "since": since}
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
     async def analyze_runs(self) -> bool:
         """ANALYZE runs, unless another worker is doing it; True if this one did.
 

@@ -10,8 +10,9 @@ a runtime schedule, whose cron is in its row, by any worker that registers its j
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from pgjobs.errors import ConfigError
@@ -20,12 +21,36 @@ from pgjobs.schedule import CronSchedule
 from pgjobs.store import ClaimedRun, DueSchedule, ScheduleTick, ScheduleWatermark
 from pgjobs.tick import TickPlan, plan_ticks
 from pgjobs.worker.dispatch import Dispatch
-from pgjobs.worker.settings import TICK_BATCH, TICK_FIRST_BATCH
+from pgjobs.worker.settings import REAP_AFTER_TICKS, TICK_BATCH, TICK_FIRST_BATCH
 
 log = logging.getLogger("pgjobs.worker")
 
 
+@dataclass
+class _Round:
+    """One round of ticking: whether it locked any due row, how many runs it inserted, when
+    (database time) its first transaction began, and whether it looked at runs' statistics."""
+
+    locked: bool = False
+    inserted: int = 0
+    began: datetime | None = None
+    statistics_checked: bool = False
+
+
 class Ticking(Dispatch):
+    @cached_property
+    def _one_cadence(self) -> bool:
+        """Whether this worker's scheduled jobs all share one schedule and timezone. Jobs due at
+        one instant then all tick equally often, so a round's first batch needs no sort by
+        how often they tick (``lock_due_jobs_oftenest_first`` reads every due job to sort
+        them): the order of the index serves, and 10,000 jobs due at once cost no sort."""
+        schedules = {
+            (d.schedule, d.timezone)
+            for d in self.registry.definitions.values()
+            if d.schedule is not None
+        }
+        return len(schedules) <= 1
+
     async def _tick(self) -> tuple[bool, int]:
         """Materialise every due tick of our jobs: lock, insert runs, advance watermarks. Returns
         whether any due job could be locked (False: none is due, or another worker is ticking
@@ -37,24 +62,54 @@ class Ticking(Dispatch):
         worker's claim in between, and a burst of enqueued work does not delay them. Other
         workers get the rest through the NOTIFY. If the commit's reply is lost, the runs it
         claimed are handed back by the next heartbeat.
-        """
-        jobs_locked, jobs_inserted = await self._tick_jobs()
-        schedules_locked, schedules_inserted = await self._tick_schedules()
-        return jobs_locked or schedules_locked, jobs_inserted + schedules_inserted
 
-    async def _tick_jobs(self) -> tuple[bool, int]:
+        Once a round has inserted many runs, it refreshes runs' planner statistics if they are
+        far behind (see :meth:`_refresh_statistics`), without waiting for the round's end.
+        """
+        result = _Round()
+        await self._tick_jobs(result)
+        await self._tick_schedules(result)
+        return result.locked, result.inserted
+
+    async def _refresh_statistics(self, result: _Round) -> None:
+        """ANALYZE runs once a round has committed ``REAP_AFTER_TICKS`` runs or more, if its
+        statistics are far behind them and nobody analysed it since the round began.
+
+        Every worker's cached claim plan is made again after an ANALYZE; until then, a plan made
+        for a near-empty table reads the whole queue several times per claim, and 10,000 ticks
+        took seconds more to start. The server's own counters learn of the inserts only when the
+        inserting backends report them, too late for the reaper's check. Once a round: a replica
+        that finds the table analysed since its round began, or being analysed, leaves it; the
+        reaper refreshes the statistics again if the rest of the ticks leave them far behind."""
+        assert self.store is not None
+        if result.statistics_checked or result.inserted < REAP_AFTER_TICKS:
+            return
+        assert result.began is not None
+        result.statistics_checked = True
+        if not await self.store.runs_statistics_behind_ticks(result.inserted, result.began):
+            return
+        if await self.store.analyze_runs():
+            log.info(
+                "refreshed the planner statistics of %s.runs after a tick of %d runs",
+                self.settings.schema,
+                result.inserted,
+            )
+
+    async def _tick_jobs(self, result: _Round) -> None:
         """The ticks of the jobs' own schedules (see :meth:`_tick`)."""
         assert self.store is not None
         store = self.store
-        locked_any = False
-        inserted_all = 0
         batch = TICK_FIRST_BATCH
         while True:
             claimed: list[ClaimedRun] = []
             async with store.conn.transaction():
-                due = await store.lock_due_jobs(batch, oftenest_first=batch == TICK_FIRST_BATCH)
+                due = await store.lock_due_jobs(
+                    batch, oftenest_first=batch == TICK_FIRST_BATCH and not self._one_cadence
+                )
                 if not due:
-                    return locked_any, inserted_all
+                    return
+                if result.began is None:
+                    result.began = due[0].db_now
                 ticks: list[tuple[str, datetime]] = []
                 watermarks: list[tuple[str, datetime | None, datetime | None]] = []
                 # Jobs on the same schedule, due together, share one plan: with thousands of jobs
@@ -86,20 +141,19 @@ class Ticking(Dispatch):
                         (job.name, plan.next_fire_at, plan.ticks[-1] if plan.ticks else None)
                     )
                 inserted = await store.insert_ticks_advance_watermarks(ticks, watermarks)
-                inserted_all += len(inserted)
+                result.inserted += len(inserted)
                 claimed = await self._claim_ticks(inserted)
             self._dispatch(claimed)  # committed: now they may run
-            locked_any = True
+            result.locked = True
+            await self._refresh_statistics(result)
             if len(due) < batch:
-                return True, inserted_all
+                return
             batch = TICK_BATCH
 
-    async def _tick_schedules(self) -> tuple[bool, int]:
+    async def _tick_schedules(self, result: _Round) -> None:
         """The ticks of runtime schedules (see :meth:`_tick`)."""
         assert self.store is not None
         store = self.store
-        locked_any = False
-        inserted_all = 0
         batch = TICK_FIRST_BATCH
         while True:
             async with store.conn.transaction():
@@ -107,15 +161,18 @@ class Ticking(Dispatch):
                     batch, oftenest_first=batch == TICK_FIRST_BATCH
                 )
                 if not due_schedules:
-                    return locked_any, inserted_all
+                    return
+                if result.began is None:
+                    result.began = due_schedules[0].db_now
                 schedule_ticks, schedule_marks = self._plan_schedules(due_schedules)
                 inserted = await store.insert_schedule_ticks(schedule_ticks, schedule_marks)
-                inserted_all += len(inserted)
+                result.inserted += len(inserted)
                 claimed = await self._claim_ticks(inserted)
             self._dispatch(claimed)
-            locked_any = True
+            result.locked = True
+            await self._refresh_statistics(result)
             if len(due_schedules) < batch:
-                return True, inserted_all
+                return
             batch = TICK_BATCH
 
     async def _claim_ticks(self, inserted: list[int]) -> list[ClaimedRun]:
