@@ -100,6 +100,8 @@ class WorkerCore:
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._timers = Timers()
+        #: Calls for a look at the ticks so far (see _look_at_ticks).
+        self._tick_looks = 0
         #: Waits between attempts to reach the database, at start and after a lost connection.
         self._backoff = Backoff(RECONNECT_FIRST, settings.backoff_max)
         #: When this process first registered, by the database clock: runs claimed under this
@@ -107,6 +109,12 @@ class WorkerCore:
         self._registered_at: datetime | None = None
         #: What this worker did, for Prometheus (served by ``pgjobs worker --metrics-port``).
         self.metrics = metrics if metrics is not None else WorkerMetrics()
+
+    def _look_at_ticks(self) -> None:
+        """Look at the ticks at the next iteration, whatever a statement in flight now says of
+        the next one: it may have read the schedules before the change that calls for the look."""
+        self._timers.next_tick = 0.0
+        self._tick_looks += 1
 
     def held_run_ids(self) -> list[int]:
         """Every run this process holds: executing, prefetched, or ended with its outcome not

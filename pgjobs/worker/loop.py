@@ -249,6 +249,7 @@ class Worker(Ticking, Liveness, Wakeups):
             (self._outcomes or (woken and self._claim_room())) and self._worth_a_statement()
         ):
             free = self._claim_room()
+            looks = self._tick_looks
             batch = await self._finish_and_claim(free)
             # Tick again when the next tick is due by the database clock. Schedule changes and
             # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval too.
@@ -260,7 +261,9 @@ class Worker(Ticking, Liveness, Wakeups):
                 due_in = TICK_RETRY
             if not self.settings.listen:
                 due_in = min(due_in, self.settings.poll_interval)
-            timers.next_tick = now + due_in
+            # Unless a look at the ticks was called for while the statement ran (a schedule
+            # changed): its reply may predate the change.
+            timers.next_tick = now + due_in if self._tick_looks == looks else 0.0
             timers.next_claim = now + min(due_in, self.settings.poll_interval)
             if free and len(batch.started) == free and self._slot_free():
                 # The queue may hold more and a slot is free: look again at once. (Room to

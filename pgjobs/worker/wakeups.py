@@ -73,7 +73,7 @@ class Wakeups(WorkerCore):
                 self._wake.set()
             return
         if kind not in ("run", "slot"):
-            self._timers.next_tick = 0.0  # a schedule may have changed: look
+            self._look_at_ticks()  # a schedule may have changed
         # A wake-up on this worker's channel took its mark off (notify_runs_inserted): the claim
         # it calls for marks it anew, and settles again.
         self._settled = False
@@ -104,7 +104,7 @@ class Wakeups(WorkerCore):
                     if backoff.attempt:
                         log.info("listening for wake-ups again")
                     backoff.reset()
-                    self._timers.next_tick = 0.0  # catch up on what we may have missed
+                    self._look_at_ticks()  # catch up on what we may have missed
                     self._wake.set()
                     while True:
                         async for notify in conn.notifies(timeout=self.settings.lease):
