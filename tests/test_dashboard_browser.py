@@ -239,8 +239,16 @@ def real_runs(pg_admin_dsn: str, migrated_template: str, _databases: set[str]) -
             " VALUES ('obs-cleanup', 'schedule', 'skipped', now() - interval '20 minutes',"
             " now() - interval '20 minutes', 'skipped: lock held by run 1 on worker obs-worker')"
         )
-    # A live worker, as an operator would see it.
+    # A live worker, as an operator would see it, once it has registered.
     with running_worker(dsn, "worker-1"):
+        wait_until(
+            lambda: scalar(
+                dsn,
+                "SELECT count(*) FROM pgjobs.workers WHERE id = 'worker-1' AND state = 'running'",
+            ),
+            20,
+            "worker-1 to register",
+        )
         yield dsn
     with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
