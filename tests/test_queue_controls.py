@@ -289,7 +289,9 @@ def test_many_workers_claiming_limited_runs_at_once_never_deadlock(
     wait_until(
         lambda: (
             scalar(
-                dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgjobs-%%'"
+                dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'pgjobs-%%'",
             )
             == 0
         ),
