@@ -19,7 +19,14 @@ import psycopg
 import pytest
 
 from pgjobs import EnqueueRequest, enqueue_many_sync, enqueue_sync
-from tests.workers import WorkerProcess, Workers, scalar, wait_until, worker_pool
+from tests.workers import (
+    WorkerProcess,
+    Workers,
+    add_waiting_worker,
+    scalar,
+    wait_until,
+    worker_pool,
+)
 
 # It measures latencies: it runs alone, after the tests that share the machine (see Makefile).
 pytestmark = pytest.mark.serial
@@ -71,25 +78,17 @@ def wait_started(dsn: str, ids: list[int], timeout: float) -> None:
 # -- the trigger alone, with worker rows written by hand ------------------------------------------
 
 
-def add_workers(conn: psycopg.Connection[Any], waiting: list[int]) -> list[str]:
-    """Worker rows serving t-sleep on queue default, the i-th with ``waiting[i]`` free slots."""
+def add_workers(dsn: str, waiting: list[int]) -> list[str]:
+    """Worker rows serving t-sleep on queue default, the i-th with ``waiting[i]`` free slots,
+    waiting since i seconds from now."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgjobs.jobs (name, extension) VALUES ('t-sleep', 't')"
+            " ON CONFLICT DO NOTHING"
+        )
     ids = [f"hand-{i}" for i in range(len(waiting))]
-    conn.execute(
-        "INSERT INTO pgjobs.jobs (name, extension) VALUES ('t-sleep', 't') ON CONFLICT DO NOTHING"
-    )
     for i, (worker, slots) in enumerate(zip(ids, waiting, strict=True)):
-        conn.execute(
-            "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at,"
-            " waiting, waiting_since)"
-            " VALUES (%s, 'h', %s, 'v', '{default}', 1, now() + interval '1 hour', %s,"
-            " now() + make_interval(secs => %s))",
-            [worker, i, slots, i],
-        )
-        conn.execute(
-            "INSERT INTO pgjobs.worker_jobs (worker_id, job, timezone)"
-            " VALUES (%s, 't-sleep', 'UTC')",
-            [worker],
-        )
+        add_waiting_worker(dsn, "t-sleep", worker, slots=slots, order=i)
     return ids
 
 
@@ -114,8 +113,7 @@ def queue_runs(dsn: str, count: int, **fields: Any) -> None:
 def test_queued_runs_wake_the_longest_waiting_workers_until_their_slots_cover_the_runs(
     dsn: str,
 ) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = add_workers(conn, [2, 1, 3, 0])
+    ids = add_workers(dsn, [2, 1, 3, 0])
     assert heard_after(dsn, ids, lambda: queue_runs(dsn, 3)) == ["hand-0", "hand-1"]
     assert scalar(dsn, "SELECT array_agg(waiting ORDER BY id) FROM pgjobs.workers") == [0, 0, 3, 0]
     # One waiting worker left, with 3 slots, for 5 runs: it alone is told. The others are busy:
@@ -127,8 +125,7 @@ def test_queued_runs_wake_the_longest_waiting_workers_until_their_slots_cover_th
 
 def test_a_run_due_later_wakes_everyone_and_no_waiting_worker_alone(dsn: str) -> None:
     """Every worker reckons its next wake-up from the delayed runs; nobody can take it now."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = add_workers(conn, [1, 1])
+    ids = add_workers(dsn, [1, 1])
     later = datetime.now(UTC) + timedelta(minutes=5)
     assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1, run_at=later)) == ["pgjobs"]
     assert scalar(dsn, "SELECT sum(waiting) FROM pgjobs.workers") == 2
@@ -137,8 +134,7 @@ def test_a_run_due_later_wakes_everyone_and_no_waiting_worker_alone(dsn: str) ->
 def test_a_snapshot_transaction_wakes_everyone(dsn: str) -> None:
     """A repeatable-read transaction looks at the workers as they were when it began, not after
     it took its queue's lock: it may have missed a worker that went idle since."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = add_workers(conn, [0])
+    ids = add_workers(dsn, [0])
 
     def queue_in_repeatable_read() -> None:
         with psycopg.connect(dsn) as conn:
@@ -159,8 +155,7 @@ def test_a_worker_settling_while_an_enqueue_is_open_looks_again_until_it_commits
     mark when a run is queued, so the queueing statement does not see the mark and tells nobody.
     Until that transaction ends, the worker's settle finds its queue's lock held ('busy'); once it
     has committed, the settle's own look finds the run ('queued')."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        [worker] = add_workers(conn, [1])
+    [worker] = add_workers(dsn, [1])
     assert settle(dsn, worker, ["default"]) == "idle"
     with psycopg.connect(dsn) as claim, psycopg.connect(dsn) as producer:
         claim.execute("SELECT 1 FROM pgjobs.workers WHERE id = %s FOR UPDATE", [worker])
@@ -181,8 +176,8 @@ def test_a_worker_settling_while_an_enqueue_is_open_looks_again_until_it_commits
 
 
 def test_an_expired_worker_is_not_told(dsn: str) -> None:
+    ids = add_workers(dsn, [1])
     with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = add_workers(conn, [1])
         conn.execute("UPDATE pgjobs.workers SET expires_at = now() - interval '1 second'")
     assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == []
 

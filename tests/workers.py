@@ -206,15 +206,20 @@ def worker_pool(dsn: str, log_dir: Path) -> Iterator[Workers]:
         print(workers.logs())  # pytest shows it when the test failed
 
 
-def add_waiting_worker(dsn: str, job: str, worker: str = "hand-waiting") -> str:
+def add_waiting_worker(
+    dsn: str, job: str, worker: str = "hand-waiting", *, slots: int = 1, order: int = 0
+) -> str:
     """A worker row, written by hand, that serves ``job`` on the queue ``default`` and says it
-    waits with one free slot: the next due run of ``job`` wakes it on the channel returned."""
+    waits with ``slots`` free slots (0: busy), its wait begun ``order`` seconds from now (the
+    longest waiting is woken first): the next due run of ``job`` wakes it on the channel
+    returned."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO pgjobs.workers (id, host, pid, version, queues, concurrency, expires_at,"
             " waiting, waiting_since)"
-            " VALUES (%s, 'h', 1, 'v', '{default}', 1, now() + interval '1 hour', 1, now())",
-            [worker],
+            " VALUES (%s, 'h', %s, 'v', '{default}', 1, now() + interval '1 hour', %s,"
+            " now() + make_interval(secs => %s))",
+            [worker, order + 1, slots, order],
         )
         conn.execute(
             "INSERT INTO pgjobs.worker_jobs (worker_id, job, timezone) VALUES (%s, %s, 'UTC')",
