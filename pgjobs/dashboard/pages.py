@@ -25,6 +25,7 @@ from pgjobs.dashboard.markup import (
     when,
 )
 from pgjobs.errors import PgJobsError
+from pgjobs.job import RUN_STATUSES
 from pgjobs.limits import declared_limit, key_display
 from pgjobs.metrics import OVERDUE_AFTER
 from pgjobs.schedule import CronSchedule
@@ -34,17 +35,8 @@ Page = tuple[str, Markup]
 
 FAILED = ("failed", "timed_out", "abandoned")
 RETRYABLE = ("failed", "timed_out", "cancelled", "abandoned", "skipped")
-STATUSES = (
-    "blocked",
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "skipped",
-    "abandoned",
-)
+#: The runs page's status filter, in a run's order of life: a blocked run is queued next.
+STATUSES = ("blocked", *(s for s in RUN_STATUSES if s != "blocked"))
 
 
 @dataclass(frozen=True)
