@@ -291,6 +291,7 @@ class _Follow:
         def show(row: dict[str, Any]) -> None:
             # Each run's story is told whole, queued, running, its end, even where a state came
             # and went between two looks at the row: the row keeps who started it, and when.
+            # (Called once per change of state: a run handed back to the queue is told again.)
             run, status = row["id"], row["status"]
             if status not in ("queued", "blocked") and (run, "queued") not in shown:
                 shown.add((run, "queued"))
@@ -299,8 +300,6 @@ class _Follow:
             if row["finished_at"] is not None and started and (run, "running") not in shown:
                 shown.add((run, "running"))
                 say(f"{name}: run {run} running on worker {row['worker_id']}")
-            if (run, status) in shown:
-                return
             shown.add((run, status))
             line = f"{name}: run {run} {status}"
             if status == "running" and row["worker_id"]:
