@@ -158,6 +158,9 @@ class Batch:
     finished: frozenset[int]
     retried: dict[int, int]
     wakeup_in: float | None
+    #: Whether the statement was told the worker listens: one that came short then marked the
+    #: worker waiting (a claim made before its LISTEN was up did not, whatever it hears since).
+    listening: bool = False
 
 
 @dataclass(frozen=True)
@@ -459,7 +462,7 @@ class WorkerStore:
                 retried[row[10]] = row[1]
             else:
                 wakeup_in = row[11]
-        return Batch(started, frozenset(finished), retried, wakeup_in)
+        return Batch(started, frozenset(finished), retried, wakeup_in, listening)
 
     async def finish_run_if_running(self, outcome: Outcome) -> tuple[bool, int | None]:
         """Record one run's outcome; return (whether this worker still owned it, retry run id)."""

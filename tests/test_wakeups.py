@@ -7,6 +7,7 @@ The workers poll every 30 s: a run that starts within a second or two was woken 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -19,6 +20,8 @@ import psycopg
 import pytest
 
 from pgjobs import EnqueueRequest, enqueue_many_sync, enqueue_sync
+from pgjobs.registry import load_registry
+from pgjobs.worker import Worker, WorkerSettings
 from tests.workers import (
     WorkerProcess,
     Workers,
@@ -319,3 +322,65 @@ def test_runs_queued_to_busy_workers_send_no_notify_and_start_as_slots_free(
     )
     assert gaps is not None and float(gaps) < 0.5, gaps
     assert scalar(dsn, "SELECT count(*) FROM pgjobs.runs WHERE worker_id = %s", other.id) == 0
+
+
+# -- a worker's own steps, in the order of a race --------------------------------------------------
+
+
+def test_the_first_claim_to_mark_a_worker_waiting_settles_though_an_earlier_one_did(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's start: a claim runs while its LISTEN comes up, so it marks nothing, and the
+    settle after it finds no enqueue open. The next claim is the first to mark the worker
+    waiting, and an enqueue that looked at the workers before that mark sent no NOTIFY: the
+    worker settles after that claim too, and claims the run at once rather than at its poll, 30 s
+    away. The worker's loop runs here, one iteration at a time, against the real database; a
+    lock holds its claim while the LISTEN comes up."""
+    monkeypatch.setenv("PGJOBS_TEST_JOBS", "t-echo")  # no schedule: nothing due before the poll
+    registry = load_registry("tests.worker_apps.app:extension", entry_points=False)
+    settings = WorkerSettings(
+        dsn=dsn, worker_id="w-start", poll_interval=30, lease=30, listen=False, scheduler=False
+    )
+    worker = Worker(registry, settings)
+
+    async def claim_held_while_the_listen_comes_up(test: psycopg.AsyncConnection[Any]) -> None:
+        async with test.transaction():
+            # Only the claim reads run_dependencies: it waits for this lock, and nothing else.
+            await test.execute("LOCK TABLE pgjobs.run_dependencies IN ACCESS EXCLUSIVE MODE")
+            claim = asyncio.create_task(worker._iterate(True))
+            held = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'pgjobs-worker w-start' AND wait_event_type = 'Lock'"
+            )
+            while await (await test.execute(held)).fetchone() != (1,):
+                await asyncio.sleep(0.01)
+            worker._listening = True  # what the LISTEN task does once it is up
+        await claim
+
+    async def start_racing_an_enqueue() -> str:
+        assert await worker._open()
+        try:
+            await worker._iterate(True)  # heartbeat, reap, a first claim
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as test:
+                await claim_held_while_the_listen_comes_up(test)
+                async with test.transaction():  # an enqueue open across the next claim
+                    await test.execute(
+                        "INSERT INTO pgjobs.runs (job, trigger) VALUES ('t-echo', 'enqueue')"
+                    )
+                    await worker._iterate(True)  # woken by the LISTEN task: marks, settles
+                # Unwoken from here (no NOTIFY came): the loop's own times.
+                for _ in range(20):
+                    delay = await worker._iterate(False)
+                    if delay > 1:
+                        break
+                    await asyncio.sleep(delay)
+                row = await (
+                    await test.execute("SELECT status FROM pgjobs.runs WHERE job = 't-echo'")
+                ).fetchone()
+            assert row is not None
+            return str(row[0])
+        finally:
+            worker.request_stop()
+            await worker._close()
+
+    assert asyncio.run(start_racing_an_enqueue()) != "queued"

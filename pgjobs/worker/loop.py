@@ -270,7 +270,7 @@ class Worker(Ticking, Liveness, Wakeups):
                 # prefetch only waits for the next run to end: claimed at once, each statement
                 # would carry the few outcomes recorded meanwhile.)
                 timers.next_claim = now
-            await self._settle(free, len(batch.started))
+            await self._settle(free, batch)
         if self._stopping:
             return 0.1
         due = min(timers.next_claim, timers.next_tick, timers.next_heartbeat, timers.next_reap)

@@ -16,6 +16,7 @@ import time
 
 from pgjobs.backoff import Backoff
 from pgjobs.db import first_line, redact
+from pgjobs.store import Batch
 from pgjobs.worker.connection import open_listen_connection
 from pgjobs.worker.core import WorkerCore
 from pgjobs.worker.settings import RECONNECT_FIRST, SETTLE_FIRST, SETTLE_MAX
@@ -33,16 +34,21 @@ class Wakeups(WorkerCore):
                 await asyncio.wait_for(self._wake.wait(), timeout)
         return self._wake.is_set()
 
-    async def _settle(self, room: int, started: int) -> None:
-        """After a claim for ``room`` runs that started ``started``: when the claim came short
-        on a listening worker, it marked the worker waiting, and an enqueue that looked at the
-        workers before that mark committed sent no NOTIFY (sql/0015_quiet_enqueue.up.sql). So
-        before the worker sleeps, it settles: while such an enqueue is still open it looks again
-        a moment later; once none is, it claims once more if a run came meanwhile. Settled, it
-        sleeps until a NOTIFY, a run's end or its poll interval: every later enqueue sees the
-        mark and wakes it."""
+    async def _settle(self, room: int, batch: Batch) -> None:
+        """After ``batch``, a claim for ``room`` runs: when the claim came short on a listening
+        worker, it marked the worker waiting, and an enqueue that looked at the workers before
+        that mark committed sent no NOTIFY (sql/0015_quiet_enqueue.up.sql). So before the worker
+        sleeps, it settles: while such an enqueue is still open it looks again a moment later;
+        once none is, it claims once more if a run came meanwhile. Settled, it sleeps until a
+        NOTIFY, a run's end or its poll interval: every later enqueue sees the mark and wakes
+        it.
+
+        What counts is whether the claim was made listening, not whether the worker listens
+        now: a claim made before the LISTEN was up marked nothing, and settling after it would
+        leave the next claim, the first to mark, unsettled."""
         assert self.store is not None
-        if started or not room or not self._listening or self._stopping:
+        listening = batch.listening and self._listening
+        if batch.started or not room or not listening or self._stopping:
             self._settled = False
             return
         if self._settled:  # a poll that found nothing new: the mark has not changed
