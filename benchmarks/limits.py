@@ -33,11 +33,18 @@ worker's statement in its steady state, recording the ends of the 20 runs it cla
 and claiming 20 more, committed, as the workers run it (generic plans). The limited side and an
 unlimited one take turns, statement by statement (STEADY rounds, quick: 100); reported is the
 median of the rounds' ratios (limited / unlimited), after a fifth of them as warm-up.
+
+Knobs, to look at one control closely:
+
+- ``BENCH_LIMITS_CASES``: the cases to run, by the start of their names, separated by commas
+  (``max_concurrency,rate_limit``); default all.
+- ``BENCH_LIMITS_PAIRS``: how many pairs of drains each case runs (default 3; quick: 1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -153,10 +160,10 @@ class Drained:
 
 def run(bench: Bench, peers: object = None) -> dict[str, Any]:
     jobs = bench.pick(20_000, 500)
-    pairs = bench.pick(3, 1)
+    pairs = int(os.environ.get("BENCH_LIMITS_PAIRS") or bench.pick(3, 1))
     settings = f"W={WORKERS} C={CONCURRENCY}"
     cases = []
-    for case in CASES:
+    for case in _chosen_cases(os.environ.get("BENCH_LIMITS_CASES", "")):
         limited: list[Drained] = []
         unlimited: list[Drained] = []
         for pair in range(pairs):
@@ -174,6 +181,12 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
         )
         cases.append(recorded)
     return {"jobs": jobs, "workers": WORKERS, "concurrency": CONCURRENCY, "cases": cases}
+
+
+def _chosen_cases(spec: str) -> list[Case]:
+    """The cases whose names start with one of ``spec``'s comma-separated words, or all."""
+    wanted = [w.strip() for w in spec.split(",") if w.strip()]
+    return [c for c in CASES if not wanted or any(c.name.startswith(w) for w in wanted)]
 
 
 def _record(

@@ -146,6 +146,11 @@ def metadata_for(schema: str = DEFAULT_SCHEMA) -> MetaData:
             postgresql_where=text("schedule IS NOT NULL AND enabled AND NOT paused"),
         ),
         Index("jobs_paused_idx", "name", postgresql_where=text("paused")),
+        Index(
+            "jobs_limited_idx",
+            "name",
+            postgresql_where=text("max_concurrency IS NOT NULL OR concurrency_key IS NOT NULL"),
+        ),
     )
 
     Table(

@@ -91,6 +91,31 @@ def test_claims_at_the_same_instant_take_different_slots_without_waiting(dsn: st
     assert [slot for _, slot in taken_by_b] == [3, 4]
 
 
+def test_a_claim_passes_over_full_groups_only(conn: Conn) -> None:
+    """A group is full when its running runs hold as many slots as its limit, whichever slots:
+    the claim gives a free slot below the top one, passes over the runs of a full group to the
+    run behind them, and holds a group whose limit was lowered below its running runs."""
+    queued = limited_job(conn, "x.limited", 3, 3)
+    history.add_jobs(conn, ["x.free"], None)
+    behind = conn.execute(
+        "INSERT INTO pgjobs.runs (job, trigger) VALUES ('x.free', 'enqueue') RETURNING id"
+    ).fetchone()
+    assert behind is not None
+    running(conn, "x.limited", 2)
+    running(conn, "x.limited", 3)
+
+    assert claim(conn, 1) == [(queued[0], 1)]  # slot 3 is taken, slot 1 is not: not full
+    assert claim(conn, 1) == [(behind[0], None)]  # full: its runs do not stand in front
+    conn.execute("UPDATE pgjobs.jobs SET max_concurrency = 2 WHERE name = 'x.limited'")
+    assert claim(conn, 2) == []  # three running, two allowed
+    assert queued[1:] == [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM pgjobs.runs WHERE job = 'x.limited' AND status = 'queued' ORDER BY id"
+        )
+    ]
+
+
 def sync_bucket(conn: Conn, job: str, rate: float, burst: float) -> list[tuple[Any, ...]]:
     """The bucket of ``job`` as a worker registering that rate limit leaves it: its shards'
     (shard, rate, burst, tokens)."""

@@ -365,20 +365,34 @@ WITH outcome AS (
       AND (NOT (SELECT h.slots_taken FROM held h)
            OR r.trigger = 'schedule'  -- a tick of a full `skip` job is picked to be skipped
            OR (r.job, coalesce(r.concurrency_key, '')) NOT IN (
-                  SELECT g.job, g.lock_key
-                  FROM (SELECT l.job, l.lock_key, count(*) AS taken
-                        FROM (SELECT l.job, l.lock_key FROM {schema}.run_locks l
-                              UNION ALL
-                              SELECT h.job, coalesce(h.concurrency_key, '') FROM {schema}.runs h
-                              WHERE h.status = 'running' AND h.slot IS NOT NULL) l
-                        GROUP BY l.job, l.lock_key) g
-                  CROSS JOIN LATERAL (SELECT j.max_concurrency, j.overlap, j.concurrency_key
+                  -- Groups whose run lock is taken (a job that forbids overlap; a job that
+                  -- allows it locks only for its `skip` schedules' ticks).
+                  SELECT l.job, l.lock_key
+                  FROM {schema}.run_locks l
+                  CROSS JOIN LATERAL (SELECT j.overlap
                                       FROM {schema}.jobs j
-                                      WHERE j.name = g.job OFFSET 0) j
-                  -- (The run lock of a job that allows overlap is only its `skip` schedules'.)
-                  WHERE g.taken >= coalesce(j.max_concurrency, 1)
-                    AND (j.overlap = 'skip' OR j.max_concurrency IS NOT NULL
-                         OR j.concurrency_key IS NOT NULL)))
+                                      WHERE j.name = l.job OFFSET 0) j
+                  WHERE j.overlap = 'skip'
+                  UNION ALL
+                  -- Concurrency groups with every slot taken. L runs of a group limited to L
+                  -- hold L distinct slots, so one of them holds slot L or above: a group with no
+                  -- running run there has a free slot, and only the others are counted. Each
+                  -- limited job is a probe of the slots' index for its top slots; a limit of 1
+                  -- (one run per key) needs no count.
+                  SELECT t.job, t.lock_key
+                  FROM {schema}.jobs j
+                  CROSS JOIN LATERAL (
+                      SELECT DISTINCT t.job, coalesce(t.concurrency_key, '') AS lock_key
+                      FROM {schema}.runs t
+                      WHERE t.job = j.name AND t.status = 'running' AND t.slot IS NOT NULL
+                        AND t.slot >= coalesce(j.max_concurrency, 1)) t
+                  WHERE (j.max_concurrency IS NOT NULL OR j.concurrency_key IS NOT NULL)
+                    AND (coalesce(j.max_concurrency, 1) = 1
+                         OR (SELECT count(*)
+                             FROM {schema}.runs h
+                             WHERE h.job = t.job AND coalesce(h.concurrency_key, '') = t.lock_key
+                               AND h.status = 'running' AND h.slot IS NOT NULL)
+                            >= j.max_concurrency)))
     ORDER BY r.priority, r.scheduled_for, r.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
