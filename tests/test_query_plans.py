@@ -7,7 +7,8 @@ history, and no statement may cost enough for PostgreSQL to JIT-compile it at ev
 The worker's claim statement and ``lock_due_jobs`` are prepared with their parameters bound as
 the worker binds them, and their plans are read with ``EXPLAIN (FORMAT JSON)`` both as a custom
 plan and as the generic plan PostgreSQL may switch to after a prepared statement's fifth
-execution (psycopg prepares a statement on its fifth execution).
+execution (psycopg prepares a statement on its fifth execution). The statements inside the
+functions those statements call are read with auto_explain, as generic plans.
 """
 
 from __future__ import annotations
@@ -208,6 +209,58 @@ def test_the_workers_other_statements_do_not_read_the_history(
     reads = _history_reads(plan)
     assert not reads, f"{name} (generic plan) reads the history ({reads}):\n{json.dumps(plan)}"
     assert not _jit_compiled(conn, plan), f"{name} (generic plan) is JIT-compiled"
+
+
+def _nested_plans(conn: psycopg.Connection[Any], statement: str) -> list[dict[str, Any]]:
+    """The plans of the statements that ``statement``'s functions run, as the loop's session
+    runs them (generic plans), read with auto_explain at NOTICE level."""
+    plans: list[dict[str, Any]] = []
+
+    def heard(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if text.startswith("duration:") and "{" in text:
+            plans.append(json.loads(text[text.index("{") :])["Plan"])
+
+    conn.add_notice_handler(heard)
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_format = 'json'",
+        "SET auto_explain.log_level = 'notice'",
+        "SET plan_cache_mode = force_generic_plan",
+    ):
+        conn.execute(setting)
+    conn.execute(statement)
+    conn.execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = -1")
+    return plans
+
+
+def test_a_run_ending_reads_the_edges_of_its_own_dependants_only(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # 5,000 runs, each with one blocked dependant: the edges of chains, just enqueued (not yet
+    # analysed: the planner takes every ended run for many edges, and would read them all).
+    conn.execute(
+        "INSERT INTO pgjobs.jobs (name, extension) VALUES ('p-chain', 'p');"
+        "INSERT INTO pgjobs.runs (id, job, trigger, status, blocked_by) OVERRIDING SYSTEM VALUE"
+        " SELECT i, 'p-chain', 'enqueue', CASE WHEN i % 2 = 1 THEN 'succeeded' ELSE 'blocked' END,"
+        "        CASE WHEN i % 2 = 0 THEN 1 END"
+        " FROM generate_series(1, 10000) i;"
+        "INSERT INTO pgjobs.run_dependencies (run_id, depends_on)"
+        " SELECT i + 1, i FROM generate_series(1, 9999, 2) i;"
+        "ANALYZE pgjobs.runs"
+    )
+    plans = _nested_plans(
+        conn,
+        "SELECT pgjobs.release_dependants(ARRAY[1, 3]::bigint[], ARRAY['succeeded', 'failed'])",
+    )
+
+    assert plans, "auto_explain reported no plan"
+    scans = [n for plan in plans for n in _seq_scans_on(plan, "run_dependencies")]
+    assert not scans, f"release_dependants reads every edge: {json.dumps(plans)}"
+    statuses = conn.execute("SELECT id, status FROM pgjobs.runs WHERE id IN (2, 4) ORDER BY id")
+    assert statuses.fetchall() == [(2, "queued"), (4, "cancelled")]
 
 
 # -- the loop's session -------------------------------------------------------------------------
