@@ -314,6 +314,21 @@ WITH outcome AS (
     SET depends_on = t.id
     FROM retried t
     WHERE e.depends_on = t.retry_of
+), handed AS MATERIALIZED (
+    -- Runs that succeeded here start the runs that waited for them and may start now, on this
+    -- worker, within its room: one write from blocked to running (hand_off_dependants); the
+    -- others are queued (the row whose `id` is NULL says how many). Gated as `released` is below.
+    -- The claim below takes the rest of the room from the queue.
+    SELECT h.*
+    FROM (SELECT array_agg(d.id ORDER BY d.id) AS ids
+          FROM done d
+          WHERE d.status = 'succeeded'
+            AND EXISTS (SELECT 1 FROM {schema}.run_dependencies e WHERE e.depends_on = d.id)
+            AND (SELECT e.depends_on FROM {schema}.run_dependencies e
+                 ORDER BY e.depends_on LIMIT 1) IS NOT NULL) w
+    CROSS JOIN LATERAL {schema}.hand_off_dependants(w.ids, %(worker)s, %(queues)s, %(limit)s,
+                                                    %(lease)s) h
+    WHERE w.ids IS NOT NULL
 ), held AS MATERIALIZED (
     -- What may hold queued runs back, read once per statement. Each filter of the queue's walk
     -- below is skipped when its kind of hold exists nowhere, as is usual.
@@ -394,7 +409,7 @@ WITH outcome AS (
                                AND h.status = 'running' AND h.slot IS NOT NULL)
                             >= j.max_concurrency)))
     ORDER BY r.priority, r.scheduled_for, r.id
-    LIMIT %(limit)s
+    LIMIT greatest(0, %(limit)s - (SELECT count(h.id) FROM handed h))
     FOR UPDATE SKIP LOCKED
 ), ranked AS (
     -- Each picked run's job by its key (OFFSET 0 keeps it a probe per run): a generic plan,
@@ -570,14 +585,16 @@ WITH outcome AS (
       AND h.run_id <> k.id
     RETURNING r.id
 ), released AS (
-    -- The runs that ended for good here (recorded without a retry, or skipped) release or
-    -- cancel the runs that wait for them (release_dependants). Gated so that a run nobody waits
-    -- for costs a probe of run_dependencies' index, and a statement where no run waits for any
-    -- other one probe in all: the function is only called for runs that have dependants.
+    -- The runs that ended for good here otherwise than succeeded (recorded without a retry, or
+    -- skipped) release or cancel the runs that wait for them (release_dependants). Gated so that
+    -- a run nobody waits for costs a probe of run_dependencies' index, and a statement where no
+    -- run waits for any other one probe in all: the function is only called for runs that have
+    -- dependants. (A run that waits for one run that succeeded here and one that failed is
+    -- counted down by `handed` and cancelled here, in either order: it never reaches 0.)
     SELECT {schema}.release_dependants(w.ids, w.statuses) AS released
     FROM (SELECT array_agg(x.id ORDER BY x.id) AS ids, array_agg(x.status ORDER BY x.id) AS statuses
           FROM (SELECT d.id, d.status FROM done d
-                WHERE d.id NOT IN (SELECT t.retry_of FROM retried t)
+                WHERE d.status <> 'succeeded' AND d.id NOT IN (SELECT t.retry_of FROM retried t)
                 UNION ALL
                 SELECT s.id, 'skipped' FROM skipped s) x
           WHERE EXISTS (SELECT 1 FROM {schema}.run_dependencies e WHERE e.depends_on = x.id)
@@ -628,7 +645,8 @@ WITH outcome AS (
     SET waiting = v.slots,
         waiting_since = CASE WHEN v.slots > 0 THEN clock_timestamp() END
     FROM (SELECT CASE WHEN %(listening)s
-                      THEN greatest(%(limit)s - (SELECT count(*) FROM started), 0)::integer
+                      THEN greatest(%(limit)s - (SELECT count(*) FROM started)
+                                    - (SELECT count(h.id) FROM handed h), 0)::integer
                       ELSE 0 END AS slots) v
     WHERE w.id = (SELECT x.id FROM {schema}.workers x
                   WHERE x.id = %(worker)s AND x.waiting <> v.slots
@@ -638,6 +656,11 @@ SELECT 'started' AS kind, s.id, s.job, s.trigger, s.scheduled_for, s.attempt, s.
        s.payload, s.parameters, s.started_at, NULL::bigint AS ref, NULL::double precision AS seconds,
        s.limited, s.queue, s.trace_context, s.dependencies
 FROM started s
+UNION ALL
+SELECT 'started', h.id, h.job, h.trigger, h.scheduled_for, h.attempt, h.max_attempts, h.payload,
+       h.parameters, h.started_at, NULL, NULL, false, h.queue, h.trace_context, h.dependencies
+FROM handed h
+WHERE h.id IS NOT NULL
 UNION ALL
 SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL
@@ -653,6 +676,7 @@ UNION ALL
 SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        extract(epoch FROM least(
            (SELECT clock_timestamp() FROM released r WHERE r.released > 0),
+           (SELECT clock_timestamp() FROM handed h WHERE h.released > 0),
            (SELECT j.next_fire_at FROM {schema}.jobs j
             WHERE j.schedule IS NOT NULL AND j.enabled AND NOT j.paused
               AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
