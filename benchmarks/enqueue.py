@@ -15,6 +15,13 @@ The 4-client autocommit case, the headline, also runs in three rounds, each betw
 pgbench -N of the same length on a scratch database of the same server: each round's rate is set
 against the mean of the pgbench runs right before and after it, and the median of the three
 ratios is reported with each round's figures.
+
+The floor of that headline: the same 4 clients, each running a plain prepared ``INSERT`` of one
+queued run through psycopg alone (no pgjobs code on the client; the runs table, its trigger and
+its indexes as for an enqueue), between two runs of pgbench -N, reported as its own ratio and as
+the share of it that ``enqueue_sync`` reaches. What separates the floor from pgbench is the
+Python client and the table; what separates the headline from the floor is pgjobs' client code
+and its enqueue statement.
 """
 
 from __future__ import annotations
@@ -33,7 +40,12 @@ from benchmarks.baseline import CLIENTS, pgbench_beside
 from benchmarks.databases import fresh_database
 from benchmarks.harness import Bench
 from benchmarks.processes import register_jobs
-from benchmarks.queueing import enqueue_autocommit, enqueue_in_transaction, enqueue_many
+from benchmarks.queueing import (
+    enqueue_autocommit,
+    enqueue_in_transaction,
+    enqueue_many,
+    insert_plain,
+)
 
 JOB = "bench-noop"
 WARM_UP = 10  # enqueues per client before timing: connection, catalog caches, prepared plan
@@ -72,6 +84,18 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
                 }
             )
 
+        plain = _plain_floor(bench, dsn, seconds)
+        headline = single[0]["jobs_per_s"]
+        floor = bench.at("enqueue", f"single, {CLIENTS} clients, plain psycopg INSERT", "pgjobs")
+        floor.add("jobs/s", plain["jobs_per_s"], "jobs/s", "rate", note="no pgjobs client code")
+        floor.add("x pgbench beside", plain["ratio"], "x", note=plain["note"])
+        floor.add(
+            "enqueue_sync / plain INSERT",
+            headline / plain["jobs_per_s"],
+            "x",
+            note="the 4-client autocommit headline against this floor",
+        )
+
         with psycopg.connect(dsn, autocommit=True) as conn:
             began = time.perf_counter()
             enqueue_many(conn, JOB, many)
@@ -82,6 +106,7 @@ def run(bench: Bench, peers: object = None) -> dict[str, Any]:
     batch.add("jobs/s", many_rate, "jobs/s", "rate", note="enqueue_many_sync")
     return {
         "single": single,
+        "plain_insert": plain,
         "many": {
             "api": "enqueue_many_sync",
             "jobs": many,
@@ -124,17 +149,33 @@ def _beside_pgbench(bench: Bench, dsn: str, seconds: float) -> tuple[float, dict
     }
 
 
+def _plain_floor(bench: Bench, dsn: str, seconds: float) -> dict[str, Any]:
+    """The 4 clients' rate of plain INSERTs, between two pgbench runs of the same length."""
+    with pgbench_beside(bench) as pgbench:
+        before = pgbench(seconds)
+        jobs, elapsed = enqueue_from_clients(dsn, CLIENTS, seconds, explicit=False, plain=True)
+        after = pgbench(seconds)
+    rate = jobs / elapsed
+    ratio = rate / ((before + after) / 2)
+    note = f"{rate:,.0f} vs {before:,.0f}/{after:,.0f} tps, pgbench -N right before and after"
+    return {"jobs_per_s": rate, "pgbench_before": before, "pgbench_after": after,
+            "ratio": ratio, "note": note}  # fmt: skip
+
+
 def enqueue_from_clients(
-    dsn: str, clients: int, seconds: float, *, explicit: bool
+    dsn: str, clients: int, seconds: float, *, explicit: bool, plain: bool = False
 ) -> tuple[int, float]:
     """``clients`` processes each enqueue one run per transaction for ``seconds``, all starting
-    together, each call in ``BEGIN`` … ``COMMIT`` if ``explicit``; (runs enqueued in all, seconds
-    from the first start to the last finish)."""
+    together, each call in ``BEGIN`` … ``COMMIT`` if ``explicit``, or as a plain INSERT through
+    psycopg alone if ``plain``; (runs enqueued in all, seconds from the first start to the last
+    finish)."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited sockets
     start = context.Barrier(clients)
     results = context.Queue()
     children = [
-        context.Process(target=_client, args=(dsn, seconds, explicit, start, results), daemon=True)
+        context.Process(
+            target=_client, args=(dsn, seconds, explicit, plain, start, results), daemon=True
+        )
         for _ in range(clients)
     ]
     for child in children:
@@ -163,9 +204,14 @@ def _report(results: Queue[Any], children: list[Any], timeout: float) -> tuple[i
     return int(count), float(began), float(ended)
 
 
-def _client(dsn: str, seconds: float, explicit: bool, start: Barrier, results: Queue[Any]) -> None:
+def _client(
+    dsn: str, seconds: float, explicit: bool, plain: bool, start: Barrier, results: Queue[Any]
+) -> None:
     """One client: warm up, wait for the others, then enqueue until ``seconds`` have passed."""
-    enqueue_one = enqueue_in_transaction if explicit else enqueue_autocommit
+    if plain:
+        enqueue_one = insert_plain
+    else:
+        enqueue_one = enqueue_in_transaction if explicit else enqueue_autocommit
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             for _ in range(WARM_UP):

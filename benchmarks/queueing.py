@@ -29,6 +29,16 @@ def enqueue_many(
         pgjobs.enqueue_many_sync(conn, requests)
 
 
+_PLAIN_INSERT = "INSERT INTO pgjobs.runs (job, trigger) VALUES (%s, 'enqueue')"
+
+
+def insert_plain(conn: psycopg.Connection[Any], job: str) -> None:
+    """The floor of a single enqueue from Python: a plain ``INSERT`` of one queued run (the runs
+    table's trigger and indexes included) through psycopg alone, prepared, on an autocommit
+    connection; no pgjobs code on the client."""
+    conn.execute(_PLAIN_INSERT, (job,), prepare=True)
+
+
 def enqueue_in_transaction(conn: psycopg.Connection[Any], job: str) -> None:
     """``enqueue_sync`` of one run of ``job`` between ``BEGIN`` and ``COMMIT``."""
     with conn.transaction():

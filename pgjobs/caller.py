@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import tuple_row
 
 from pgjobs.errors import ConfigError
@@ -106,6 +107,13 @@ async def async_connection(conn: object, api: Api) -> psycopg.AsyncConnection[An
     )
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the statement returned rows (a look at the result's status: ``description``
+    would build a column object per column for nothing, on every enqueue)."""
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
 def drive_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
     """Run ``plan``'s statements on ``conn`` and return its result."""
     try:
@@ -114,7 +122,7 @@ def drive_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
             try:
                 with conn.cursor(row_factory=tuple_row) as cur:
                     cur.execute(query, params)
-                    rows = cur.fetchall() if cur.description is not None else []
+                    rows = cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as err:
                 query, params = plan.throw(err)
             else:
@@ -132,7 +140,7 @@ async def drive_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
             try:
                 async with conn.cursor(row_factory=tuple_row) as cur:
                     await cur.execute(query, params)
-                    rows = await cur.fetchall() if cur.description is not None else []
+                    rows = await cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as err:
                 query, params = plan.throw(err)
             else:

@@ -299,6 +299,20 @@ class _Prepared:
             document += f',"trace_context":{self.trace_context}'
         return {"requests": document + "}"}
 
+    def one_params(self) -> dict[str, Any]:
+        """``enqueue_one``'s parameters: the one request's values, each a parameter of its own."""
+        return {
+            "job": self.jobs[0],
+            "payload": self.payloads[0],
+            "parameters": self.parameters[0],
+            "run_at": self.run_ats[0],
+            "priority": self.priorities[0],
+            "queue": self.queues[0],
+            "concurrency_key": self.concurrency_keys[0],
+            "computed_key": self.computed_keys[0],
+            "trace_context": self.trace_context,
+        }
+
 
 _PREPARED_COLUMNS = tuple(f.name for f in fields(_Prepared) if f.name != "trace_context")
 
@@ -709,8 +723,18 @@ def _plan_graph(prepared: _Prepared, graph: _Graph, queries: Queries) -> Plan[li
 
 
 def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
-    """``enqueue_runs``, again for the requests whose dedup_key it could not resolve."""
+    """``enqueue_runs``, again for the requests whose dedup_key it could not resolve; for one
+    request without a dedup_key, ``enqueue_one``."""
     count = len(prepared.jobs)
+    if count == 1 and prepared.dedup_keys[0] is None:
+        params = prepared.one_params()
+        rows = yield queries["enqueue_one"], params
+        if not rows:
+            refusal = {"job": params["job"], "payload": params["payload"]}
+            why = yield queries["enqueue_one_refused"], refusal
+            yield from _refuse(why, queries)
+            raise PgJobsError(f"enqueue of {prepared.jobs[0]!r} inserted no run")
+        return [rows[0][1]]
     ids: list[int | None] = [None] * count
     pending = list(range(count))
     for _ in range(_DEDUP_ROUNDS):
@@ -718,13 +742,7 @@ def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
             break
         batch = prepared.subset(pending)
         rows = yield queries["enqueue_runs"], batch.params()
-        unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
-        if unknown:
-            names = yield queries["job_names"], {}
-            raise unknown_job_error(unknown[0], [name for (name,) in names])
-        refused = sorted((kind, job, key) for kind, _, job, key in rows if kind in _REFUSALS)
-        if refused:
-            raise _REFUSALS[refused[0][0]](*refused[0][1:])
+        yield from _refuse(rows, queries)
         plain = sorted(
             run_id for kind, run_id, _, key in rows if kind == "inserted" and key is None
         )
@@ -768,6 +786,18 @@ def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
             f"{prepared.dedup_keys[index]!r}: its queued run kept changing state"
         )
     return [run_id for run_id in ids if run_id is not None]
+
+
+def _refuse(rows: list[Row], queries: Queries) -> Plan[None]:
+    """Raise what ``enqueue_runs`` or ``enqueue_one`` refused, if anything: an unknown job (named
+    with the nearest known one, read only then), or a concurrency key it cannot take."""
+    unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
+    if unknown:
+        names = yield queries["job_names"], {}
+        raise unknown_job_error(unknown[0], [name for (name,) in names])
+    refused = sorted((kind, job, key) for kind, _, job, key in rows if kind in _REFUSALS)
+    if refused:
+        raise _REFUSALS[refused[0][0]](*refused[0][1:])
 
 
 _REFUSALS: dict[str, Callable[[str, str], ConfigError]] = {

@@ -240,6 +240,7 @@ def test_the_enqueue_statement_is_short_enough_for_psycopg_to_keep_its_parse() -
 
     longest_schema = "s" * 63
     assert len(Queries(longest_schema)["enqueue_runs"]) <= 4096
+    assert len(Queries(longest_schema)["enqueue_one"]) <= 4096
 
 
 # -- dedup keys ---------------------------------------------------------------------------------
