@@ -146,3 +146,21 @@ def test_hand_off_counts_down_a_run_of_two_dependencies_once_per_end(conn: Conn)
     assert statement(conn, 5, finished=(a,)) == []
     assert state(conn, joined)[0] == "blocked"
     assert [run for run, _ in statement(conn, 5, finished=(b,))] == [joined]
+
+
+def test_a_handed_off_run_whose_reply_was_lost_goes_back_to_the_queue(
+    conn: Conn, chain: tuple[int, int]
+) -> None:
+    # The statement committed, its reply never reached the worker: the worker's next heartbeat
+    # finds a run it does not hold, claimed since it registered, and queues it again.
+    first, second = chain
+    since = conn.execute("SELECT now() - interval '1 minute'").fetchone()
+    assert since is not None
+    statement(conn, 1, finished=(first,))
+    query = history.queries()["heartbeat"]
+    values = {"worker": history.WORKER, "ttl": 30.0, "lease": 30.0, "held": [], "since": since[0]}
+    rows = conn.execute(query, history.worker_params(query, values)).fetchall()
+
+    assert rows[0][-1] == 1  # handed back
+    status = conn.execute("SELECT status, attempt FROM pgjobs.runs WHERE id = %s", [second])
+    assert status.fetchone() == ("queued", 1)
