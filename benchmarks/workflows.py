@@ -6,10 +6,10 @@ Chains: N = 20,000 runs of the no-op job (quick: 500) arranged as 200 chains of 
 drained by W = 2 worker processes of concurrency C = 10 (the drain measure's ``W=2 C=10``), each
 drain in a fresh database. At most one run of a chain can run at a time, so 200 chains keep far
 more runs queued than the 20 slots take: what the chains cost is the work of the queue (the
-edges, the release of each next run by the statement that records its predecessor's end, the
-workers' load of ``ctx.dependencies``), not a lack of runnable runs. 3 pairs (quick: 1), the
-pair's order alternating; reported are the median rate of each side and the median of the pairs'
-ratios (chains / independent) with the target (>= 0.7). The rate is N divided by the first
+edges, the release or hand-off of each next run by the statement that records its predecessor's
+end, the workers' load of ``ctx.dependencies``), not a lack of runnable runs. 3 pairs (quick:
+1), the pair's order alternating; reported are the median rate of each side and the median of the
+pairs' ratios (chains / independent) with the target (>= 0.7). The rate is N divided by the first
 ``started_at`` to the last ``finished_at``, read from ``pgjobs.runs``.
 
 Fan-in: 10,000 runs (quick: 500) and one run ``after`` all of them, enqueued in one
