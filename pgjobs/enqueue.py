@@ -727,14 +727,10 @@ def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
     request without a dedup_key, ``enqueue_one``."""
     count = len(prepared.jobs)
     if count == 1 and prepared.dedup_keys[0] is None:
-        params = prepared.one_params()
-        rows = yield queries["enqueue_one"], params
-        if not rows:
-            refusal = {"job": params["job"], "payload": params["payload"]}
-            why = yield queries["enqueue_one_refused"], refusal
-            yield from _refuse(why, queries)
-            raise PgJobsError(f"enqueue of {prepared.jobs[0]!r} inserted no run")
-        return [rows[0][1]]
+        rows = yield queries["enqueue_one"], prepared.one_params()
+        if rows:
+            return [rows[0][1]]
+        # Nothing inserted: the job is unknown or its key refused. enqueue_runs says which.
     ids: list[int | None] = [None] * count
     pending = list(range(count))
     for _ in range(_DEDUP_ROUNDS):
@@ -742,7 +738,13 @@ def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
             break
         batch = prepared.subset(pending)
         rows = yield queries["enqueue_runs"], batch.params()
-        yield from _refuse(rows, queries)
+        unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
+        if unknown:
+            names = yield queries["job_names"], {}
+            raise unknown_job_error(unknown[0], [name for (name,) in names])
+        refused = sorted((kind, job, key) for kind, _, job, key in rows if kind in _REFUSALS)
+        if refused:
+            raise _REFUSALS[refused[0][0]](*refused[0][1:])
         plain = sorted(
             run_id for kind, run_id, _, key in rows if kind == "inserted" and key is None
         )
@@ -786,18 +788,6 @@ def _plan_runs(prepared: _Prepared, queries: Queries) -> Plan[list[int]]:
             f"{prepared.dedup_keys[index]!r}: its queued run kept changing state"
         )
     return [run_id for run_id in ids if run_id is not None]
-
-
-def _refuse(rows: list[Row], queries: Queries) -> Plan[None]:
-    """Raise what ``enqueue_runs`` or ``enqueue_one`` refused, if anything: an unknown job (named
-    with the nearest known one, read only then), or a concurrency key it cannot take."""
-    unknown = [job for kind, _, job, _ in rows if kind == "unknown"]
-    if unknown:
-        names = yield queries["job_names"], {}
-        raise unknown_job_error(unknown[0], [name for (name,) in names])
-    refused = sorted((kind, job, key) for kind, _, job, key in rows if kind in _REFUSALS)
-    if refused:
-        raise _REFUSALS[refused[0][0]](*refused[0][1:])
 
 
 _REFUSALS: dict[str, Callable[[str, str], ConfigError]] = {

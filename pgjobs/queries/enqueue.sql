@@ -118,8 +118,9 @@ SELECT DISTINCT q.refused, NULL::bigint, q.job, q.key_field FROM request q WHERE
 -- One request without a dedup_key (a single enqueue): the run enqueue_runs would insert for it,
 -- its values bound one parameter each instead of the batch's JSON columns, with no ON CONFLICT
 -- (only a dedup_key needs one) and no look for refusals (a third of the server's time per single
--- enqueue). No row: the job is unknown or its concurrency key cannot be taken, and
--- enqueue_one_refused says which. It is short: psycopg keeps its parse with these lines in it.
+-- enqueue). No row: the job is unknown or its concurrency key cannot be taken, and the caller
+-- sends the request through enqueue_runs, which says which (or inserts it, if the job's row
+-- changed in between). It is short: psycopg keeps its parse with these lines in it.
 INSERT INTO {schema}.runs AS runs
     (job, trigger, scheduled_for, payload, parameters, priority, queue, max_attempts,
      concurrency_key, trace_context)
@@ -142,17 +143,6 @@ WHERE j.name = %(job)s
                ELSE coalesce(octet_length(%(payload)s::jsonb ->> j.concurrency_key), 0) <= 512
           END)
 RETURNING 'inserted' AS kind, runs.id, runs.job, runs.dedup_key;
-
--- name: enqueue_one_refused
--- Why enqueue_one inserted nothing, as enqueue_runs says it: 'unknown' (no such job), 'keyless'
--- (its key is computed in code, and no key came) or 'long key' (the payload field that is its
--- key holds more than 512 bytes).
-SELECT CASE WHEN j.name IS NULL THEN 'unknown'
-            WHEN j.concurrency_key LIKE 'callable:%%' THEN 'keyless'
-            WHEN octet_length(%(payload)s::jsonb ->> j.concurrency_key) > 512 THEN 'long key'
-       END AS kind, NULL::bigint AS id, r.job, j.concurrency_key
-FROM (SELECT %(job)s::text AS job) r
-LEFT JOIN {schema}.jobs j ON j.name = r.job;
 
 -- name: enqueue_graph
 WITH request AS (
