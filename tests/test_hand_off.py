@@ -5,6 +5,8 @@ they are queued for any worker, as before. Asserted on what the statement return
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -164,3 +166,50 @@ def test_a_handed_off_run_whose_reply_was_lost_goes_back_to_the_queue(
     assert rows[0][-1] == 1  # handed back
     status = conn.execute("SELECT status, attempt FROM pgjobs.runs WHERE id = %s", [second])
     assert status.fetchone() == ("queued", 1)
+
+
+def test_two_ends_at_the_same_instant_start_their_common_dependant_once(
+    dsn: str, conn: Conn
+) -> None:
+    # Two workers record the two dependencies' ends at one instant, each with room: the second
+    # to count the dependant down waits for the first's row lock and re-reads it. It starts the
+    # dependant if its snapshot already saw it reach 0, and queues it otherwise (both snapshots
+    # saw the other end still open): never twice, never lost.
+    history.add_jobs(conn, [JOB], None)
+    rounds = 15
+    graphs = []
+    for _ in range(rounds):
+        graphs.append(
+            enqueue_many_sync(
+                conn,
+                [
+                    EnqueueRequest(JOB, key="x"),
+                    EnqueueRequest(JOB, key="y"),
+                    EnqueueRequest(JOB, key="z", after=["x", "y"]),
+                ],
+            )
+        )
+    assert sorted(run for run, _ in statement(conn, 2 * rounds)) == sorted(
+        i for x, y, _ in graphs for i in (x, y)
+    )
+
+    def end(run: int, barrier: threading.Barrier) -> list[int]:
+        with psycopg.connect(dsn, autocommit=True) as own:
+            own.execute("SELECT 1")
+            barrier.wait(timeout=10)
+            return [started for started, _ in statement(own, 2, finished=(run,))]
+
+    starts: list[int] = []
+    with ThreadPoolExecutor(2) as pool:
+        for x, y, _ in graphs:
+            barrier = threading.Barrier(2)
+            for started in pool.map(end, [x, y], [barrier, barrier]):
+                starts.extend(started)
+
+    dependants = [z for _, _, z in graphs]
+    assert len(starts) == len(set(starts))  # none started twice
+    queued = [z for z in dependants if state(conn, z)[0] == "queued"]
+    assert sorted(starts + queued) == dependants
+    for z in starts:
+        assert state(conn, z) == ("running", history.WORKER, True)
+    assert sorted(run for run, _ in statement(conn, rounds)) == queued  # a claim takes the rest
