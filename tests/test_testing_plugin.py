@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -23,7 +24,7 @@ import pytest
 import pgjobs
 from pgjobs import Extension, Job, JobContext, JobResult, RetryBackoff
 from pgjobs import pytest_plugin as plugin
-from pgjobs.errors import ConfigError, LockHeldError, PgJobsError, UnknownJobError
+from pgjobs.errors import ConfigError, LockHeldError, PayloadError, PgJobsError, UnknownJobError
 from pgjobs.testing import Databases, JobHarness
 from tests.workers import ROOT, scalar
 
@@ -137,6 +138,24 @@ class Hostile(Job):
         raise ValueError("bad\x00byte " + "x" * 1000)
 
 
+@dataclass
+class Order:
+    id: int
+    item: str
+    quantity: int = 1
+
+
+class Ship(Job[Order]):
+    """A job with a typed payload: ctx.payload is an Order."""
+
+    name = "testing-ship"
+
+    async def execute(self, ctx: JobContext[Order]) -> JobResult:
+        order = ctx.payload
+        assert isinstance(order, Order)
+        return JobResult.success(f"shipped {order.quantity} x {order.item} for order {order.id}")
+
+
 JOBS: list[type[Job]] = [
     Greet,
     CountSync,
@@ -147,6 +166,7 @@ JOBS: list[type[Job]] = [
     Sleepy,
     Holder,
     Hostile,
+    Ship,
 ]
 
 
@@ -192,6 +212,19 @@ def test_loading_the_plugin_starts_nothing(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_the_plugin_is_turned_off_with_p_no_pgjobs(pytester: pytest.Pytester) -> None:
+    """The README's opt-out: with ``-p no:pgjobs`` no pgjobs fixture exists."""
+    pytester.makepyfile(
+        """
+        def test_asks_for_a_database(pgjobs_dsn):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:pgjobs")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'pgjobs_dsn' not found*"])
 
 
 def test_the_options_are_in_the_help(pytester: pytest.Pytester) -> None:
@@ -539,6 +572,40 @@ def test_assert_enqueued_matches_a_part_of_the_payload_and_counts(
         pgjobs_harness.assert_enqueued(Greet, {"who": "cy"})
     assert "with a payload containing {'who': 'cy'}" in str(failure.value)
     assert "payload {'who': 'bob', 'lang': 'en'}) queued" in str(failure.value)
+
+
+def test_enqueued_runs_are_the_applications_enqueues_oldest_first_whatever_became_of_them(
+    pgjobs_harness: JobHarness, pgjobs_conn: psycopg.Connection[Any]
+) -> None:
+    first = pgjobs.enqueue_sync(pgjobs_conn, Flaky, {"n": 1})
+    second = pgjobs.enqueue_sync(pgjobs_conn, Greet, {"who": "ada"})
+    pgjobs_harness.run_job(Greet, {"who": "manual"})
+
+    pgjobs_harness.drain()  # Flaky's first attempt fails, its retry (not an enqueue) succeeds
+
+    assert [r.id for r in pgjobs_harness.enqueued_runs()] == [first, second]
+    assert [r.status for r in pgjobs_harness.enqueued_runs()] == ["failed", "succeeded"]
+    assert [r.id for r in pgjobs_harness.enqueued_runs(Greet)] == [second]
+    assert pgjobs_harness.enqueued_runs(Flaky, status="succeeded") == []
+    retries = [r for r in pgjobs_harness.runs(Flaky) if r.trigger == "retry"]
+    assert [r.status for r in retries] == ["succeeded"]
+
+
+def test_a_typed_job_is_run_enqueued_and_found_by_its_payload_object(
+    pgjobs_harness: JobHarness, pgjobs_conn: psycopg.Connection[Any]
+) -> None:
+    run = pgjobs_harness.run_job(Ship, payload=Order(id=7, item="tea", quantity=2))
+    assert (run.status, run.message) == ("succeeded", "shipped 2 x tea for order 7")
+    assert run.payload == {"id": 7, "item": "tea", "quantity": 2}, "stored as its JSON object"
+
+    pgjobs.enqueue_sync(pgjobs_conn, Ship, Order(id=8, item="cups"))
+    found = pgjobs_harness.assert_enqueued(Ship, Order(id=8, item="cups"), count=1)
+    assert found[0].payload == {"id": 8, "item": "cups", "quantity": 1}
+    pgjobs_harness.assert_not_enqueued(Ship, Order(id=7, item="tea", quantity=2))
+
+    with pytest.raises(PayloadError, match=r"testing-ship.*item"):
+        pgjobs_harness.run_job(Ship, payload={"id": 9})
+    assert len(pgjobs_harness.runs(Ship)) == 2, "a refused payload stores no run"
 
 
 def test_application_code_can_enqueue_once_the_harness_is_set_up(
