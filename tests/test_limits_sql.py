@@ -70,10 +70,33 @@ def test_the_second_look_drops_a_slot_a_claim_committed_since(conn: Conn) -> Non
     running(conn, "x.limited", 3)
 
     unheld = conn.execute(
+        "SELECT run_id, run_slot FROM pgjobs.unheld_slots(%s, %s, %s, %s)",
+        [[first, second], [3, 4], ["x.limited"] * 2, ["", ""]],
+    ).fetchall()
+    assert unheld == [(second, 4)]
+
+    # The form of revision 0006, which looks each run's group up, for the workers of a release
+    # before 0019 during a rolling upgrade.
+    unheld = conn.execute(
         "SELECT run_id, run_slot FROM pgjobs.unheld_slots(%s, %s)", [[first, second], [3, 4]]
     ).fetchall()
-
     assert unheld == [(second, 4)]
+
+
+def test_the_second_look_tells_the_keys_of_a_job_apart(conn: Conn) -> None:
+    limited_job(conn, "x.keyed", 1, 0)
+    conn.execute("UPDATE pgjobs.jobs SET concurrency_key = 'tenant' WHERE name = 'x.keyed'")
+    conn.execute(
+        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at, slot,"
+        " concurrency_key) VALUES ('x.keyed', 'enqueue', 'running', 'w-other', now(), 1, 'a')"
+    )
+
+    unheld = conn.execute(
+        "SELECT run_id, run_slot FROM pgjobs.unheld_slots(%s, %s, %s, %s)",
+        [[101, 102], [1, 1], ["x.keyed"] * 2, ["a", "b"]],
+    ).fetchall()
+
+    assert unheld == [(102, 1)], "key a's slot 1 is held, key b's is not"
 
 
 def test_claims_at_the_same_instant_take_different_slots_without_waiting(dsn: str) -> None:

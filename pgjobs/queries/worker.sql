@@ -336,9 +336,15 @@ WITH outcome AS (
     -- A first row in index order, not EXISTS: EXISTS expects its first row at once and may scan
     -- the whole table for it (10,000 jobs, none paused; run_locks after a minute of ticks, all
     -- dead); the partial or primary index answers with a probe whatever the statistics say.
+    --
+    -- `holds`: a job or a queue is paused, or a rate bucket is empty (every bucket that has a
+    -- token is no reason to pass a run over: a bucket far above the drain's rate costs the walk
+    -- nothing). `rates`: a rate bucket exists (a run of a queue with one needs its token).
     SELECT (SELECT j.name FROM {schema}.jobs j WHERE j.paused ORDER BY j.name LIMIT 1) IS NOT NULL
                OR EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.paused)
-               OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS pauses_or_rates,
+               OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b
+                          WHERE {schema}.rate_bucket_level(b) < 1) AS holds,
+           EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS rates,
            (SELECT l.job FROM {schema}.run_locks l ORDER BY l.job, l.lock_key, l.slot LIMIT 1)
                IS NOT NULL
                OR (SELECT h.job FROM {schema}.runs h
@@ -366,7 +372,7 @@ WITH outcome AS (
       AND r.queue = ANY (%(queues)s)
       AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
                   WHERE wj.worker_id = %(worker)s AND wj.job = r.job OFFSET 0)
-      AND (NOT (SELECT h.pauses_or_rates FROM held h)
+      AND (NOT (SELECT h.holds FROM held h)
            OR (r.job NOT IN (
                    SELECT j.name FROM {schema}.jobs j WHERE j.paused
                    UNION ALL
@@ -422,7 +428,7 @@ WITH outcome AS (
     SELECT p.id, p.job, p.trigger, p.queue, coalesce(p.concurrency_key, '') AS lock_key, j.misfire,
            j.overlap = 'skip' AS skip, j.slots, j.overlap = 'skip' AND j.slots IS NULL AS single,
            j.rated
-               OR ((SELECT h.pauses_or_rates FROM held h)
+               OR ((SELECT h.rates FROM held h)
                    AND p.queue IN (SELECT b.name FROM {schema}.rate_buckets b
                                    WHERE b.scope = 'queue')) AS rated,
            row_number() OVER (PARTITION BY p.job ORDER BY p.priority, p.scheduled_for, p.id) AS rn
@@ -461,7 +467,7 @@ WITH outcome AS (
     -- free ones instead of waiting for the other to commit and then finding them gone. (Only
     -- the slots the LIMIT reads are tried, in order, and only once the snapshot says they are
     -- free: the CASE keeps that order.) `fresh`: a slot of the second kind.
-    SELECT x.id, x.slot, x.n > cardinality(f.mine) AS fresh
+    SELECT x.id, x.slot, x.n > cardinality(f.mine) AS fresh, g.job, g.lock_key
     FROM slot_groups g
     LEFT JOIN mine m ON m.job = g.job AND m.lock_key = g.lock_key
     CROSS JOIN LATERAL (
@@ -487,9 +493,12 @@ WITH outcome AS (
     SELECT o.id, o.slot FROM offered o WHERE NOT o.fresh
     UNION ALL
     SELECT u.run_id, u.run_slot
-    FROM {schema}.unheld_slots(ARRAY(SELECT o.id FROM offered o WHERE o.fresh ORDER BY o.id),
-                               ARRAY(SELECT o.slot FROM offered o WHERE o.fresh ORDER BY o.id)) u
-    WHERE EXISTS (SELECT 1 FROM offered o WHERE o.fresh)
+    FROM (SELECT array_agg(o.id ORDER BY o.id) AS ids, array_agg(o.slot ORDER BY o.id) AS slots,
+                 array_agg(o.job ORDER BY o.id) AS jobs,
+                 array_agg(o.lock_key ORDER BY o.id) AS lock_keys
+          FROM offered o WHERE o.fresh) f
+    CROSS JOIN LATERAL {schema}.unheld_slots(f.ids, f.slots, f.jobs, f.lock_keys) u
+    WHERE f.ids IS NOT NULL
 ), rated AS MATERIALIZED (
     -- The runs whose job or queue has a rate limit and that have their slot, or need none, in
     -- claim order within their job: each starts with a token of each bucket of its job and its
@@ -702,7 +711,7 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            (SELECT now() + make_interval(secs => min(e.next_in))
             FROM (SELECT min((1 - {schema}.rate_bucket_level(b)) / b.rate) AS next_in
                   FROM {schema}.rate_buckets b
-                  WHERE (SELECT h.pauses_or_rates FROM held h)
+                  WHERE (SELECT h.holds FROM held h)
                     AND CASE b.scope
                         WHEN 'queue' THEN b.name = ANY (%(queues)s)
                         ELSE EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
