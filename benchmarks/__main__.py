@@ -23,6 +23,7 @@ import psycopg
 
 from benchmarks import (
     baseline,
+    cli,
     databases,
     drain,
     enqueue,
@@ -51,6 +52,7 @@ MEASURES: dict[str, Measure] = {
     "limits": limits.run,
     "workflows": workflows.run,
     "latency": latency.run,
+    "cli": cli.run,
 }
 ALIASES = {"schedule_lag": "lag", "schedule-lag": "lag"}
 SHARED_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end: ``python -m benchmarks --quick --only drain,enqueue`` (and
-``--only limits``, ``--only workflows``, ``--only latency``) against the test server prints its
-table and writes its JSON; without a DSN it makes a throwaway cluster of its own; the soak's cold
-start runs a few seconds. Figures are not judged here."""
+``--only limits``, ``--only workflows``, ``--only latency``, ``--only cli``) against the test
+server prints its table and writes its JSON; without a DSN it makes a throwaway cluster of its
+own; the soak's cold start runs a few seconds. Figures are not judged here."""
 
 from __future__ import annotations
 
@@ -174,3 +174,18 @@ def test_the_latency_measure_times_worker_starts_and_enqueues_into_an_idle_worke
                 f"  {case}  " in row and "  pgjobs  " in row and f"  {metric}  " in row
                 for row in rows
             ), stdout
+
+
+def test_the_cli_measure_sets_jobs_status_against_the_floor_of_its_imports(
+    pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    stdout, results = quick_run(pg_admin_dsn, tmp_path / "bench.json", "cli")
+
+    cli = results["measures"]["cli"]
+    times = cli["milliseconds"]
+    assert 0 < times["python -c pass"] < times["import click, psycopg"]
+    assert times["import click, psycopg"] < times["pgjobs jobs status"]
+    assert [len(r) for r in cli["rounds"].values()] == [1, 1, 1]
+    rows = [line for line in stdout.splitlines() if line.startswith("cli ")]
+    for metric in ("wall time", "import click, psycopg", "floor / command"):
+        assert any(f"  {metric}  " in row for row in rows), stdout
