@@ -8,6 +8,7 @@ include what autovacuum costs and saves. ``--dsn`` runs on an existing server in
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
 import sys
@@ -121,6 +122,9 @@ def run(args: argparse.Namespace, admin_dsn: str, server: str) -> int:
 
     _say(f"pgjobs benchmarks{' (quick)' if args.quick else ''}: {', '.join(args.measures)}")
     _say(f"worker logs: {log_dir}")
+    # As installing a wheel does: the processes the measures start read bytecode, even where the
+    # environment forbids writing it (PYTHONDONTWRITEBYTECODE) and pgjobs is an editable install.
+    compileall.compile_dir(str(ROOT / "pgjobs"), quiet=1)
     for name in databases.drop_stale_databases(admin_dsn):
         _say(f"dropped {name}, left behind by an earlier run")
 

@@ -11,14 +11,12 @@ Each round times, taking turns, ``ROUNDS`` (quick: 1) x ``TIMES`` (quick: 4) run
 
 Reported: the median of each round (the first two runs of a round warm the page cache and are
 left out), the median of the rounds, and the share of the command's time that the floor is.
-The package's modules are compiled to bytecode first, as an install from a wheel does; the
-environment may forbid writing bytecode (``PYTHONDONTWRITEBYTECODE``), which would otherwise
-make every run compile them again.
+The package's modules are compiled to bytecode before any measure runs
+(``benchmarks/__main__.py``), as an install from a wheel does.
 """
 
 from __future__ import annotations
 
-import compileall
 import os
 import statistics
 import subprocess
@@ -47,7 +45,6 @@ COMMANDS = {
 def run(bench: Bench, peers: object = None) -> dict[str, Any]:
     rounds = bench.pick(ROUNDS, 1)
     times = bench.pick(TIMES, WARM + 2)
-    compileall.compile_dir(str(ROOT / "pgjobs"), quiet=1)
     with fresh_database(bench.admin_dsn, "cli") as dsn:
         _seed(dsn)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGJOBS_")}
