@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -56,10 +57,30 @@ def available() -> str | None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port of 127.0.0.1 that is free now, for a server about to be started on it.
+
+    Drawn below the kernel's range of ephemeral ports, so that no outgoing connection (a client
+    of another server) is given it as its local port before the server binds it, and never the
+    same twice in one process (a cluster asks for several before starting anything)."""
+    for _ in range(1000):
+        port = _PORTS.randrange(*FREE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port of 127.0.0.1 in {FREE_PORTS[0]}-{FREE_PORTS[1] - 1}")
+
+
+FREE_PORTS = (20000, 32000)
+"""Where :func:`free_port` draws from: below Linux's default ephemeral range (32768-60999)."""
+
+_PORTS = random.SystemRandom()
+_handed_out: set[int] = set()
 
 
 class PgCluster:

@@ -216,6 +216,7 @@ def test_every_tick_runs_once_or_is_dropped_by_the_policy(
     now = first + timedelta(seconds=seconds)
     watermark = first
     run: list[datetime] = []
+    missed_runs: list[datetime] = []  # the runs of ticks older than the grace of their plan
     drops: list[tuple[datetime, datetime]] = []  # (a tick passed over, that plan's grace start)
     calls = 0
     while watermark <= now:
@@ -243,18 +244,40 @@ def test_every_tick_runs_once_or_is_dropped_by_the_policy(
                 assert age > scaled_grace(cron, dropped), f"latest tick {dropped} dropped"
             drops.append((dropped, now - timedelta(seconds=grace_seconds)))
         run += ticks
+        missed_runs += [t for t in ticks if now - t > timedelta(seconds=grace_seconds)]
         watermark = result.next_fire_at
         if calls <= 3:
             now += timedelta(seconds=data.draw(st.floats(0, interval), label="advance"))
     assert run == sorted(set(run))  # no tick twice
     for dropped, grace_start in drops:
-        # Missed ticks run after it, in that plan or the next ones (a full plan stops early).
-        later = sum(dropped < t < grace_start for t in run)
+        # Missed ticks run after it, in that plan or the next ones (a full plan stops early):
+        # ticks already missed when it was dropped, or missed by the time a later plan ran them
+        # (with now advancing, a plan that stopped early may leave a kept tick to a plan for which
+        # newer ticks are missed too, and that plan keeps the newest).
+        later = sum(dropped < t and (t < grace_start or t in missed_runs) for t in run)
         if policy == "coalesce":
             assert later >= 1, f"{dropped} dropped with no later missed run"
         elif policy == "backfill":
             assert later >= cap, f"{dropped} dropped with fewer than {cap} later missed runs"
     assert watermark == cron.next_after(now)
+
+
+def test_a_tick_a_stopped_plan_kept_for_backfill_gives_way_to_newer_missed_ones() -> None:
+    """Hypothesis's find: ``backfill`` with a cap of 2, plans of one tick. The first plan keeps
+    the two latest missed ticks (02:42, 02:49), runs 02:42 and stops. 6 s later, 02:56 and 03:00
+    are missed too, and the next plan keeps those two: 02:49 is dropped, and the backlog still
+    runs at least two missed ticks after every tick it dropped."""
+    cron = CronSchedule.parse("*/7 * * * * *", "UTC")  # seconds 0, 7, ... 56 of each minute
+    first = datetime(2026, 1, 5, 0, 0, 7, tzinfo=UTC)
+    now = first + timedelta(seconds=218.75)  # 00:03:45.75; the grace, 50.75 s, from 00:02:55
+    one = plan(cron, first, now, "backfill", grace=50.75, cap=2, max_ticks=1)
+    assert [t.strftime("%M:%S") for t in one.ticks] == ["02:42"]
+    assert one.next_fire_at.strftime("%M:%S") == "02:49"
+
+    later = now + timedelta(seconds=6)
+    two = plan(cron, one.next_fire_at, later, "backfill", grace=50.75, cap=2, max_ticks=1)
+    assert [t.strftime("%M:%S") for t in two.ticks] == ["02:56"]
+    assert two.next_fire_at.strftime("%M:%S") == "03:00"
 
 
 # --- through a worker and the database --------------------------------------------------------
