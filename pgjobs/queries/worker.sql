@@ -314,21 +314,6 @@ WITH outcome AS (
     SET depends_on = t.id
     FROM retried t
     WHERE e.depends_on = t.retry_of
-), handed AS MATERIALIZED (
-    -- Runs that succeeded here start the runs that waited for them and may start now, on this
-    -- worker, within its room: one write from blocked to running (hand_off_dependants); the
-    -- others are queued (the row whose `id` is NULL says how many). Gated as `released` is below.
-    -- The claim below takes the rest of the room from the queue.
-    SELECT h.*
-    FROM (SELECT array_agg(d.id ORDER BY d.id) AS ids
-          FROM done d
-          WHERE d.status = 'succeeded'
-            AND EXISTS (SELECT 1 FROM {schema}.run_dependencies e WHERE e.depends_on = d.id)
-            AND (SELECT e.depends_on FROM {schema}.run_dependencies e
-                 ORDER BY e.depends_on LIMIT 1) IS NOT NULL) w
-    CROSS JOIN LATERAL {schema}.hand_off_dependants(w.ids, %(worker)s, %(queues)s, %(limit)s,
-                                                    %(lease)s) h
-    WHERE w.ids IS NOT NULL
 ), held AS MATERIALIZED (
     -- What may hold queued runs back, read once per statement. Each filter of the queue's walk
     -- below is skipped when its kind of hold exists nowhere, as is usual.
@@ -340,17 +325,35 @@ WITH outcome AS (
     -- `holds`: a job or a queue is paused, or a rate bucket is empty (every bucket that has a
     -- token is no reason to pass a run over: a bucket far above the drain's rate costs the walk
     -- nothing). `rates`: a rate bucket exists (a run of a queue with one needs its token).
+    -- `waits`: some run waits for another (workflows): the runs that ended here look for
+    -- dependants only then.
     SELECT (SELECT j.name FROM {schema}.jobs j WHERE j.paused ORDER BY j.name LIMIT 1) IS NOT NULL
                OR EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.paused)
                OR EXISTS (SELECT 1 FROM {schema}.rate_buckets b
                           WHERE {schema}.rate_bucket_level(b) < 1) AS holds,
            EXISTS (SELECT 1 FROM {schema}.rate_buckets b) AS rates,
+           (SELECT e.depends_on FROM {schema}.run_dependencies e ORDER BY e.depends_on LIMIT 1)
+               IS NOT NULL AS waits,
            (SELECT l.job FROM {schema}.run_locks l ORDER BY l.job, l.lock_key, l.slot LIMIT 1)
                IS NOT NULL
                OR (SELECT h.job FROM {schema}.runs h
                    WHERE h.status = 'running' AND h.slot IS NOT NULL
                    ORDER BY h.job, coalesce(h.concurrency_key, ''), h.slot LIMIT 1)
                IS NOT NULL AS slots_taken
+), handed AS MATERIALIZED (
+    -- Runs that succeeded here start the runs that waited for them and may start now, on this
+    -- worker, within its room: one write from blocked to running (hand_off_dependants); the
+    -- others are queued (the row whose `id` is NULL says how many). Gated as `released` is below.
+    -- The claim below takes the rest of the room from the queue.
+    SELECT h.*
+    FROM (SELECT array_agg(d.id ORDER BY d.id) AS ids
+          FROM done d
+          WHERE d.status = 'succeeded'
+            AND EXISTS (SELECT 1 FROM {schema}.run_dependencies e WHERE e.depends_on = d.id)
+            AND (SELECT h.waits FROM held h)) w
+    CROSS JOIN LATERAL {schema}.hand_off_dependants(w.ids, %(worker)s, %(queues)s, %(limit)s,
+                                                    %(lease)s) h
+    WHERE w.ids IS NOT NULL
 ), picked_ticks AS (
     -- The ticks this worker just made (`ticks`, usually none): claimed whatever stands before
     -- them in the queue, so that bulk work does not delay schedules. This transaction inserted
@@ -607,8 +610,7 @@ WITH outcome AS (
                 UNION ALL
                 SELECT s.id, 'skipped' FROM skipped s) x
           WHERE EXISTS (SELECT 1 FROM {schema}.run_dependencies e WHERE e.depends_on = x.id)
-            AND (SELECT e.depends_on FROM {schema}.run_dependencies e
-                 ORDER BY e.depends_on LIMIT 1) IS NOT NULL) w
+            AND (SELECT h.waits FROM held h)) w
     WHERE w.ids IS NOT NULL
 ), started AS (
     UPDATE {schema}.runs r
