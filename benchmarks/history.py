@@ -121,11 +121,17 @@ def worker_params(
 
 
 def claim_params(
-    query: str, jobs: list[str], limit: int = 10, finished: Sequence[int] = ()
+    query: str,
+    jobs: list[str],
+    limit: int = 10,
+    finished: Sequence[int] = (),
+    deferrable: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """What a worker binds to its claim statement: its id, its jobs and queues, its free slots
     and its lease, and the outcomes of the runs it ``finished`` (each succeeded; none by
-    default). It is not listening: a claim that comes short does not mark it waiting."""
+    default). It is not listening: a claim that comes short does not mark it waiting. Like the
+    worker's loop, it leaves for later the outcome of a run of ``deferrable`` (by default, any
+    that ``finished``) whose row another transaction holds."""
     outcomes = [{"run_id": run, "status": "succeeded", "duration": 0.001} for run in finished]
     values = {
         "worker": WORKER,
@@ -134,6 +140,7 @@ def claim_params(
         "limit": limit,
         "lease": LEASE,
         "listening": False,
+        "defer": list(finished if deferrable is None else deferrable),
         "outcomes": Jsonb(outcomes),
     }
     return worker_params(query, values, others=[])

@@ -350,14 +350,20 @@ def _steady_ratio(bench: Bench, case: Case, rounds: int) -> float:
         runs = STEADY_BATCH * (rounds + 1)
         conns = {side: _steady_side(bench, stack, side, runs, case.payload) for side in sides}
         claimed: dict[str, list[int]] = {side: [] for side in sides}
+        # As the worker does, a run whose end frees a slot or a run lock waits for its row.
+        deferrable: dict[str, list[int]] = {side: [] for side in sides}
         for _ in range(rounds):
             for side in sides:
                 job = getattr(apps, side).job.name
-                params = history.claim_params(query, [job], STEADY_BATCH, claimed[side])
+                params = history.claim_params(
+                    query, [job], STEADY_BATCH, claimed[side], deferrable[side]
+                )
                 began = time.perf_counter()
                 found = conns[side].execute(query, params).fetchall()
                 times[side].append(time.perf_counter() - began)
-                claimed[side] = [row[1] for row in found if row[0] == "started"]
+                started = [row for row in found if row[0] == "started"]
+                claimed[side] = [row[1] for row in started]
+                deferrable[side] = [row[1] for row in started if not row[12]]
     warm = rounds // 5
     return statistics.median(
         a / b for a, b in zip(times[case.app][warm:], times[UNLIMITED][warm:], strict=True)

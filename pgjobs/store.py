@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -161,6 +161,9 @@ class Batch:
     #: Whether the statement was told the worker listens: one that came short then marked the
     #: worker waiting (a claim made before its LISTEN was up did not, whatever it hears since).
     listening: bool = False
+    #: The runs whose outcomes it left for the next statement: still this worker's, their rows
+    #: held by another transaction (asked for with ``defer``).
+    deferred: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -427,17 +430,21 @@ class WorkerStore:
         lease: float,
         ticks: Sequence[int] = (),
         listening: bool = False,
+        defer: Collection[int] = (),
     ) -> Batch:
         """Record ``outcomes`` and claim up to ``limit`` due runs, in one statement and commit;
         ``ticks``, runs of ticks this worker just made, are claimed too, ahead of the queue.
         ``listening``: the worker hears its wake-up channel, so a claim that comes short marks it
-        waiting, to be woken alone by the next run it can take."""
+        waiting, to be woken alone by the next run it can take. ``defer``: the runs whose
+        outcomes are left out (``Batch.deferred``) rather than waited for while another
+        transaction holds their rows."""
         params = {
             "worker": self.worker_id,
             "queues": queues,
             "limit": limit,
             "lease": lease,
             "listening": listening,
+            "defer": list(defer),
             "outcomes": _outcome_document(outcomes),
             "ticks": list(ticks),
         }
@@ -445,6 +452,7 @@ class WorkerStore:
         started: list[ClaimedRun] = []
         finished: set[int] = set()
         retried: dict[int, int] = {}
+        deferred: set[int] = set()
         wakeup_in: float | None = None
         # Rows as tuples: (kind, id, job, trigger, scheduled_for, attempt, max_attempts, payload,
         # parameters, started_at, ref, seconds, limited, queue, trace_context, dependencies).
@@ -460,9 +468,13 @@ class WorkerStore:
                 finished.add(row[1])
             elif kind == "retried":
                 retried[row[10]] = row[1]
+            elif kind == "deferred":
+                deferred.add(row[1])
             else:
                 wakeup_in = row[11]
-        return Batch(started, frozenset(finished), retried, wakeup_in, listening)
+        return Batch(
+            started, frozenset(finished), retried, wakeup_in, listening, frozenset(deferred)
+        )
 
     async def finish_run_if_running(self, outcome: Outcome) -> tuple[bool, int | None]:
         """Record one run's outcome; return (whether this worker still owned it, retry run id)."""

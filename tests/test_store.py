@@ -6,7 +6,7 @@ import asyncio
 
 import psycopg
 
-from pgjobs.store import Queries, WorkerStore
+from pgjobs.store import Outcome, Queries, WorkerStore
 
 
 def refresh(dsn: str) -> bool:
@@ -36,3 +36,80 @@ def test_statistics_of_runs_are_refreshed_when_missing_and_then_left_alone(
         "SELECT reltuples FROM pg_class WHERE oid = 'pgjobs.runs'::regclass"
     ).fetchone() == (5000,)
     assert refresh(dsn) is False
+
+
+def finish(dsn: str, run_ids: list[int], defer: list[int]) -> tuple[set[int], set[int]]:
+    """Worker ``w`` records each run as succeeded, claiming nothing: (finished, deferred)."""
+
+    async def go() -> tuple[set[int], set[int]]:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            store = WorkerStore(conn, Queries(), "w")
+            outcomes = [Outcome(run_id, "succeeded", 0.01) for run_id in run_ids]
+            batch = await store.finish_and_claim_runs(
+                outcomes, queues=[], limit=0, lease=0, defer=defer
+            )
+            return set(batch.finished), set(batch.deferred)
+
+    return asyncio.run(go())
+
+
+def test_an_outcome_that_may_wait_is_left_for_later_while_another_transaction_holds_its_row(
+    conn: psycopg.Connection[tuple[object, ...]], dsn: str
+) -> None:
+    held, free, gone = (
+        row[0]
+        for row in conn.execute(
+            "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at)"
+            " SELECT 'j', 'enqueue', 'running', w, now() FROM unnest(ARRAY['w', 'w', 'v']) AS w"
+            " RETURNING id"
+        ).fetchall()
+    )
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgjobs.runs WHERE id = ANY (%s) FOR UPDATE", ([held, gone],))
+        # The run no longer this worker's is neither recorded nor said to wait: it is not ours.
+        assert finish(dsn, [held, free, gone], [held, free, gone]) == ({free}, {held})
+        status = "SELECT status FROM pgjobs.runs WHERE id = %s"
+        assert conn.execute(status, (held,)).fetchone() == ("running",)
+        assert conn.execute(status, (free,)).fetchone() == ("succeeded",)
+    assert finish(dsn, [held], [held]) == ({held}, set())
+    assert conn.execute(status, (held,)).fetchone() == ("succeeded",)
+
+
+def test_an_outcome_that_may_not_wait_is_recorded_once_the_row_is_let_go(
+    conn: psycopg.Connection[tuple[object, ...]], dsn: str
+) -> None:
+    (held,) = conn.execute(
+        "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at)"
+        " VALUES ('j', 'enqueue', 'running', 'w', now()) RETURNING id"
+    ).fetchone() or (0,)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE", (held,))
+        recording = asyncio.run(_finish_in_background(dsn, held, holder))
+    assert recording == ({held}, set())
+    assert conn.execute("SELECT status FROM pgjobs.runs WHERE id = %s", (held,)).fetchone() == (
+        "succeeded",
+    )
+
+
+async def _finish_in_background(
+    dsn: str, run_id: int, holder: psycopg.Connection[tuple[object, ...]]
+) -> tuple[set[int], set[int]]:
+    """Record ``run_id`` (not deferrable) while ``holder`` holds its row: the statement waits
+    on the row's lock (seen in pg_locks) until the holder commits, then records it."""
+    task = asyncio.get_running_loop().run_in_executor(None, finish, dsn, [run_id], [])
+    waited = False
+    # Looked at from a connection of its own: a transaction reads pg_stat_activity only once.
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        for _ in range(200):
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE %s",
+                ("-- One statement, one commit per loop iteration%",),
+            ).fetchone()
+            if row and row[0]:
+                waited = True
+                break
+            await asyncio.sleep(0.02)
+    assert waited, "the statement did not wait for the row"
+    holder.commit()
+    return await task

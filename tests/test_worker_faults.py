@@ -140,6 +140,40 @@ def test_an_outcome_the_database_refuses_fails_its_run_alone(dsn: str, workers: 
     assert w.stop() == 0, w.log()
 
 
+def test_an_outcome_whose_row_another_transaction_holds_waits_and_the_worker_goes_on(
+    dsn: str, workers: Workers
+) -> None:
+    # Another worker's claim holds, to its end, the row of a run this one has just started (its
+    # walk of the queue fails the recheck and keeps the lock). Here a transaction of the test's
+    # holds it much longer: the worker leaves that outcome for later and keeps claiming.
+    w = workers.start(["t-sleep", "t-echo"], "--prefetch", "0", "--concurrency", "4")
+    workers.wait_registered(w)
+    held = enqueue_raw(dsn, "t-sleep", {"seconds": 0.2})
+    wait_status(dsn, held, {"running"}, 10)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE", (held,))
+        # The run ends while its row is held (it sleeps 0.2 s), and its worker's next statements
+        # must not wait for the row: the runs queued after it still go through.
+        wait_until(
+            lambda: scalar(
+                dsn,
+                "SELECT clock_timestamp() - started_at > interval '0.6 s' FROM pgjobs.runs"
+                " WHERE id = %s",
+                held,
+            ),
+            5,
+            "the held run to have ended in its worker",
+        )
+        others = [enqueue_raw(dsn, "t-echo", {"n": i}) for i in range(10)]
+        for run_id in others:
+            wait_status(dsn, run_id, {"succeeded"}, 10)
+        holder.rollback()
+    row = wait_status(dsn, held, {"succeeded"}, 5)
+    assert row["worker_id"] == "w1"
+    assert "no longer ours" not in w.log()
+    assert w.stop() == 0, w.log()
+
+
 # -- faults of the database itself ---------------------------------------------------------------
 
 needs_cluster = pytest.mark.skipif(available() is not None, reason=available() or "")

@@ -77,6 +77,7 @@ def finish_statement(conn: Conn, outcomes: Sequence[Mapping[str, Any]], limit: i
         "limit": limit,
         "lease": history.LEASE,
         "listening": False,
+        "defer": [],
         "outcomes": Jsonb([{"duration": 0.01, **o} for o in outcomes]),
         "ticks": [],
     }

@@ -280,6 +280,19 @@ WITH outcome AS (
               processed integer, failed integer, error_type text, error_message text,
               error_traceback text, retry_delay double precision, logs text,
               start_delay double precision)
+), unheld AS MATERIALIZED (
+    -- Of the ended runs whose outcomes may wait (`defer`, the worker's loop: runs that free no
+    -- slot or run lock), the rows no other transaction holds, locked here. The outcome of a run
+    -- whose row is held is not waited for: the worker records it with a later statement
+    -- (`deferred`) and goes on claiming. The holder may be a transaction left open on the row;
+    -- most often it is another worker's claim, whose walk of the queue keeps to its end a lock
+    -- on a run this worker started after the walk's snapshot was taken (the row fails the
+    -- walk's recheck, and PostgreSQL keeps the lock). A limited run's end is waited for: held
+    -- over, it would keep its slot, and near the limit its group would look full.
+    SELECT r.id
+    FROM {schema}.runs r
+    WHERE r.id = ANY (%(defer)s::bigint[])
+    FOR UPDATE SKIP LOCKED
 ), done AS (
     -- A prefetched run started start_delay seconds after its claim: started_at says when it did.
     UPDATE {schema}.runs r
@@ -290,6 +303,7 @@ WITH outcome AS (
         error_traceback = o.error_traceback, logs = o.logs, lease_expires_at = NULL
     FROM outcome o
     WHERE r.id = o.id AND r.status = 'running' AND r.worker_id = %(worker)s
+      AND (r.id <> ALL (%(defer)s::bigint[]) OR r.id IN (SELECT u.id FROM unheld u))
     RETURNING r.id, r.job, r.attempt, r.max_attempts, r.payload, r.parameters, r.priority,
               r.queue, r.concurrency_key, o.retry_delay, r.slot, r.trace_context, r.awaited,
               r.status
@@ -676,6 +690,14 @@ UNION ALL
 SELECT 'finished', d.id, d.job, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL
 FROM done d
+UNION ALL
+-- The ended runs this worker still owns whose rows another transaction held (`unheld`).
+SELECT 'deferred', r.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL
+FROM {schema}.runs r
+WHERE r.id = ANY (%(defer)s::bigint[])
+  AND r.status = 'running' AND r.worker_id = %(worker)s
+  AND r.id NOT IN (SELECT d.id FROM done d)
 UNION ALL
 SELECT 'retried', t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.retry_of, NULL, NULL,
        NULL, NULL, NULL

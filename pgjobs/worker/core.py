@@ -87,8 +87,10 @@ class WorkerCore:
         self._prefetched: deque[Prefetched] = deque()
         self._recent_duration: float | None = None
         self._outcomes: list[Outcome] = []
-        #: Limited runs (see ClaimedRun.limited) ended since the last recorded batch.
-        self._limited_ended = 0
+        #: Limited runs (see ClaimedRun.limited) ended, their outcomes not yet recorded.
+        self._limited_ended: set[int] = set()
+        #: Statements in a row that left an outcome for later (see Dispatch._retry_deferred).
+        self._deferrals = 0
         self._wake = asyncio.Event()
         #: Whether the LISTEN connection is up: only then may a claim mark this worker waiting.
         self._listening = False

@@ -25,7 +25,7 @@ from pgjobs.store import Batch, ClaimedRun, Outcome
 from pgjobs.worker.connection import is_connection_error, sync_jobs_pool
 from pgjobs.worker.core import Prefetched, Running
 from pgjobs.worker.progress import Progress
-from pgjobs.worker.settings import PREFETCH_WHEN_SHORTER, REAP_AFTER_CLAIMS
+from pgjobs.worker.settings import DEFER_FIRST, PREFETCH_WHEN_SHORTER, REAP_AFTER_CLAIMS
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -58,10 +58,11 @@ class Dispatch(Progress):
         return max(0, room - len(self._prefetched))
 
     async def _finish_and_claim(self, free: int) -> Batch:
-        """Record every finished run's outcome and claim up to ``free`` runs, in one statement."""
+        """Record every finished run's outcome and claim up to ``free`` runs, in one statement.
+        While the worker runs, an outcome whose run's row another transaction holds is left for
+        a later statement rather than waited for (see _deferrable)."""
         assert self.store is not None
         outcomes, self._outcomes = self._outcomes, []
-        limited, self._limited_ended = self._limited_ended, 0
         try:
             await self._record_last_progress(outcomes)
             batch = await self.store.finish_and_claim_runs(
@@ -70,10 +71,10 @@ class Dispatch(Progress):
                 limit=free,
                 lease=self.settings.lease,
                 listening=self._listening,
+                defer=self._deferrable(outcomes),
             )
         except (psycopg.Error, TypeError, ValueError) as exc:
             self._outcomes[:0] = outcomes  # write them with the next statement
-            self._limited_ended += limited
             if not outcomes or is_connection_error(exc, self.store.conn):
                 raise
             # The database refused one of the outcomes: record them one at a time.
@@ -81,8 +82,12 @@ class Dispatch(Progress):
             return await self._finish_and_claim(free)
         except BaseException:
             self._outcomes[:0] = outcomes
-            self._limited_ended += limited
             raise
+        if batch.deferred:
+            self._outcomes[:0] = [o for o in outcomes if o.run_id in batch.deferred]
+            outcomes = [o for o in outcomes if o.run_id not in batch.deferred]
+        limited = sum(1 for o in outcomes if o.run_id in self._limited_ended)
+        self._limited_ended.difference_update(o.run_id for o in outcomes)
         self._log_recorded(outcomes, batch)
         self._claimed_since_reap += len(batch.started)
         if self._claimed_since_reap >= REAP_AFTER_CLAIMS:
@@ -91,6 +96,24 @@ class Dispatch(Progress):
         if limited:
             await self._on_slots_freed(limited, batch, free)
         return batch
+
+    def _deferrable(self, outcomes: list[Outcome]) -> list[int]:
+        """The runs whose outcomes may wait for a later statement while another transaction
+        holds their rows: none while stopping, nor a limited run's (its slot or run lock would
+        stay taken)."""
+        if self._stopping:
+            return []
+        return [o.run_id for o in outcomes if o.run_id not in self._limited_ended]
+
+    def _retry_deferred(self, batch: Batch, now: float) -> None:
+        """After a statement that left outcomes for later, record them again soon: at once
+        when another run ends, else after DEFER_FIRST, doubling while their rows stay held."""
+        if not batch.deferred:
+            self._deferrals = 0
+            return
+        wait = min(DEFER_FIRST * 2**self._deferrals, self.settings.poll_interval)
+        self._deferrals += 1
+        self._timers.next_claim = min(self._timers.next_claim, now + wait)
 
     async def _on_slots_freed(self, freed: int, batch: Batch, free: int) -> None:
         """The statement recorded the end of ``freed`` limited runs and so freed their slots.
@@ -247,7 +270,7 @@ class Dispatch(Progress):
         except Exception as exc:  # execute() returns an outcome for anything a job does
             outcome = failed_outcome(run_id, f"the run's outcome could not be made: {exc!r:.500}")
         if entry.run.limited:
-            self._limited_ended += 1
+            self._limited_ended.add(run_id)
         self.metrics.run_finished(entry.run.job, outcome.status, outcome.duration)
         recent = self._recent_duration
         self._recent_duration = (

@@ -271,6 +271,7 @@ class Worker(Ticking, Liveness, Wakeups):
                 # would carry the few outcomes recorded meanwhile.)
                 timers.next_claim = now
             await self._settle(free, batch)
+            self._retry_deferred(batch, now)
         if self._stopping:
             return 0.1
         due = min(timers.next_claim, timers.next_tick, timers.next_heartbeat, timers.next_reap)

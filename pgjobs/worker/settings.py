@@ -39,6 +39,11 @@ SETTLE_MAX = 0.05
 """The longest such wait: how late a run queued by a long transaction may start once it commits,
 when every worker of its queue had been busy when it was queued."""
 
+DEFER_FIRST = 0.002
+"""Seconds before the worker records again an outcome whose run's row another transaction held
+(another worker's claim, most often, which commits within milliseconds); then doubling up to the
+poll interval while it stays held."""
+
 RECONNECT_FIRST = 0.2
 """Seconds before the second attempt to reach the database; then doubling to ``backoff_max``."""
 
