@@ -86,6 +86,8 @@ class PgBouncer:
             "admin_users": self.user,
             "pool_mode": pool_mode,
             "default_pool_size": str(pool_size),
+            # As docs/operations.md advises: a transaction whose client went silent is ended.
+            "idle_transaction_timeout": "10",
             # Idle server sessions are taken in turn, not the last one used first: a client's
             # next transaction lands in another session even on a quiet machine, as it does
             # under load in production.

@@ -6,6 +6,7 @@ Real worker processes; the database faults run against a throwaway cluster the t
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pgjobs.worker.connection import open_loop_connection
+from pgjobs.worker.settings import WorkerSettings
 from tests.pgcluster import PgCluster, available, pg_cluster
 from tests.test_worker import enqueue_raw, run_row, wait_status
 from tests.workers import Workers, rows, scalar, wait_until, worker_pool
@@ -172,6 +175,49 @@ def test_an_outcome_whose_row_another_transaction_holds_waits_and_the_worker_goe
     assert row["worker_id"] == "w1"
     assert "no longer ours" not in w.log()
     assert w.stop() == 0, w.log()
+
+
+def test_a_transaction_of_the_loop_left_open_by_a_silent_connection_is_ended_by_the_server(
+    dsn: str,
+) -> None:
+    # A tick's transaction holds the due jobs' rows and the queued runs its claim walked. When
+    # its connection goes silent between two statements (here: the client stops sending), the
+    # server ends it after the loop's statement deadline, and other workers get the rows back.
+    run_id = enqueue_raw(dsn, "t-echo")
+    settings = WorkerSettings(dsn=dsn, db_timeout=1.0)
+
+    def lockable() -> bool:
+        with psycopg.connect(dsn) as other:
+            try:
+                other.execute(
+                    "SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE NOWAIT", (run_id,)
+                )
+            except psycopg.errors.LockNotAvailable:
+                return False
+            return True
+
+    async def go() -> None:
+        conn = await open_loop_connection(settings, "w-silent")
+        try:
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE", (run_id,))
+            assert not lockable()
+            # The client sends nothing more: only the server can end the transaction.
+            wait_until(lockable, 10, "the server to end the silent transaction")
+            assert conn.closed or conn.broken or await _fails(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+async def _fails(conn: psycopg.AsyncConnection[object]) -> bool:
+    """Whether the next statement on ``conn`` is refused, its session ended by the server."""
+    try:
+        await conn.execute("SELECT 1")
+    except (psycopg.errors.IdleInTransactionSessionTimeout, psycopg.OperationalError):
+        return True
+    return False
 
 
 # -- faults of the database itself ---------------------------------------------------------------

@@ -110,11 +110,27 @@ async def open_loop_connection(
     # milliseconds. And the worker's statements are written to plan well for any parameters,
     # and planning the claim took longer than running it: a prepared statement keeps its
     # generic plan (without prepared statements the setting does nothing).
+    #
+    # A transaction of the loop (a tick, the registration) whose connection goes silent between
+    # its statements (a partition, a frozen host, a half-open connection that nothing closes)
+    # would leave its backend idle in the transaction for good, holding the due jobs' rows and
+    # the queued runs its claim walked: no other worker could tick those jobs or claim those
+    # runs. The server ends such a transaction after the loop's statement deadline.
     await conn.execute(
         "SELECT set_config('jit', 'off', false), "
-        "set_config('plan_cache_mode', 'force_generic_plan', false)"
+        "set_config('plan_cache_mode', 'force_generic_plan', false), "
+        "set_config('idle_in_transaction_session_timeout', %s, false)",
+        (str(idle_in_transaction_ms(settings)),),
     )
     return conn
+
+
+def idle_in_transaction_ms(settings: WorkerSettings) -> int:
+    """How long the server lets a transaction of the loop's connection wait for its next
+    statement before it ends the session: the loop's statement deadline. The loop sends a
+    transaction's statements one after the other, with no more than the planning of a batch of
+    ticks between them."""
+    return int(settings.statement_deadline * 1000)
 
 
 _jit_warned = False
