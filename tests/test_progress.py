@@ -236,6 +236,7 @@ def test_record_progress_writes_only_running_runs_of_its_own_worker(
         Queries()["record_progress"],
         {
             "worker": "w1",
+            "skip": ids,
             "ids": ids,
             "done": [5, 5, 5],
             "total": [None, 9, 9],
@@ -248,6 +249,63 @@ def test_record_progress_writes_only_running_runs_of_its_own_worker(
         [ids],
     ).fetchall()
     assert stored == [(5, None, "mine"), (None, None, None), (None, None, None)]
+
+
+def test_record_progress_leaves_a_held_row_of_skip_for_later_and_waits_for_the_others(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    held, free = (
+        conn.execute(
+            "INSERT INTO pgjobs.runs (job, trigger, status, worker_id) VALUES ('p-x', 'enqueue',"
+            " 'running', 'w1') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        for _ in range(2)
+    )
+    query = Queries()["record_progress"]
+
+    def record(skip: list[int]) -> list[int]:
+        with psycopg.connect(dsn, autocommit=True) as worker:
+            returned = worker.execute(
+                query,
+                {
+                    "worker": "w1",
+                    "skip": skip,
+                    "ids": [held, free],
+                    "done": [3, 4],
+                    "total": [10, 10],
+                    "message": [None, None],
+                },
+            ).fetchall()
+            return [row[0] for row in returned]
+
+    def done(run_id: int) -> object:
+        return conn.execute(
+            "SELECT progress_done FROM pgjobs.runs WHERE id = %s", [run_id]
+        ).fetchone()[0]  # type: ignore[index]
+
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE", [held])
+        assert record([held, free]) == [held]
+        assert (done(held), done(free)) == (None, 4)
+        # Not of `skip`, the held row is waited for (here, until the waiter's lock times out).
+        with (
+            psycopg.connect(dsn, autocommit=True) as worker,
+            pytest.raises(psycopg.errors.LockNotAvailable),
+        ):
+            worker.execute("SET lock_timeout = '200ms'")
+            worker.execute(
+                query,
+                {
+                    "worker": "w1",
+                    "skip": [],
+                    "ids": [held],
+                    "done": [3],
+                    "total": [10],
+                    "message": [None],
+                },
+            )
+    assert record([held, free]) == []
+    assert done(held) == 3
 
 
 def test_run_history_has_the_progress_columns(conn: psycopg.Connection[Any]) -> None:

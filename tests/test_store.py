@@ -113,3 +113,31 @@ async def _finish_in_background(
     assert waited, "the statement did not wait for the row"
     holder.commit()
     return await task
+
+
+def test_a_heartbeat_does_not_wait_for_a_held_row_and_still_owns_its_run(
+    conn: psycopg.Connection[tuple[object, ...]], dsn: str
+) -> None:
+    held, free = (
+        row[0]
+        for row in conn.execute(
+            "INSERT INTO pgjobs.runs (job, trigger, status, worker_id, started_at,"
+            " lease_expires_at) SELECT 'j', 'enqueue', 'running', 'w', now(), now()"
+            " FROM generate_series(1, 2) RETURNING id"
+        ).fetchall()
+    )
+
+    async def beat() -> frozenset[int]:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
+            store = WorkerStore(c, Queries(), "w")
+            beat = await store.heartbeat(held=[held, free], since=None, ttl=30, lease=30)
+            return beat.owned
+
+    lease = "SELECT lease_expires_at > now() + interval '20 s' FROM pgjobs.runs WHERE id = %s"
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE", (held,))
+        assert asyncio.run(beat()) == {held, free}
+        assert conn.execute(lease, (free,)).fetchone() == (True,)
+        assert conn.execute(lease, (held,)).fetchone() == (False,)
+    assert asyncio.run(beat()) == {held, free}
+    assert conn.execute(lease, (held,)).fetchone() == (True,)

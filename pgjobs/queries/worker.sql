@@ -760,11 +760,29 @@ WITH me AS (
         state = CASE WHEN state = 'dead' THEN 'running' ELSE state END
     WHERE id = %(worker)s
     RETURNING id
+), unheld AS MATERIALIZED (
+    -- The rows of the held runs that no other transaction holds, locked here. A run whose row
+    -- is held (another worker's walk of the queue, a transaction left open on it) keeps the
+    -- lease it has until the next heartbeat, which comes a third of a lease later: waiting for
+    -- the row would stall the worker's loop.
+    SELECT r.id
+    FROM {schema}.runs r
+    WHERE r.id = ANY (%(held)s::bigint[])
+    FOR UPDATE SKIP LOCKED
 ), leases AS (
     UPDATE {schema}.runs
     SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
     WHERE id = ANY (%(held)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
+      AND id IN (SELECT u.id FROM unheld u)
     RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+), owned AS (
+    -- Still this worker's: those renewed, and those whose rows were held, as of this statement.
+    SELECT l.id, l.cancel_requested FROM leases l
+    UNION ALL
+    SELECT r.id, r.cancel_requested_at IS NOT NULL
+    FROM {schema}.runs r
+    WHERE r.id = ANY (%(held)s::bigint[]) AND r.status = 'running' AND r.worker_id = %(worker)s
+      AND r.id NOT IN (SELECT u.id FROM unheld u)
 ), strays AS (
     UPDATE {schema}.runs
     SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,
@@ -784,21 +802,34 @@ WITH me AS (
     SET lease_expires_at = now() + make_interval(secs => %(lease)s)
     WHERE worker_id = %(worker)s AND run_id IN (SELECT l.id FROM leases l)
 )
-SELECT l.id, l.cancel_requested, registered.jobs AS registered_jobs, handed.back AS handed_back
+SELECT o.id, o.cancel_requested, registered.jobs AS registered_jobs, handed.back AS handed_back
 FROM (SELECT count(*) AS jobs FROM {schema}.worker_jobs WHERE worker_id = %(worker)s) registered
 CROSS JOIN (SELECT count(*) AS back FROM strays) handed
-LEFT JOIN leases l ON true;
+LEFT JOIN owned o ON true;
 
 -- name: record_progress
 -- The latest progress report of each run this worker executes, all in one statement, a few times
 -- a second at most. Only runs still running and still this worker's: a report that arrives after
 -- its run ended (a sync job still running after its timeout) or was reaped changes nothing.
-UPDATE {schema}.runs r
-SET progress_done = p.done, progress_total = p.total, progress_message = p.message,
-    progress_at = now()
-FROM unnest(%(ids)s::bigint[], %(done)s::bigint[], %(total)s::bigint[], %(message)s::text[])
-     AS p(id, done, total, message)
-WHERE r.id = p.id AND r.status = 'running' AND r.worker_id = %(worker)s;
+-- A run of `skip` whose row another transaction holds is not waited for: its id is returned, and
+-- the worker writes its report later (as it records such a run's outcome later).
+WITH unheld AS MATERIALIZED (
+    SELECT r.id
+    FROM {schema}.runs r
+    WHERE r.id = ANY (%(skip)s::bigint[])
+    FOR UPDATE SKIP LOCKED
+), written AS (
+    UPDATE {schema}.runs r
+    SET progress_done = p.done, progress_total = p.total, progress_message = p.message,
+        progress_at = now()
+    FROM unnest(%(ids)s::bigint[], %(done)s::bigint[], %(total)s::bigint[], %(message)s::text[])
+         AS p(id, done, total, message)
+    WHERE r.id = p.id AND r.status = 'running' AND r.worker_id = %(worker)s
+      AND (r.id <> ALL (%(skip)s::bigint[]) OR r.id IN (SELECT u.id FROM unheld u))
+)
+SELECT s.id
+FROM unnest(%(skip)s::bigint[]) AS s(id)
+WHERE s.id NOT IN (SELECT u.id FROM unheld u);
 
 -- name: reap_expired_leases
 -- Runs whose lease expired (their worker died) become abandoned, release their locks and are

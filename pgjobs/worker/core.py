@@ -118,6 +118,14 @@ class WorkerCore:
         self._timers.next_tick = 0.0
         self._tick_looks += 1
 
+    def _deferrable(self, outcomes: list[Outcome]) -> list[int]:
+        """The runs whose outcomes (and last progress reports) may wait for a later statement
+        while another transaction holds their rows: none while stopping, nor a limited run's
+        (its slot or run lock would stay taken)."""
+        if self._stopping:
+            return []
+        return [o.run_id for o in outcomes if o.run_id not in self._limited_ended]
+
     def held_run_ids(self) -> list[int]:
         """Every run this process holds: executing, prefetched, or ended with its outcome not
         yet recorded. The heartbeat extends exactly these leases."""

@@ -97,14 +97,6 @@ class Dispatch(Progress):
             await self._on_slots_freed(limited, batch, free)
         return batch
 
-    def _deferrable(self, outcomes: list[Outcome]) -> list[int]:
-        """The runs whose outcomes may wait for a later statement while another transaction
-        holds their rows: none while stopping, nor a limited run's (its slot or run lock would
-        stay taken)."""
-        if self._stopping:
-            return []
-        return [o.run_id for o in outcomes if o.run_id not in self._limited_ended]
-
     def _retry_deferred(self, batch: Batch, now: float) -> None:
         """After a statement that left outcomes for later, record them again soon: at once
         when another run ends, else after DEFER_FIRST, doubling while their rows stay held."""

@@ -94,26 +94,36 @@ class Progress(WorkerCore):
         report is here before its outcome). The other runs' reports wait for their time: a run
         that reports keeps to its pace, however many others end meanwhile."""
         if len(self.progress):
-            await self._write_progress(self.progress.take_runs([o.run_id for o in outcomes]))
+            reports = self.progress.take_runs([o.run_id for o in outcomes])
+            await self._write_progress(reports, skip=self._deferrable(list(outcomes)))
 
-    async def _write_progress(self, reports: list[ProgressReport]) -> None:
-        """One statement for ``reports``. A lost connection puts them back and raises (the loop
-        reconnects); a statement the database refuses drops them: progress is best effort, and
-        never worth a run's outcome."""
+    async def _write_progress(
+        self, reports: list[ProgressReport], skip: Collection[int] | None = None
+    ) -> None:
+        """One statement for ``reports``. A report of a run of ``skip`` (by default, all)
+        whose row another transaction holds is not waited for but kept for the next write. A
+        lost connection puts them back and raises (the loop reconnects); a statement the
+        database refuses drops them: progress is best effort, and never worth a run's
+        outcome."""
         if not reports:
             return
         assert self.store is not None
+        ids = [r.run_id for r in reports]
         try:
-            await self.store.conn.execute(
+            cur = await self.store.conn.execute(
                 self.queries["record_progress"],
                 {
                     "worker": self.id,
-                    "ids": [r.run_id for r in reports],
+                    "skip": ids if skip is None else list(skip),
+                    "ids": ids,
                     "done": [r.done for r in reports],
                     "total": [r.total for r in reports],
                     "message": [r.message for r in reports],
                 },
             )
+            held = {row[0] for row in await cur.fetchall()}
+            if held:
+                self.progress.put_back([r for r in reports if r.run_id in held])
         except (psycopg.Error, TypeError, ValueError) as exc:
             if is_connection_error(exc, self.store.conn):
                 self.progress.put_back(reports)
