@@ -249,6 +249,28 @@ def test_a_worker_started_while_the_database_is_down_waits_then_starts(
 
 
 @needs_cluster
+def test_a_worker_asked_to_stop_while_the_database_is_down_stops(
+    cluster: PgCluster, tmp_path: Path
+) -> None:
+    with worker_pool(cluster.dsn, tmp_path) as pool:
+        idle = pool.start(["t-echo"], "--grace", "2")
+        busy = pool.start(["t-sleep"], "--grace", "2", name="busy")
+        pool.wait_registered(idle, busy)
+        run_id = enqueue_raw(cluster.dsn, "t-sleep", {"seconds": 60})
+        wait_status(cluster.dsn, run_id, {"running"}, 15)
+        cluster.stop("immediate")
+        wait_until(lambda: "connection lost" in busy.log(), 20, "the workers to see it gone")
+        # Nothing to record: the idle one stops at once. The busy one holds a run whose end it
+        # cannot record: it stops after its grace, the run left to a reaper.
+        began = time.monotonic()
+        assert idle.stop(timeout=15) == 0, idle.log()
+        assert busy.stop(timeout=15) == 0, busy.log()
+        assert time.monotonic() - began < 12
+        assert "left to the reaper" in busy.log()
+        assert "Traceback" not in idle.log() + busy.log()
+
+
+@needs_cluster
 def test_a_crash_longer_than_the_lease_does_not_reap_live_workers_runs(
     cluster: PgCluster, tmp_path: Path
 ) -> None:

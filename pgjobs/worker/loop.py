@@ -30,6 +30,7 @@ from pgjobs.worker.connection import (
     is_connection_error,
     open_loop_connection,
 )
+from pgjobs.worker.core import Running
 from pgjobs.worker.liveness import Liveness
 from pgjobs.worker.progress import PROGRESS_INTERVAL
 from pgjobs.worker.settings import PREFETCH_HOLD, REAP_AFTER_TICKS, TICK_RETRY
@@ -85,6 +86,8 @@ class Worker(Ticking, Liveness, Wakeups):
                     self._backoff.reset()
                 except (psycopg.Error, TimeoutError) as exc:
                     timeout = await self._on_error(exc)
+                    if self._stopping and self.store is None and self._stop_without_database():
+                        break
                 except Exception:
                     # A defect, not a fault of the database: say where, and keep serving.
                     log.exception("unexpected error in the worker loop; going on")
@@ -298,11 +301,7 @@ class Worker(Ticking, Liveness, Wakeups):
                 await self._heartbeat()
                 self._timers.next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
             return False
-        entries = list(self._running.values())
-        for entry in entries:
-            entry.handed_back = True
-            entry.execution.cancel("worker shutting down")
-            entry.task.cancel()
+        entries = self._cancel_running()
         ids = [e.run.id for e in entries]
         count = await self.store.hand_back_runs(
             ids, f"handed back by worker {self.id} at shutdown after {self.settings.grace:g}s"
@@ -312,4 +311,33 @@ class Worker(Ticking, Liveness, Wakeups):
         # let go; its run is handed back already, so wait only a moment.
         await asyncio.wait([e.task for e in entries], timeout=CLOSE_TIMEOUT)
         self._running.clear()
+        return True
+
+    def _cancel_running(self) -> list[Running]:
+        """Cancel every executing run, its outcome unwanted; the entries, still to be awaited."""
+        entries = list(self._running.values())
+        for entry in entries:
+            entry.handed_back = True
+            entry.execution.cancel("worker shutting down")
+            entry.task.cancel()
+        return entries
+
+    def _stop_without_database(self) -> bool:
+        """Stopping, with the database out of reach: whether to stop now. At once when nothing
+        waits to be recorded; else once the grace is over, leaving the runs it held to the other
+        workers' reapers (their leases end; each is retried if attempts remain)."""
+        assert self._stop_requested_at is not None
+        held = len(self._outcomes) + len(self._running) + len(self._prefetched)
+        if not held:
+            return True
+        if time.monotonic() - self._stop_requested_at < self.settings.grace:
+            return False
+        self._cancel_running()
+        self._running.clear()
+        log.warning(
+            "stopping without the database: %d run(s) held here are left to the reaper once"
+            " their leases end (%d outcome(s) not recorded)",
+            held,
+            len(self._outcomes),
+        )
         return True
