@@ -25,7 +25,7 @@ from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
 from pgjobs.registry import Registry
 from pgjobs.store import ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
-from pgjobs.worker.settings import RECONNECT_FIRST, SETTLE_FIRST, WorkerSettings
+from pgjobs.worker.settings import DEFER_FIRST, RECONNECT_FIRST, SETTLE_FIRST, WorkerSettings
 
 
 @dataclass
@@ -89,8 +89,8 @@ class WorkerCore:
         self._outcomes: list[Outcome] = []
         #: Limited runs (see ClaimedRun.limited) ended, their outcomes not yet recorded.
         self._limited_ended: set[int] = set()
-        #: Statements in a row that left an outcome for later (see Dispatch._retry_deferred).
-        self._deferrals = 0
+        #: Waits before recording again outcomes left for later (see Dispatch._retry_deferred).
+        self._defer_backoff = Backoff(DEFER_FIRST, settings.poll_interval, jitter=0.0)
         self._wake = asyncio.Event()
         #: Whether the LISTEN connection is up: only then may a claim mark this worker waiting.
         self._listening = False

@@ -25,7 +25,7 @@ from pgjobs.store import Batch, ClaimedRun, Outcome
 from pgjobs.worker.connection import is_connection_error, sync_jobs_pool
 from pgjobs.worker.core import Prefetched, Running
 from pgjobs.worker.progress import Progress
-from pgjobs.worker.settings import DEFER_FIRST, PREFETCH_WHEN_SHORTER, REAP_AFTER_CLAIMS
+from pgjobs.worker.settings import PREFETCH_WHEN_SHORTER, REAP_AFTER_CLAIMS
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -63,15 +63,16 @@ class Dispatch(Progress):
         a later statement rather than waited for (see _deferrable)."""
         assert self.store is not None
         outcomes, self._outcomes = self._outcomes, []
+        deferrable = self._deferrable(outcomes)
         try:
-            await self._record_last_progress(outcomes)
+            await self._record_last_progress(outcomes, deferrable)
             batch = await self.store.finish_and_claim_runs(
                 outcomes,
                 queues=self.queues,
                 limit=free,
                 lease=self.settings.lease,
                 listening=self._listening,
-                defer=self._deferrable(outcomes),
+                defer=deferrable,
             )
         except (psycopg.Error, TypeError, ValueError) as exc:
             self._outcomes[:0] = outcomes  # write them with the next statement
@@ -101,10 +102,9 @@ class Dispatch(Progress):
         """After a statement that left outcomes for later, record them again soon: at once
         when another run ends, else after DEFER_FIRST, doubling while their rows stay held."""
         if not batch.deferred:
-            self._deferrals = 0
+            self._defer_backoff.reset()
             return
-        wait = min(DEFER_FIRST * 2**self._deferrals, self.settings.poll_interval)
-        self._deferrals += 1
+        wait = self._defer_backoff.next_delay()
         self._timers.next_claim = min(self._timers.next_claim, now + wait)
 
     async def _on_slots_freed(self, freed: int, batch: Batch, free: int) -> None:

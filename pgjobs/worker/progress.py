@@ -88,14 +88,17 @@ class Progress(WorkerCore):
         owned.update(o.run_id for o in self._outcomes)
         await self._write_progress(self.progress.take(owned))
 
-    async def _record_last_progress(self, outcomes: Collection[Outcome]) -> None:
+    async def _record_last_progress(
+        self, outcomes: Collection[Outcome], deferrable: Collection[int]
+    ) -> None:
         """Before the ends of ``outcomes`` are recorded: their runs' last reports, which the
         guard on state would refuse once they are (a job reports before it returns, so its last
         report is here before its outcome). The other runs' reports wait for their time: a run
-        that reports keeps to its pace, however many others end meanwhile."""
+        that reports keeps to its pace, however many others end meanwhile. A report of a run of
+        ``deferrable`` whose row is held waits for the next write, as its outcome does."""
         if len(self.progress):
             reports = self.progress.take_runs([o.run_id for o in outcomes])
-            await self._write_progress(reports, skip=self._deferrable(list(outcomes)))
+            await self._write_progress(reports, skip=deferrable)
 
     async def _write_progress(
         self, reports: list[ProgressReport], skip: Collection[int] | None = None
