@@ -228,6 +228,9 @@ class Worker(Ticking, Liveness, Wakeups):
         assert self.store is not None
         now = time.monotonic()
         timers = self._timers
+        # A look at the ticks called for from here on (a schedule changed) may come after the
+        # tick below read the schedules: it must survive this iteration.
+        looks = self._tick_looks
         if now >= timers.next_heartbeat:
             await self._heartbeat()
             timers.next_heartbeat = now + self.settings.heartbeat_interval
@@ -252,7 +255,6 @@ class Worker(Ticking, Liveness, Wakeups):
             (self._outcomes or (woken and self._claim_room())) and self._worth_a_statement()
         ):
             free = self._claim_room()
-            looks = self._tick_looks
             batch = await self._finish_and_claim(free)
             # Tick again when the next tick is due by the database clock. Schedule changes and
             # resumes arrive as NOTIFYs; without LISTEN, look again every poll interval too.
@@ -264,8 +266,8 @@ class Worker(Ticking, Liveness, Wakeups):
                 due_in = TICK_RETRY
             if not self.settings.listen:
                 due_in = min(due_in, self.settings.poll_interval)
-            # Unless a look at the ticks was called for while the statement ran (a schedule
-            # changed): its reply may predate the change.
+            # Unless a look at the ticks was called for since the iteration began (a schedule
+            # changed): the tick, and the claim's reply, may predate the change.
             timers.next_tick = now + due_in if self._tick_looks == looks else 0.0
             timers.next_claim = now + min(due_in, self.settings.poll_interval)
             if free and len(batch.started) == free and self._slot_free():
