@@ -7,6 +7,7 @@ import asyncio
 import psycopg
 
 from pgjobs.store import Outcome, Queries, WorkerStore
+from tests.cli import add_worker
 
 
 def refresh(dsn: str) -> bool:
@@ -141,3 +142,36 @@ def test_a_heartbeat_does_not_wait_for_a_held_row_and_still_owns_its_run(
         assert conn.execute(lease, (held,)).fetchone() == (False,)
     assert asyncio.run(beat()) == {held, free}
     assert conn.execute(lease, (held,)).fetchone() == (True,)
+
+
+def wakeup_in(dsn: str) -> float | None:
+    """Seconds until worker ``w`` should look again, from a claim statement that claims nothing."""
+
+    async def go() -> float | None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            store = WorkerStore(conn, Queries(), "w")
+            batch = await store.finish_and_claim_runs([], queues=["default"], limit=0, lease=0)
+            return batch.wakeup_in
+
+    return asyncio.run(go())
+
+
+def test_a_new_schedule_is_due_at_once_and_a_paused_jobs_schedule_wakes_nobody(
+    conn: psycopg.Connection[tuple[object, ...]], dsn: str
+) -> None:
+    conn.execute("INSERT INTO pgjobs.jobs (name, extension) VALUES ('t', 'x')")
+    add_worker(conn, "w", ["t"])
+    assert wakeup_in(dsn) is None
+    # No worker has worked out its first tick yet: the tick is what does, at once.
+    conn.execute("SELECT pgjobs.schedule('t', '0 3 * * *', name => 'nightly')")
+    assert conn.execute("SELECT next_fire_at FROM pgjobs.schedules").fetchone() == (None,)
+    due = wakeup_in(dsn)
+    assert due is not None and due <= 0
+    # Worked out and overdue, its job paused: no tick would be made, so no look is called for
+    # (else a worker would look again and again).
+    conn.execute("UPDATE pgjobs.schedules SET next_fire_at = now() - interval '1 minute'")
+    conn.execute("UPDATE pgjobs.jobs SET paused = true WHERE name = 't'")
+    assert wakeup_in(dsn) is None
+    conn.execute("UPDATE pgjobs.jobs SET paused = false WHERE name = 't'")
+    due = wakeup_in(dsn)
+    assert due is not None and due <= 0

@@ -717,8 +717,11 @@ SELECT 'wakeup', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                             AND wj.schedule = j.schedule AND wj.timezone = j.timezone OFFSET 0)
             ORDER BY j.next_fire_at
             LIMIT 1),
-           (SELECT s.next_fire_at FROM {schema}.schedules s
-            WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_fire_at IS NOT NULL
+           -- A schedule whose first tick no worker has worked out yet (a new or changed cron)
+           -- is due now, as lock_due_schedules reads it.
+           (SELECT coalesce(s.next_fire_at, now()) FROM {schema}.schedules s
+            JOIN {schema}.jobs j ON j.name = s.job
+            WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND NOT j.paused
               AND EXISTS (SELECT 1 FROM {schema}.worker_jobs wj
                           WHERE wj.worker_id = %(worker)s AND wj.job = s.job OFFSET 0)
             ORDER BY s.next_fire_at NULLS FIRST
