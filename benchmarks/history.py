@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 WORKER = "bench-worker"
 LEASE = 30.0

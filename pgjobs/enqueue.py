@@ -38,7 +38,7 @@ from pgjobs.limits import (
     concurrency_key_of,
     declared_concurrency_key,
 )
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 #: Largest payload accepted, in bytes of its JSON text, unless ``PGJOBS_MAX_PAYLOAD_BYTES`` says.
 #: The same limit applies to ``parameters``.

@@ -28,8 +28,9 @@ from pgjobs.db import connection_error, connection_options, resolve_dsn
 from pgjobs.errors import LockHeldError
 from pgjobs.execution import RunExecution
 from pgjobs.limits import concurrency_key_of
+from pgjobs.named_queries import Queries
 from pgjobs.registry import JobDefinition
-from pgjobs.store import ClaimedRun, Outcome, Queries, WorkerStore
+from pgjobs.store import ClaimedRun, Outcome, WorkerStore
 
 DEFAULT_LEASE = 30.0
 """Seconds a manual run stays owned by the CLI without a heartbeat (heartbeats every third)."""

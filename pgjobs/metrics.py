@@ -69,7 +69,7 @@ from psycopg.rows import dict_row
 
 from pgjobs.db import connection_options, first_line
 from pgjobs.errors import ConfigError
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 log = logging.getLogger("pgjobs.metrics")
 

@@ -14,6 +14,7 @@ DDL; the ``reader`` only reads. Those statements are named queries of
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import threading
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import dict_row, tuple_row
 
 from pgjobs.db import connect, first_line, resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, SchemaError
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -239,8 +240,12 @@ def upgrade_command(schema: str = "pgjobs") -> str:
 
 def _read_revision(conn: psycopg.Connection[Any], schema: str) -> str | None:
     table = sql.Identifier(schema, VERSION_TABLE)
-    # A transaction of its own (or a savepoint): leave the caller's connection as it was.
-    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+    # Leave the caller's connection as it was: in a transaction of its own (or a savepoint of
+    # the caller's). An autocommit connection outside a transaction (every CLI command's) needs
+    # none for two reads, and saves the round trips of BEGIN and COMMIT.
+    idle = conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE
+    block = contextlib.nullcontext() if idle else conn.transaction()
+    with block, conn.cursor(row_factory=tuple_row) as cur:
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", [table.as_string(conn)])
         exists = cur.fetchone()
         if not exists or not exists[0]:

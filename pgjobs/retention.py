@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from pgjobs.errors import ConfigError
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 DEFAULT_BATCH = 10_000
 

@@ -41,8 +41,8 @@ from pgjobs.db import first_line, resolve_schema
 from pgjobs.enqueue import JobRef, check_run_input, unknown_job_error
 from pgjobs.errors import ConfigError, SchemaError
 from pgjobs.job import Job
+from pgjobs.named_queries import Queries
 from pgjobs.schedule import CronSchedule, validate_timezone
-from pgjobs.store import Queries
 
 
 def _api(name: str) -> Api:

@@ -1,74 +1,24 @@
-"""The store: every SQL statement pgjobs runs, by name, and the worker's operations on them.
+"""The store: the worker's operations on pgjobs' named statements (:mod:`pgjobs.named_queries`).
 
-Queries live in ``pgjobs/queries/*.sql``; each starts with a ``-- name: <name>`` line. They are
-rendered once per schema (the schema is a validated, quoted identifier) and always executed with
-bound parameters. The CLI and the enqueue API use :class:`Queries` directly; the worker uses
+The CLI and the enqueue API use :class:`~pgjobs.named_queries.Queries` directly; the worker uses
 :class:`WorkerStore`, which wraps the statements of its loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pgjobs.db import resolve_schema
-from pgjobs.errors import PgJobsError
 from pgjobs.job import Dependency
 from pgjobs.limits import RateLimit
-
-_NAME_LINE = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
-
-
-@cache
-def _load_query_texts() -> dict[str, str]:
-    texts: dict[str, str] = {}
-    folder = resources.files("pgjobs") / "queries"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".sql"):
-            continue
-        parts = _NAME_LINE.split(entry.read_text(encoding="utf-8"))
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            if name in texts:
-                raise PgJobsError(f"query {name!r} is defined twice ({entry.name})")
-            texts[name] = body.strip()
-    return texts
-
-
-class Queries:
-    """The named queries rendered for one schema: ``queries["claim_runs"]`` is ready to execute."""
-
-    def __init__(self, schema: str = "pgjobs") -> None:
-        self.schema = resolve_schema(schema)
-        ident = sql.Identifier(self.schema)
-        self._rendered = {
-            name: sql.SQL(text).format(schema=ident).as_string(None)
-            for name, text in _load_query_texts().items()
-        }
-
-    @property
-    def channel(self) -> str:
-        """The NOTIFY channel workers listen on: the schema's name."""
-        return self.schema
-
-    def __getitem__(self, name: str) -> str:
-        try:
-            return self._rendered[name]
-        except KeyError:
-            raise PgJobsError(f"no query named {name!r}") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._rendered
+from pgjobs.named_queries import Queries
 
 
 @dataclass(slots=True)

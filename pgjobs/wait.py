@@ -46,7 +46,7 @@ from pgjobs.errors import (
     WaitTimeout,
 )
 from pgjobs.migrations import upgrade_command
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped", "abandoned"})
 """The statuses a run ends in (``queued`` and ``running`` are the others)."""

@@ -39,9 +39,9 @@ UNUSED_PACKAGES = {
     "pydantic",
 }
 
-#: Every pgjobs module ``jobs status`` needs: the command, its options and output, the
-#: connection, the schema check and the named queries (the store, with the job contract and
-#: limits it imports). Not the enqueue API, the registry, discovery or the worker.
+#: Every pgjobs module ``jobs status`` needs: the command, its options and output (with the names
+#: of limits it checks), the connection, the schema check and the named queries. Not the store
+#: with the job contract, the enqueue API, the registry, discovery or the worker.
 STATUS_MODULES = {
     "pgjobs",
     "pgjobs.errors",
@@ -52,8 +52,7 @@ STATUS_MODULES = {
     "pgjobs.db",
     "pgjobs.runlog",
     "pgjobs.migrations",
-    "pgjobs.store",
-    "pgjobs.job",
+    "pgjobs.named_queries",
     "pgjobs.limits",
 }
 

@@ -236,7 +236,7 @@ def test_the_enqueue_statement_is_short_enough_for_psycopg_to_keep_its_parse() -
     # psycopg parses the placeholders of a statement over 4096 characters again on every
     # execution (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH): a sixth of a single enqueue's
     # time. Its comments belong above the query's name line, not in it.
-    from pgjobs.store import Queries
+    from pgjobs.named_queries import Queries
 
     longest_schema = "s" * 63
     assert len(Queries(longest_schema)["enqueue_runs"]) <= 4096

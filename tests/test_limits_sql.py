@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from benchmarks import history
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

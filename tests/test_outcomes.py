@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from pgjobs.job import MAX_COUNT, JobResult
+from pgjobs.named_queries import Queries
 from pgjobs.outcomes import (
     CAPS,
     Caps,
@@ -24,7 +25,7 @@ from pgjobs.outcomes import (
     safe_outcome,
     with_logs,
 )
-from pgjobs.store import Outcome, Queries, WorkerStore
+from pgjobs.store import Outcome, WorkerStore
 from pgjobs.worker.connection import is_connection_error
 
 Row = dict[str, Any]

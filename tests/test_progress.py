@@ -16,7 +16,7 @@ import pytest
 
 import pgjobs
 from pgjobs.job import MAX_BIGINT, MESSAGE_MAX, ProgressReport, clean_message, progress_report
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 from pgjobs.worker.progress import PROGRESS_INTERVAL, ProgressReports
 from tests.cli import invoke
 from tests.test_dashboard import call, serving

@@ -25,7 +25,8 @@ from pgjobs.dashboard import DashboardSettings, make_server
 from pgjobs.enqueue import enqueue_sync
 from pgjobs.metrics import cluster_registry
 from pgjobs.migrations import ROLE_KINDS, head
-from pgjobs.store import Queries, WorkerStore
+from pgjobs.named_queries import Queries
+from pgjobs.store import WorkerStore
 from tests.cli import add_job, add_run, add_worker, invoke, one_line_error, run_pgjobs
 from tests.workers import scalar, wait_until, worker_pool
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import psycopg
+import pytest
 
-from pgjobs.store import Outcome, Queries, WorkerStore
+from pgjobs.errors import PgJobsError
+from pgjobs.named_queries import Queries, _load_query_texts
+from pgjobs.store import Outcome, WorkerStore
 from tests.cli import add_worker
 
 
@@ -175,3 +178,15 @@ def test_a_new_schedule_is_due_at_once_and_a_paused_jobs_schedule_wakes_nobody(
     conn.execute("UPDATE pgjobs.jobs SET paused = false WHERE name = 't'")
     due = wakeup_in(dsn)
     assert due is not None and due <= 0
+
+
+def test_every_named_query_renders_for_another_schema() -> None:
+    # Queries are rendered when first asked for: render each here, so that a placeholder typo in
+    # any .sql file fails a test rather than the first worker or command to use that query.
+    queries = Queries("tenant_jobs")
+    for name in _load_query_texts():
+        assert "{schema}" not in queries[name], name
+    assert '"tenant_jobs".runs' in queries["finish_and_claim_runs"]
+    assert "finish_and_claim_runs" in queries and "no_such_query" not in queries
+    with pytest.raises(PgJobsError, match="no query named 'no_such_query'"):
+        queries["no_such_query"]

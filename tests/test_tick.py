@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pgjobs.named_queries import Queries
 from pgjobs.schedule import CronSchedule
-from pgjobs.store import Queries
 from pgjobs.tick import MAX_TICKS, SCALED_GRACE_MAX, SCALED_GRACE_SHARE, TickPlan, plan_ticks
 from tests.cli import add_worker
 from tests.workers import Workers, rows, scalar, wait_until, worker_pool

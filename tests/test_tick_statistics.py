@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pgjobs.named_queries import Queries
 from pgjobs.registry import Registry, load_registry
-from pgjobs.store import Queries
 from pgjobs.worker import Worker, WorkerSettings
 from tests.workers import Workers, rows, scalar, wait_until, worker_pool
 

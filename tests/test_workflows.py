@@ -24,7 +24,8 @@ import pgjobs
 from benchmarks import history
 from pgjobs import EnqueueRequest, UnknownRunError, WorkflowError
 from pgjobs.cli import main
-from pgjobs.store import Queries, WorkerStore
+from pgjobs.named_queries import Queries
+from pgjobs.store import WorkerStore
 from tests.cli import add_worker
 
 Conn = psycopg.Connection[tuple[Any, ...]]

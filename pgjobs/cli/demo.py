@@ -33,7 +33,7 @@ from rich.text import Text
 from pgjobs.db import connect, describe_target
 from pgjobs.embedded import DEFAULT_DATA_DIR, EmbeddedPostgres
 from pgjobs.errors import PgJobsError
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 SCHEMA = "pgjobs"
 APP = "my_extension:extension"

@@ -25,7 +25,7 @@ from pgjobs.db import connect, first_line, resolve_dsn, resolve_schema
 from pgjobs.errors import ConfigError, DatabaseError, PgJobsError, UnknownJobError
 from pgjobs.limits import name_error
 from pgjobs.migrations import check_schema
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 if TYPE_CHECKING:
     # The registry (the code, its profile, cron parsing) loads only for commands that use it.

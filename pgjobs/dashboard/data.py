@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from pgjobs.db import connection_options
 from pgjobs.metrics import WAIT_REASONS, count_waits
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 Row = dict[str, Any]
 

@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgjobs.db import connection_error, first_line, resolve_schema
 from pgjobs.errors import DatabaseError, PgJobsError
-from pgjobs.store import Queries
+from pgjobs.named_queries import Queries
 
 TEST_DSN_ENV = "PGJOBS_TEST_DSN"
 """The environment variable that names the server for tests (an admin DSN: it creates and drops

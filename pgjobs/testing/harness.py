@@ -19,8 +19,9 @@ from psycopg.types.json import Jsonb
 from pgjobs.db import connection_error, connection_options, resolve_schema
 from pgjobs.errors import PgJobsError, UnknownJobError
 from pgjobs.job import Extension, Job
+from pgjobs.named_queries import Queries
 from pgjobs.registry import JobDefinition, Registry
-from pgjobs.store import Queries, WorkerStore
+from pgjobs.store import WorkerStore
 from pgjobs.testing.drain import DEFAULT_MAX_RUNS, DRAIN_LEASE, Drain
 
 T = TypeVar("T")

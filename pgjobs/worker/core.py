@@ -23,8 +23,9 @@ from pgjobs.backoff import Backoff
 from pgjobs.errors import PgJobsError
 from pgjobs.execution import RunExecution
 from pgjobs.metrics import WorkerMetrics
+from pgjobs.named_queries import Queries
 from pgjobs.registry import Registry
-from pgjobs.store import ClaimedRun, Outcome, Queries, RegisteredJob, WorkerStore
+from pgjobs.store import ClaimedRun, Outcome, RegisteredJob, WorkerStore
 from pgjobs.worker.settings import DEFER_FIRST, RECONNECT_FIRST, SETTLE_FIRST, WorkerSettings
 
 
