@@ -147,6 +147,19 @@ def test_a_snapshot_transaction_wakes_everyone(dsn: str) -> None:
     assert heard_after(dsn, ids, queue_in_repeatable_read) == ["pgjobs"]
 
 
+def test_a_waiting_worker_whose_row_another_statement_holds_is_still_woken(dsn: str) -> None:
+    """A waiting worker's heartbeat updates its row: an enqueue at that instant cannot take the
+    worker's mark (SKIP LOCKED), and the heartbeat, unlike a claim, does not settle after. The
+    enqueue tells every listener instead, so the worker still claims the run at once."""
+    ids = add_workers(dsn, [2, 1])
+    with psycopg.connect(dsn) as heartbeat:
+        heartbeat.execute("UPDATE pgjobs.workers SET heartbeat_at = now() WHERE id = 'hand-0'")
+        assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["pgjobs"]
+    # The worker it skipped is still marked waiting; the next enqueue tells it alone.
+    assert scalar(dsn, "SELECT array_agg(waiting ORDER BY id) FROM pgjobs.workers") == [2, 1]
+    assert heard_after(dsn, ids, lambda: queue_runs(dsn, 1)) == ["hand-0"]
+
+
 def settle(dsn: str, worker: str, queues: list[str]) -> str:
     return str(scalar(dsn, "SELECT pgjobs.settle_idle(%s, %s)", worker, queues))
 
