@@ -50,15 +50,13 @@ class Queries:
         return self.schema
 
     def __getitem__(self, name: str) -> str:
-        try:
-            return self._rendered[name]
-        except KeyError:
-            pass
-        try:
-            text = self._texts[name]
-        except KeyError:
-            raise PgJobsError(f"no query named {name!r}") from None
-        rendered = self._rendered[name] = sql.SQL(text).format(schema=self._ident).as_string(None)
+        rendered = self._rendered.get(name)
+        if rendered is None:
+            text = self._texts.get(name)
+            if text is None:
+                raise PgJobsError(f"no query named {name!r}")
+            rendered = sql.SQL(text).format(schema=self._ident).as_string(None)
+            self._rendered[name] = rendered
         return rendered
 
     def __contains__(self, name: object) -> bool:

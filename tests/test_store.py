@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -12,17 +14,27 @@ from pgjobs.named_queries import Queries, _load_query_texts
 from pgjobs.store import Outcome, WorkerStore
 from tests.cli import add_worker
 
+T = TypeVar("T")
+
+
+def as_worker(dsn: str, use: Callable[[WorkerStore], Awaitable[T]]) -> T:
+    """``use`` the store of worker ``w`` on a connection of its own, and its result."""
+
+    async def go() -> T:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await use(WorkerStore(conn, Queries(), "w"))
+
+    return asyncio.run(go())
+
 
 def refresh(dsn: str) -> bool:
     """A reap pass, and the ANALYZE it asks for; whether it asked."""
 
-    async def go() -> bool:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            store = WorkerStore(conn, Queries(), "w")
-            stale = (await store.reap_expired_leases()).statistics_stale
-            return stale and await store.analyze_runs()
+    async def go(store: WorkerStore) -> bool:
+        stale = (await store.reap_expired_leases()).statistics_stale
+        return stale and await store.analyze_runs()
 
-    return asyncio.run(go())
+    return as_worker(dsn, go)
 
 
 def test_statistics_of_runs_are_refreshed_when_missing_and_then_left_alone(
@@ -45,16 +57,14 @@ def test_statistics_of_runs_are_refreshed_when_missing_and_then_left_alone(
 def finish(dsn: str, run_ids: list[int], defer: list[int]) -> tuple[set[int], set[int]]:
     """Worker ``w`` records each run as succeeded, claiming nothing: (finished, deferred)."""
 
-    async def go() -> tuple[set[int], set[int]]:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            store = WorkerStore(conn, Queries(), "w")
-            outcomes = [Outcome(run_id, "succeeded", 0.01) for run_id in run_ids]
-            batch = await store.finish_and_claim_runs(
-                outcomes, queues=[], limit=0, lease=0, defer=defer
-            )
-            return set(batch.finished), set(batch.deferred)
+    async def go(store: WorkerStore) -> tuple[set[int], set[int]]:
+        outcomes = [Outcome(run_id, "succeeded", 0.01) for run_id in run_ids]
+        batch = await store.finish_and_claim_runs(
+            outcomes, queues=[], limit=0, lease=0, defer=defer
+        )
+        return set(batch.finished), set(batch.deferred)
 
-    return asyncio.run(go())
+    return as_worker(dsn, go)
 
 
 def test_an_outcome_that_may_wait_is_left_for_later_while_another_transaction_holds_its_row(
@@ -131,32 +141,31 @@ def test_a_heartbeat_does_not_wait_for_a_held_row_and_still_owns_its_run(
         ).fetchall()
     )
 
-    async def beat() -> frozenset[int]:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
-            store = WorkerStore(c, Queries(), "w")
-            beat = await store.heartbeat(held=[held, free], since=None, ttl=30, lease=30)
-            return beat.owned
+    async def heartbeat(store: WorkerStore) -> frozenset[int]:
+        beat = await store.heartbeat(held=[held, free], since=None, ttl=30, lease=30)
+        return beat.owned
+
+    def beat() -> frozenset[int]:
+        return as_worker(dsn, heartbeat)
 
     lease = "SELECT lease_expires_at > now() + interval '20 s' FROM pgjobs.runs WHERE id = %s"
     with psycopg.connect(dsn) as holder:
         holder.execute("SELECT 1 FROM pgjobs.runs WHERE id = %s FOR UPDATE", (held,))
-        assert asyncio.run(beat()) == {held, free}
+        assert beat() == {held, free}
         assert conn.execute(lease, (free,)).fetchone() == (True,)
         assert conn.execute(lease, (held,)).fetchone() == (False,)
-    assert asyncio.run(beat()) == {held, free}
+    assert beat() == {held, free}
     assert conn.execute(lease, (held,)).fetchone() == (True,)
 
 
 def wakeup_in(dsn: str) -> float | None:
     """Seconds until worker ``w`` should look again, from a claim statement that claims nothing."""
 
-    async def go() -> float | None:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            store = WorkerStore(conn, Queries(), "w")
-            batch = await store.finish_and_claim_runs([], queues=["default"], limit=0, lease=0)
-            return batch.wakeup_in
+    async def go(store: WorkerStore) -> float | None:
+        batch = await store.finish_and_claim_runs([], queues=["default"], limit=0, lease=0)
+        return batch.wakeup_in
 
-    return asyncio.run(go())
+    return as_worker(dsn, go)
 
 
 def test_a_new_schedule_is_due_at_once_and_a_paused_jobs_schedule_wakes_nobody(
